@@ -1,0 +1,62 @@
+//! The stub's one error type: a message for the user (one line, what failed and what to
+//! do) and the chain of causes that `-D` adds.
+
+use std::fmt;
+
+/// Exit code for binctr's own failures (docker's convention).
+pub const EXIT_BINCTR: i32 = 125;
+
+#[derive(Debug)]
+pub struct Error {
+    pub msg: String,
+    pub causes: Vec<String>,
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    pub fn new(msg: impl Into<String>) -> Self {
+        Error {
+            msg: msg.into(),
+            causes: Vec::new(),
+        }
+    }
+
+    /// Prints the error as the stub's last word: one line, or the chain with `-D`.
+    pub fn report(&self, debug: bool) {
+        eprintln!("binctr: {}", self.msg);
+        if debug {
+            for cause in &self.causes {
+                eprintln!("binctr:   caused by: {cause}");
+            }
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.msg)
+    }
+}
+
+/// `.context("what we were doing")` on any result whose error displays: the message
+/// becomes "what we were doing: cause".
+pub trait Context<T> {
+    fn context(self, what: impl fmt::Display) -> Result<T>;
+    fn with_context<D: fmt::Display>(self, what: impl FnOnce() -> D) -> Result<T>;
+}
+
+impl<T, E: fmt::Display> Context<T> for std::result::Result<T, E> {
+    fn context(self, what: impl fmt::Display) -> Result<T> {
+        self.map_err(|e| Error::new(format!("{what}: {e}")))
+    }
+    fn with_context<D: fmt::Display>(self, what: impl FnOnce() -> D) -> Result<T> {
+        self.map_err(|e| Error::new(format!("{}: {e}", what())))
+    }
+}
+
+impl From<binctr_format::FormatError> for Error {
+    fn from(e: binctr_format::FormatError) -> Self {
+        Error::new(e.to_string())
+    }
+}

@@ -1,0 +1,479 @@
+//! Unpacks the payload tar into a directory without ever writing outside it.
+//!
+//! Every parent directory is opened with openat2(RESOLVE_IN_ROOT) below the target, so a
+//! symlink in the image (absolute or relative) resolves inside the rootfs, as the
+//! container itself will see it; the last component is created with *at() calls that do
+//! not follow symlinks. `..` components are refused. This runs outside any namespace,
+//! with the user's full rights, so it must hold against a hostile tar.
+
+use crate::error::{Context, Error, Result};
+use crate::sys;
+use std::ffi::{CStr, CString};
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::path::Path;
+
+/// What an extraction did, for `-D`.
+#[derive(Default, Debug)]
+pub struct Summary {
+    pub entries: u64,
+    pub skipped_devices: u64,
+    pub skipped_other: u64,
+}
+
+/// Directory metadata applied once everything below it is written (a read-only
+/// directory would otherwise stop its own children from being created).
+struct DirMeta {
+    path: Vec<u8>,
+    mode: u32,
+    mtime: i64,
+}
+
+pub struct Extractor {
+    root: OwnedFd,
+    /// The last parent directory opened, reused while entries stay in one directory.
+    parent: Option<(Vec<u8>, OwnedFd)>,
+    dirs: Vec<DirMeta>,
+    buf: Vec<u8>,
+    pub summary: Summary,
+}
+
+fn refuse(name: &[u8], why: &str) -> Error {
+    Error::new(format!(
+        "refused tar entry '{}': {why}",
+        String::from_utf8_lossy(name)
+    ))
+}
+
+/// The entry's path as clean relative components: `./` and leading `/` dropped,
+/// `..` refused. An empty result is the root itself.
+fn clean_path(raw: &[u8]) -> Result<Vec<u8>> {
+    if raw.contains(&0) {
+        return Err(refuse(raw, "name contains a NUL byte"));
+    }
+    if raw.len() >= libc::PATH_MAX as usize {
+        return Err(refuse(raw, "name longer than PATH_MAX"));
+    }
+    let mut out = Vec::with_capacity(raw.len());
+    for part in raw.split(|&b| b == b'/') {
+        match part {
+            b"" | b"." => {}
+            b".." => return Err(refuse(raw, "path climbs out of the root with '..'")),
+            _ => {
+                if !out.is_empty() {
+                    out.push(b'/');
+                }
+                out.extend_from_slice(part);
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn split_parent(path: &[u8]) -> (&[u8], &[u8]) {
+    match path.iter().rposition(|&b| b == b'/') {
+        Some(i) => (&path[..i], &path[i + 1..]),
+        None => (b"", path),
+    }
+}
+
+fn cstr(bytes: &[u8]) -> CString {
+    // clean_path refused NUL bytes already.
+    CString::new(bytes).unwrap_or_default()
+}
+
+fn last_err<T>(ret: libc::c_int, ok: T) -> io::Result<T> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ok)
+    }
+}
+
+/// The *at() calls used on one directory; each only names an entry of that directory.
+mod at {
+    use super::*;
+
+    pub fn mkdir(dir: BorrowedFd<'_>, name: &CStr, mode: u32) -> io::Result<()> {
+        // SAFETY: `name` is NUL-terminated and `dir` is an open descriptor.
+        last_err(
+            unsafe { libc::mkdirat(dir.as_raw_fd(), name.as_ptr(), mode) },
+            (),
+        )
+    }
+    pub fn symlink(target: &CStr, dir: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
+        // SAFETY: both strings are NUL-terminated and `dir` is an open descriptor.
+        let ret = unsafe { libc::symlinkat(target.as_ptr(), dir.as_raw_fd(), name.as_ptr()) };
+        last_err(ret, ())
+    }
+    pub fn link(
+        from_dir: BorrowedFd<'_>,
+        from: &CStr,
+        dir: BorrowedFd<'_>,
+        name: &CStr,
+    ) -> io::Result<()> {
+        // SAFETY: both names are NUL-terminated, both descriptors are open; flags 0 so a
+        // symlink is linked itself, never followed.
+        let ret = unsafe {
+            libc::linkat(
+                from_dir.as_raw_fd(),
+                from.as_ptr(),
+                dir.as_raw_fd(),
+                name.as_ptr(),
+                0,
+            )
+        };
+        last_err(ret, ())
+    }
+    pub fn mknod(dir: BorrowedFd<'_>, name: &CStr, mode: u32) -> io::Result<()> {
+        // SAFETY: `name` is NUL-terminated and `dir` is an open descriptor.
+        let ret = unsafe { libc::mknodat(dir.as_raw_fd(), name.as_ptr(), mode, 0) };
+        last_err(ret, ())
+    }
+    /// Removes whatever `name` is, a file or an empty directory.
+    pub fn remove(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
+        // SAFETY: `name` is NUL-terminated and `dir` is an open descriptor.
+        let ret = unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), 0) };
+        if ret == 0 {
+            return Ok(());
+        }
+        let err = io::Error::last_os_error();
+        if err.raw_os_error() == Some(libc::EISDIR) {
+            // SAFETY: as above.
+            let ret = unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), libc::AT_REMOVEDIR) };
+            return last_err(ret, ());
+        }
+        Err(err)
+    }
+    pub fn create_file(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<File> {
+        let flags =
+            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+        // SAFETY: `name` is NUL-terminated and `dir` is an open descriptor.
+        let fd =
+            unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), flags, 0o600 as libc::c_uint) };
+        let fd = last_err(fd, fd)?;
+        // SAFETY: the descriptor was just returned by the kernel and is owned by no one else.
+        Ok(unsafe { File::from_raw_fd(fd) })
+    }
+    /// Sets the mtime of `name` itself (a symlink is not followed).
+    pub fn set_mtime(dir: BorrowedFd<'_>, name: &CStr, mtime: i64) -> io::Result<()> {
+        let times = [
+            libc::timespec {
+                tv_sec: 0,
+                tv_nsec: libc::UTIME_OMIT,
+            },
+            libc::timespec {
+                tv_sec: mtime as libc::time_t,
+                tv_nsec: 0,
+            },
+        ];
+        // SAFETY: `name` is NUL-terminated, `times` holds two timespecs as required.
+        let ret = unsafe {
+            libc::utimensat(
+                dir.as_raw_fd(),
+                name.as_ptr(),
+                times.as_ptr(),
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        };
+        last_err(ret, ())
+    }
+    pub fn set_file_times(file: &File, mtime: i64) -> io::Result<()> {
+        let times = [
+            libc::timespec {
+                tv_sec: 0,
+                tv_nsec: libc::UTIME_OMIT,
+            },
+            libc::timespec {
+                tv_sec: mtime as libc::time_t,
+                tv_nsec: 0,
+            },
+        ];
+        // SAFETY: the descriptor is open and `times` holds two timespecs.
+        last_err(
+            unsafe { libc::futimens(file.as_raw_fd(), times.as_ptr()) },
+            (),
+        )
+    }
+}
+
+impl Extractor {
+    /// Extracts below `root`, which must be an empty directory.
+    pub fn new(root: &Path) -> Result<Extractor> {
+        let root = File::open(root)
+            .with_context(|| format!("cannot open {}", root.display()))?
+            .into();
+        Ok(Extractor {
+            root,
+            parent: None,
+            dirs: Vec::new(),
+            buf: vec![0u8; 256 * 1024],
+            summary: Summary::default(),
+        })
+    }
+
+    /// Opens a directory of the rootfs, resolving it as the container will.
+    fn open_dir(&self, path: &[u8]) -> io::Result<OwnedFd> {
+        let path = if path.is_empty() { &b"."[..] } else { path };
+        sys::openat2(
+            self.root.as_fd(),
+            &cstr(path),
+            libc::O_PATH | libc::O_DIRECTORY,
+            0,
+            sys::RESOLVE_IN_ROOT | sys::RESOLVE_NO_MAGICLINKS,
+        )
+    }
+
+    /// The parent directory of an entry, created (0700) when the tar did not list it.
+    fn parent_dir(&mut self, parent: &[u8]) -> Result<BorrowedFd<'_>> {
+        let cached = matches!(&self.parent, Some((p, _)) if p == parent);
+        if !cached {
+            let fd = match self.open_dir(parent) {
+                Ok(fd) => fd,
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => self.make_parents(parent)?,
+                Err(e) => {
+                    return Err(refuse(parent, &format!("cannot open its directory: {e}")));
+                }
+            };
+            self.parent = Some((parent.to_vec(), fd));
+        }
+        Ok(self
+            .parent
+            .as_ref()
+            .map(|(_, fd)| fd.as_fd())
+            .expect("set above"))
+    }
+
+    fn make_parents(&mut self, path: &[u8]) -> Result<OwnedFd> {
+        let mut end = 0;
+        loop {
+            end = match path[end..].iter().position(|&b| b == b'/') {
+                Some(i) if end + i > 0 => end + i,
+                Some(_) => end + 1,
+                None => path.len(),
+            };
+            let prefix = &path[..end];
+            if let Err(e) = self.open_dir(prefix) {
+                if e.raw_os_error() != Some(libc::ENOENT) {
+                    return Err(refuse(path, &format!("cannot open its directory: {e}")));
+                }
+                let (up, name) = split_parent(prefix);
+                let up = self
+                    .open_dir(up)
+                    .map_err(|e| refuse(path, &format!("cannot open its directory: {e}")))?;
+                at::mkdir(up.as_fd(), &cstr(name), 0o700)
+                    .map_err(|e| refuse(path, &format!("cannot create directory: {e}")))?;
+            }
+            if end == path.len() {
+                return self
+                    .open_dir(path)
+                    .map_err(|e| refuse(path, &format!("cannot open its directory: {e}")));
+            }
+            end += 1;
+        }
+    }
+
+    /// Writes one entry of the tar.
+    pub fn entry<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<()> {
+        let raw = entry.path_bytes().into_owned();
+        let path = clean_path(&raw)?;
+        let header = entry.header();
+        let kind = header.entry_type();
+        let mode = header.mode().map_err(|e| refuse(&raw, &e.to_string()))? & 0o7777;
+        let mtime = header.mtime().unwrap_or(0) as i64;
+        self.summary.entries += 1;
+        if path.is_empty() {
+            if kind.is_dir() {
+                self.dirs.push(DirMeta { path, mode, mtime });
+            }
+            return Ok(());
+        }
+        let link_target = match kind {
+            tar::EntryType::Symlink | tar::EntryType::Link => Some(
+                entry
+                    .link_name_bytes()
+                    .ok_or_else(|| refuse(&raw, "link without a target"))?
+                    .into_owned(),
+            ),
+            _ => None,
+        };
+        let (parent, name) = split_parent(&path);
+        let name = cstr(name);
+        match kind {
+            tar::EntryType::Directory => {
+                // Already a directory (or a symlink to one, kept): only its metadata is due.
+                if self.open_dir(&path).is_err() {
+                    let dir = self.parent_dir(parent)?;
+                    match at::mkdir(dir, &name, 0o700) {
+                        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+                            at::remove(dir, &name).and_then(|()| at::mkdir(dir, &name, 0o700))
+                        }
+                        other => other,
+                    }
+                    .map_err(|e| refuse(&raw, &format!("cannot create directory: {e}")))?;
+                }
+                self.dirs.push(DirMeta { path, mode, mtime });
+            }
+            tar::EntryType::Regular | tar::EntryType::Continuous => {
+                let dir = self.parent_dir(parent)?;
+                let mut file = match at::create_file(dir, &name) {
+                    Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+                        at::remove(dir, &name).and_then(|()| at::create_file(dir, &name))
+                    }
+                    other => other,
+                }
+                .map_err(|e| refuse(&raw, &format!("cannot create file: {e}")))?;
+                let buf = &mut self.buf;
+                loop {
+                    let n = match entry.read(buf) {
+                        Ok(0) => break,
+                        Ok(n) => n,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(e) => return Err(Error::new(format!("payload read failed: {e}"))),
+                    };
+                    file.write_all(&buf[..n])
+                        .map_err(|e| refuse(&raw, &format!("cannot write: {e}")))?;
+                }
+                file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))
+                    .map_err(|e| refuse(&raw, &format!("cannot set mode: {e}")))?;
+                at::set_file_times(&file, mtime)
+                    .map_err(|e| refuse(&raw, &format!("cannot set mtime: {e}")))?;
+            }
+            tar::EntryType::Symlink => {
+                let target = cstr(link_target.as_deref().unwrap_or_default());
+                let dir = self.parent_dir(parent)?;
+                match at::symlink(&target, dir, &name) {
+                    Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+                        at::remove(dir, &name).and_then(|()| at::symlink(&target, dir, &name))
+                    }
+                    other => other,
+                }
+                .map_err(|e| refuse(&raw, &format!("cannot create symlink: {e}")))?;
+                at::set_mtime(dir, &name, mtime)
+                    .map_err(|e| refuse(&raw, &format!("cannot set mtime: {e}")))?;
+            }
+            tar::EntryType::Link => {
+                let target = clean_path(link_target.as_deref().unwrap_or_default())?;
+                let (tparent, tname) = split_parent(&target);
+                let from = self
+                    .open_dir(tparent)
+                    .map_err(|e| refuse(&raw, &format!("hard link target missing: {e}")))?;
+                let tname = cstr(tname);
+                let dir = self.parent_dir(parent)?;
+                match at::link(from.as_fd(), &tname, dir, &name) {
+                    Err(e) if e.raw_os_error() == Some(libc::EEXIST) => at::remove(dir, &name)
+                        .and_then(|()| at::link(from.as_fd(), &tname, dir, &name)),
+                    other => other,
+                }
+                .map_err(|e| {
+                    refuse(
+                        &raw,
+                        &format!(
+                            "cannot hard link to '{}': {e}",
+                            String::from_utf8_lossy(&target)
+                        ),
+                    )
+                })?;
+            }
+            tar::EntryType::Fifo => {
+                let dir = self.parent_dir(parent)?;
+                match at::mknod(dir, &name, libc::S_IFIFO | mode) {
+                    Err(e) if e.raw_os_error() == Some(libc::EEXIST) => at::remove(dir, &name)
+                        .and_then(|()| at::mknod(dir, &name, libc::S_IFIFO | mode)),
+                    other => other,
+                }
+                .map_err(|e| refuse(&raw, &format!("cannot create fifo: {e}")))?;
+            }
+            tar::EntryType::Char | tar::EntryType::Block => {
+                // An unprivileged user cannot create device nodes; /dev is set up at run time.
+                self.summary.skipped_devices += 1;
+            }
+            _ => {
+                // PAX global headers, GNU volume labels and the like carry no file.
+                self.summary.skipped_other += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes sure `path` exists as a directory (for mount points the image lacks).
+    pub fn ensure_dir(&mut self, path: &[u8], mode: u32) -> Result<()> {
+        if self.open_dir(path).is_ok() {
+            return Ok(());
+        }
+        let (parent, name) = split_parent(path);
+        let dir = self.parent_dir(parent)?;
+        let name = cstr(name);
+        // A symlink or file in the way is left alone: the container sees the image as is.
+        if at::mkdir(dir, &name, 0o700).is_ok() {
+            self.dirs.push(DirMeta {
+                path: path.to_vec(),
+                mode,
+                mtime: 0,
+            });
+        }
+        Ok(())
+    }
+
+    /// Applies directory modes and mtimes, deepest first.
+    pub fn finish(mut self) -> Result<Summary> {
+        self.parent = None;
+        self.dirs.sort_by_key(|d| {
+            std::cmp::Reverse(
+                d.path.iter().filter(|&&b| b == b'/').count() + usize::from(!d.path.is_empty()),
+            )
+        });
+        for dir in &self.dirs {
+            let path = if dir.path.is_empty() {
+                &b"."[..]
+            } else {
+                &dir.path
+            };
+            let fd = sys::openat2(
+                self.root.as_fd(),
+                &cstr(path),
+                libc::O_RDONLY | libc::O_DIRECTORY,
+                0,
+                sys::RESOLVE_IN_ROOT | sys::RESOLVE_NO_SYMLINKS,
+            );
+            // A directory later replaced by another kind of entry has nothing to apply.
+            let Ok(fd) = fd else { continue };
+            let file = File::from(fd);
+            file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(
+                dir.mode | 0o700,
+            ))
+            .map_err(|e| refuse(&dir.path, &format!("cannot set mode: {e}")))?;
+            at::set_file_times(&file, dir.mtime)
+                .map_err(|e| refuse(&dir.path, &format!("cannot set mtime: {e}")))?;
+        }
+        Ok(self.summary)
+    }
+
+    /// Creates an empty regular file unless something is there already.
+    pub fn ensure_file(&mut self, path: &[u8]) -> Result<()> {
+        let (parent, name) = split_parent(path);
+        let Ok(dir) = self.open_dir(parent) else {
+            return Ok(());
+        };
+        let name = cstr(name);
+        if let Ok(file) = at::create_file(dir.as_fd(), &name) {
+            let _ = file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clean_path_normalises_and_refuses_dotdot() {
+        assert_eq!(clean_path(b"./etc/passwd").unwrap(), b"etc/passwd");
+        assert_eq!(clean_path(b"/etc//x/./y/").unwrap(), b"etc/x/y");
+        assert_eq!(clean_path(b"./").unwrap(), b"");
+        assert!(clean_path(b"a/../../b").is_err());
+        assert!(clean_path(b"..").is_err());
+    }
+}

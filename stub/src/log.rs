@@ -1,0 +1,23 @@
+//! `-D`: each setup step, one line on stderr.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+static DEBUG: AtomicBool = AtomicBool::new(false);
+
+pub fn set_debug(on: bool) {
+    DEBUG.store(on, Ordering::Relaxed);
+}
+
+pub fn debug_enabled() -> bool {
+    DEBUG.load(Ordering::Relaxed)
+}
+
+/// Prints a setup step when `-D` is on.
+macro_rules! debug {
+    ($($arg:tt)*) => {
+        if $crate::log::debug_enabled() {
+            eprintln!("binctr: [debug] {}", format_args!($($arg)*));
+        }
+    };
+}
+pub(crate) use debug;

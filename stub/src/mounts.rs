@@ -1,0 +1,350 @@
+//! The container's filesystem, built inside its new mount namespace (RUNTIME-NOTES
+//! steps 8-11): private propagation, a scratch tmpfs, the root (overlay or read-only
+//! bind), /proc, /dev, /sys, the /etc files, then pivot_root.
+//!
+//! Every mount target inside the new root is opened with openat2(RESOLVE_IN_ROOT) and
+//! mounted on through /proc/self/fd/N, so a symlink in the image cannot point a mount
+//! at a host path.
+
+use crate::cache::Rootfs;
+use crate::cli::RunSpec;
+use crate::error::{Context, Error, Result};
+use crate::log::debug;
+use crate::sys;
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use std::ffi::CString;
+use std::fs;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::{symlink, DirBuilderExt};
+use std::path::{Path, PathBuf};
+
+const NONE: Option<&str> = None;
+
+/// Host device nodes bind-mounted into the container's /dev.
+const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
+
+/// Builds the container's root and moves into it.
+pub fn setup(spec: &RunSpec, rootfs: &Rootfs) -> Result<()> {
+    debug!("mounts: making all mounts private");
+    mount(NONE, "/", NONE, MsFlags::MS_REC | MsFlags::MS_PRIVATE, NONE)
+        .context("cannot make mounts private")?;
+
+    let scratch = rootfs.scratch();
+    debug!("mounts: scratch tmpfs on {}", scratch.display());
+    mount(
+        Some("tmpfs"),
+        &scratch,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("mode=0755"),
+    )
+    .with_context(|| format!("cannot mount a tmpfs on {}", scratch.display()))?;
+    let newroot = scratch.join("root");
+    mkdir(&newroot, 0o755)?;
+    if spec.read_only {
+        mount_read_only_root(&rootfs.rootfs(), &newroot)?;
+    } else {
+        mount_overlay_root(&rootfs.rootfs(), &scratch, &newroot)?;
+    }
+
+    let root = open_path(&newroot)?;
+    mount_proc(root.as_fd())?;
+    setup_dev(root.as_fd())?;
+    mount_sys(root.as_fd())?;
+    setup_etc(root.as_fd(), &scratch, spec)?;
+    drop(root);
+    pivot_into(&newroot)
+}
+
+fn mkdir(path: &Path, mode: u32) -> Result<()> {
+    fs::DirBuilder::new()
+        .mode(mode)
+        .create(path)
+        .with_context(|| format!("cannot create {}", path.display()))
+}
+
+fn open_path(path: &Path) -> Result<OwnedFd> {
+    let c = CString::new(path.as_os_str().as_encoded_bytes()).context("path with a NUL byte")?;
+    sys::openat2(cwd(), &c, libc::O_PATH | libc::O_DIRECTORY, 0, 0)
+        .with_context(|| format!("cannot open {}", path.display()))
+}
+
+fn cwd() -> BorrowedFd<'static> {
+    // SAFETY: AT_FDCWD is a constant the kernel understands as "the working directory";
+    // it is never closed.
+    unsafe { BorrowedFd::borrow_raw(libc::AT_FDCWD) }
+}
+
+/// Opens `path` inside the new root, as the container will resolve it.
+fn open_in_root(root: BorrowedFd<'_>, path: &str, flags: libc::c_int) -> std::io::Result<OwnedFd> {
+    let c = CString::new(path).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+    sys::openat2(
+        root,
+        &c,
+        libc::O_PATH | flags,
+        0,
+        sys::RESOLVE_IN_ROOT | sys::RESOLVE_NO_MAGICLINKS,
+    )
+}
+
+/// The path through which the kernel reaches an open descriptor.
+fn fd_path(fd: &OwnedFd) -> PathBuf {
+    PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+}
+
+/// A directory of the new root to mount on.
+fn mount_point(root: BorrowedFd<'_>, path: &str) -> Result<OwnedFd> {
+    open_in_root(root, path, libc::O_DIRECTORY).with_context(|| {
+        format!("cannot open /{path} in the container (the image needs a /{path} directory)")
+    })
+}
+
+/// `\`, `,` and `:` would split overlay's option string.
+fn escape_overlay(path: &Path) -> String {
+    let mut out = String::new();
+    for c in path.to_string_lossy().chars() {
+        if matches!(c, '\\' | ',' | ':') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn mount_overlay_root(lower: &Path, scratch: &Path, newroot: &Path) -> Result<()> {
+    let upper = scratch.join("upper");
+    let work = scratch.join("work");
+    mkdir(&upper, 0o755)?;
+    mkdir(&work, 0o700)?;
+    // userxattr: the only mode an unprivileged overlay has (5.11+); volatile: the upper
+    // dies with the container, so syncing it is wasted work.
+    let options = format!(
+        "lowerdir={},upperdir={},workdir={},userxattr,volatile",
+        escape_overlay(lower),
+        escape_overlay(&upper),
+        escape_overlay(&work)
+    );
+    debug!("mounts: overlay root ({options})");
+    mount(Some("overlay"), newroot, Some("overlay"), MsFlags::empty(), Some(options.as_str()))
+        .map_err(|e| {
+            Error::new(format!(
+                "the kernel refused overlayfs in a user namespace ({e}; it needs Linux 5.11 or newer): run with --read-only"
+            ))
+        })
+}
+
+fn mount_read_only_root(lower: &Path, newroot: &Path) -> Result<()> {
+    debug!("mounts: read-only bind of {}", lower.display());
+    mount(
+        Some(lower),
+        newroot,
+        NONE,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        NONE,
+    )
+    .with_context(|| format!("cannot bind {}", lower.display()))?;
+    // A remount must keep the flags the kernel locked on the cache's filesystem.
+    let locked = locked_flags(newroot)?;
+    mount(
+        NONE,
+        newroot,
+        NONE,
+        MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY | locked,
+        NONE,
+    )
+    .context("cannot make the root read-only")
+}
+
+fn locked_flags(path: &Path) -> Result<MsFlags> {
+    use nix::sys::statvfs::{statvfs, FsFlags};
+    let st = statvfs(path).with_context(|| format!("cannot statvfs {}", path.display()))?;
+    let mut flags = MsFlags::empty();
+    for (fs_flag, ms_flag) in [
+        (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
+        (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+        (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+        (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
+        (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+        (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+    ] {
+        if st.flags().contains(fs_flag) {
+            flags |= ms_flag;
+        }
+    }
+    Ok(flags)
+}
+
+fn mount_proc(root: BorrowedFd<'_>) -> Result<()> {
+    debug!("mounts: /proc");
+    let target = mount_point(root, "proc")?;
+    mount(
+        Some("proc"),
+        &fd_path(&target),
+        Some("proc"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        NONE,
+    )
+    .context("cannot mount /proc for the container's pid namespace")
+}
+
+fn setup_dev(root: BorrowedFd<'_>) -> Result<()> {
+    debug!("mounts: /dev");
+    let target = mount_point(root, "dev")?;
+    mount(
+        Some("tmpfs"),
+        &fd_path(&target),
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("mode=0755,size=65536k"),
+    )
+    .context("cannot mount a tmpfs on /dev")?;
+    // Reopen: the descriptor above is the directory under the new tmpfs.
+    let dev_fd = mount_point(root, "dev")?;
+    let dev = fd_path(&dev_fd);
+    for name in DEVICES {
+        let node = dev.join(name);
+        fs::File::create(&node).with_context(|| format!("cannot create /dev/{name}"))?;
+        let host = Path::new("/dev").join(name);
+        mount(Some(&host), &node, NONE, MsFlags::MS_BIND, NONE)
+            .with_context(|| format!("cannot bind {}", host.display()))?;
+    }
+    for (link, target) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+        ("ptmx", "pts/ptmx"),
+    ] {
+        symlink(target, dev.join(link)).with_context(|| format!("cannot create /dev/{link}"))?;
+    }
+    mkdir(&dev.join("pts"), 0o755)?;
+    mount(
+        Some("devpts"),
+        &dev.join("pts"),
+        Some("devpts"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("newinstance,ptmxmode=0666,mode=0620"),
+    )
+    .context("cannot mount devpts on /dev/pts")?;
+    mkdir(&dev.join("shm"), 0o1777)?;
+    mount(
+        Some("shm"),
+        &dev.join("shm"),
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        Some("mode=1777,size=65536k"),
+    )
+    .context("cannot mount /dev/shm")?;
+    mkdir(&dev.join("mqueue"), 0o755)?;
+    if let Err(e) = mount(
+        Some("mqueue"),
+        &dev.join("mqueue"),
+        Some("mqueue"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        NONE,
+    ) {
+        debug!("mounts: no /dev/mqueue ({e})");
+    }
+    Ok(())
+}
+
+fn mount_sys(root: BorrowedFd<'_>) -> Result<()> {
+    debug!("mounts: /sys (read-only bind of the host's)");
+    let target_fd = mount_point(root, "sys")?;
+    let target = fd_path(&target_fd);
+    mount(
+        Some("/sys"),
+        &target,
+        NONE,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        NONE,
+    )
+    .context("cannot bind /sys")?;
+    // Reopen: the descriptor above is the directory under the new mount.
+    let target_fd = mount_point(root, "sys")?;
+    let target = fd_path(&target_fd);
+    let path = CString::new(target.as_os_str().as_encoded_bytes()).context("bad path")?;
+    let attrs = sys::MOUNT_ATTR_RDONLY
+        | sys::MOUNT_ATTR_NOSUID
+        | sys::MOUNT_ATTR_NODEV
+        | sys::MOUNT_ATTR_NOEXEC;
+    if let Err(e) = sys::mount_setattr_recursive(&path, attrs) {
+        // Before 5.12: a remount reaches the top mount only.
+        debug!("mounts: mount_setattr failed ({e}), remounting /sys read-only");
+        mount(
+            NONE,
+            &target,
+            NONE,
+            MsFlags::MS_REMOUNT
+                | MsFlags::MS_BIND
+                | MsFlags::MS_RDONLY
+                | MsFlags::MS_NOSUID
+                | MsFlags::MS_NODEV
+                | MsFlags::MS_NOEXEC,
+            NONE,
+        )
+        .context("cannot make /sys read-only")?;
+    }
+    Ok(())
+}
+
+/// /etc/resolv.conf and /etc/hosts from the host, /etc/hostname with our hostname: copies
+/// on the scratch tmpfs, so the container may edit them without touching the host's.
+fn setup_etc(root: BorrowedFd<'_>, scratch: &Path, spec: &RunSpec) -> Result<()> {
+    let files = [
+        (
+            "resolv.conf",
+            fs::read("/etc/resolv.conf").unwrap_or_default(),
+        ),
+        (
+            "hosts",
+            fs::read("/etc/hosts").unwrap_or_else(|_| {
+                b"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n".to_vec()
+            }),
+        ),
+        ("hostname", format!("{}\n", spec.hostname).into_bytes()),
+    ];
+    for (name, content) in files {
+        let copy = scratch.join(name);
+        fs::write(&copy, content).with_context(|| format!("cannot write {}", copy.display()))?;
+        let target = match etc_target(root, name, spec.read_only) {
+            Ok(fd) => fd,
+            Err(e) => {
+                debug!("mounts: /etc/{name} left as the image has it ({e})");
+                continue;
+            }
+        };
+        debug!("mounts: /etc/{name}");
+        mount(Some(&copy), &fd_path(&target), NONE, MsFlags::MS_BIND, NONE)
+            .with_context(|| format!("cannot bind /etc/{name}"))?;
+    }
+    Ok(())
+}
+
+/// The file to mount /etc/NAME on; in a writable root, a dangling symlink or missing file
+/// is replaced by an empty file (in the ephemeral upper layer).
+fn etc_target(root: BorrowedFd<'_>, name: &str, read_only: bool) -> std::io::Result<OwnedFd> {
+    let path = format!("etc/{name}");
+    match open_in_root(root, &path, 0) {
+        Ok(fd) => return Ok(fd),
+        Err(e) if read_only => return Err(e),
+        Err(_) => {}
+    }
+    let etc = open_in_root(root, "etc", libc::O_DIRECTORY)?;
+    let file = fd_path(&etc).join(name);
+    let _ = fs::remove_file(&file);
+    fs::File::create(&file)?;
+    open_in_root(root, &path, 0)
+}
+
+/// pivot_root(".", ".") then detach the old root under it (bubblewrap's way: no
+/// directory for the old root is needed, and nothing of the host stays reachable).
+fn pivot_into(newroot: &Path) -> Result<()> {
+    debug!("mounts: pivot_root into {}", newroot.display());
+    nix::unistd::chdir(newroot)
+        .with_context(|| format!("cannot chdir to {}", newroot.display()))?;
+    nix::unistd::pivot_root(".", ".").context("pivot_root failed")?;
+    umount2(".", MntFlags::MNT_DETACH).context("cannot detach the old root")?;
+    nix::unistd::chdir("/").context("cannot chdir to /")?;
+    Ok(())
+}

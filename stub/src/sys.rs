@@ -1,0 +1,240 @@
+//! The raw system calls nix does not wrap (or wraps in a way we cannot use), each in a
+//! small function with its own `// SAFETY:` note. Everything else in the stub is safe Rust.
+
+use std::ffi::CStr;
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+
+fn cvt(ret: libc::c_long) -> io::Result<libc::c_long> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// `fork()` into new namespaces: `clone(flags | SIGCHLD)` with no new stack, so the
+/// child continues on a copy of the parent's, as after fork. Returns 0 in the child.
+///
+/// Only call this while the process is single-threaded (the stub always is).
+pub fn clone_into_namespaces(flags: libc::c_int) -> io::Result<libc::pid_t> {
+    // SAFETY: with a NULL stack the kernel gives the child a copy-on-write copy of the
+    // caller's memory, exactly as fork() does; the stub has a single thread, so no lock
+    // held by another thread can be copied in a locked state.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            libc::c_long::from(flags | libc::SIGCHLD),
+            0 as libc::c_long,
+            0 as libc::c_long,
+            0 as libc::c_long,
+            0 as libc::c_long,
+        )
+    };
+    cvt(ret).map(|pid| pid as libc::pid_t)
+}
+
+/// `struct open_how` of openat2(2).
+#[repr(C)]
+struct OpenHow {
+    flags: u64,
+    mode: u64,
+    resolve: u64,
+}
+
+pub const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
+pub const RESOLVE_NO_SYMLINKS: u64 = 0x04;
+pub const RESOLVE_IN_ROOT: u64 = 0x10;
+
+/// openat2(2): open `path` below `dir`, resolving every component as if `dir` were `/`
+/// (with `RESOLVE_IN_ROOT`), so neither `..` nor a symlink can lead out of it.
+pub fn openat2(
+    dir: BorrowedFd<'_>,
+    path: &CStr,
+    flags: libc::c_int,
+    mode: libc::mode_t,
+    resolve: u64,
+) -> io::Result<OwnedFd> {
+    let how = OpenHow {
+        flags: (flags | libc::O_CLOEXEC) as u64,
+        mode: u64::from(mode),
+        resolve,
+    };
+    // SAFETY: `path` is NUL-terminated, `how` is a properly laid out open_how that lives
+    // for the call, and its size is passed alongside.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            dir.as_raw_fd(),
+            path.as_ptr(),
+            &how as *const OpenHow,
+            std::mem::size_of::<OpenHow>(),
+        )
+    };
+    let fd = cvt(ret)? as libc::c_int;
+    // SAFETY: the kernel just returned this descriptor to us and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `struct mount_attr` of mount_setattr(2).
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+pub const MOUNT_ATTR_RDONLY: u64 = 0x01;
+pub const MOUNT_ATTR_NOSUID: u64 = 0x02;
+pub const MOUNT_ATTR_NODEV: u64 = 0x04;
+pub const MOUNT_ATTR_NOEXEC: u64 = 0x08;
+
+/// mount_setattr(2) with `AT_RECURSIVE`: set `attrs` on the mount at `path` and on every
+/// mount below it (a remount only reaches the top one).
+pub fn mount_setattr_recursive(path: &CStr, attrs: u64) -> io::Result<()> {
+    let attr = MountAttr {
+        attr_set: attrs,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: `path` is NUL-terminated and `attr` is a mount_attr that outlives the call;
+    // its size is passed alongside.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            libc::AT_RECURSIVE as libc::c_uint,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    cvt(ret).map(drop)
+}
+
+/// The calling process's signal mask, replaced by `set` (SIG_SETMASK).
+pub fn set_signal_mask(set: &libc::sigset_t) -> io::Result<()> {
+    // SAFETY: both pointers are valid for the call; the old mask is not asked for.
+    let ret = unsafe { libc::sigprocmask(libc::SIG_SETMASK, set, std::ptr::null_mut()) };
+    cvt(ret.into()).map(drop)
+}
+
+/// A signal set holding `signals`.
+pub fn sigset_of(signals: &[libc::c_int]) -> libc::sigset_t {
+    // SAFETY: sigemptyset/sigaddset only write into the set we pass; a zeroed sigset_t
+    // is a valid argument for sigemptyset to initialise.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for &sig in signals {
+            libc::sigaddset(&mut set, sig);
+        }
+        set
+    }
+}
+
+/// A signal as sigwaitinfo(2) reports it.
+pub struct Received {
+    pub signal: libc::c_int,
+    /// True when the kernel raised it for a whole process group (the terminal's
+    /// Ctrl-C, Ctrl-\, hangup): the container's processes in that group got it too.
+    pub from_terminal: bool,
+}
+
+/// Waits for one of the (blocked) signals in `set`.
+pub fn wait_signal(set: &libc::sigset_t) -> Received {
+    loop {
+        // SAFETY: a zeroed siginfo_t is a valid buffer for the kernel to fill.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `set` and `info` are valid for the duration of the call.
+        let sig = unsafe { libc::sigwaitinfo(set, &mut info) };
+        if sig > 0 {
+            return Received {
+                signal: sig,
+                from_terminal: info.si_code == libc::SI_KERNEL,
+            };
+        }
+        // EINTR (a signal outside the set, e.g. SIGSTOP/SIGCONT): wait again.
+    }
+}
+
+/// Resets every signal disposition to its default, as a freshly exec'd program expects
+/// (Rust's runtime ignores SIGPIPE, and ignored signals survive execve).
+pub fn reset_signal_dispositions() {
+    for sig in 1..libc::SIGRTMAX() {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: setting SIG_DFL installs no handler code; invalid numbers just fail.
+        unsafe {
+            libc::signal(sig, libc::SIG_DFL);
+        }
+    }
+}
+
+/// prctl(2) with integer arguments.
+pub fn prctl(option: libc::c_int, arg: libc::c_ulong) -> io::Result<()> {
+    // SAFETY: the options we use (PDEATHSIG, DUMPABLE, NO_NEW_PRIVS) take integer
+    // arguments only; unused trailing arguments must be zero.
+    let ret = unsafe { libc::prctl(option, arg, 0 as libc::c_ulong, 0 as libc::c_ulong, 0) };
+    cvt(ret.into()).map(drop)
+}
+
+/// Marks every descriptor from 3 up close-on-exec (close_range(2)), so nothing of the
+/// stub's reaches the container's command.
+pub fn cloexec_from_3() -> io::Result<()> {
+    const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+    // SAFETY: close_range only changes flags of descriptors of this process.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3 as libc::c_uint,
+            libc::c_uint::MAX,
+            CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    cvt(ret).map(drop)
+}
+
+/// execve(2); returns only on failure.
+pub fn execve(
+    path: &CStr,
+    argv: &[*const libc::c_char],
+    envp: &[*const libc::c_char],
+) -> io::Error {
+    debug_assert!(argv.last().is_some_and(|p| p.is_null()));
+    debug_assert!(envp.last().is_some_and(|p| p.is_null()));
+    // SAFETY: `path` is NUL-terminated; argv and envp are NULL-terminated arrays of
+    // pointers to NUL-terminated strings that the caller keeps alive.
+    unsafe { libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
+    io::Error::last_os_error()
+}
+
+/// _exit(2): leaves without running destructors or atexit handlers, as a forked child
+/// must (they belong to the parent's copy of the state).
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit never returns and touches no memory of ours.
+    unsafe { libc::_exit(code) }
+}
+
+/// Whether `fd` is a terminal.
+pub fn is_terminal(fd: libc::c_int) -> bool {
+    // SAFETY: isatty only inspects the descriptor number.
+    unsafe { libc::isatty(fd) == 1 }
+}
+
+/// Closes every descriptor from 3 up (close_range(2)).
+pub fn close_from_3() -> io::Result<()> {
+    // SAFETY: closing descriptors of this process; none of ours is used afterwards.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3 as libc::c_uint,
+            libc::c_uint::MAX,
+            0 as libc::c_uint,
+        )
+    };
+    cvt(ret).map(drop)
+}
