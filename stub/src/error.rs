@@ -48,10 +48,42 @@ pub trait Context<T> {
 
 impl<T, E: fmt::Display> Context<T> for std::result::Result<T, E> {
     fn context(self, what: impl fmt::Display) -> Result<T> {
-        self.map_err(|e| Error::new(format!("{what}: {e}")))
+        self.map_err(|e| Error::new(format!("{what}: {}", plain(&e))))
     }
     fn with_context<D: fmt::Display>(self, what: impl FnOnce() -> D) -> Result<T> {
-        self.map_err(|e| Error::new(format!("{}: {e}", what())))
+        self.map_err(|e| Error::new(format!("{}: {}", what(), plain(&e))))
+    }
+}
+
+/// An error's text without std's " (os error N)" and nix's "EACCES: " noise.
+pub fn plain(e: &dyn fmt::Display) -> String {
+    let text = e.to_string();
+    let text = match text.find(" (os error ") {
+        Some(i) => &text[..i],
+        None => &text,
+    };
+    match text.split_once(": ") {
+        Some((errno, rest))
+            if errno.starts_with('E')
+                && errno
+                    .bytes()
+                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit()) =>
+        {
+            rest.to_string()
+        }
+        _ => text.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn plain_drops_errno_noise() {
+        let io = std::io::Error::from_raw_os_error(libc::EACCES);
+        assert_eq!(super::plain(&io), "Permission denied");
+        assert_eq!(super::plain(&nix::errno::Errno::EINVAL), "Invalid argument");
+        assert_eq!(super::plain(&"EOF: x"), "x");
+        assert_eq!(super::plain(&"bad: thing"), "bad: thing");
     }
 }
 

@@ -41,8 +41,9 @@ pub struct Extractor {
 
 fn refuse(name: &[u8], why: &str) -> Error {
     Error::new(format!(
-        "refused tar entry '{}': {why}",
-        String::from_utf8_lossy(name)
+        "cannot extract '{}' from the image: {}",
+        String::from_utf8_lossy(name),
+        crate::error::plain(&why)
     ))
 }
 
@@ -164,7 +165,7 @@ mod at {
                 tv_nsec: libc::UTIME_OMIT,
             },
             libc::timespec {
-                tv_sec: mtime as libc::time_t,
+                tv_sec: mtime as _,
                 tv_nsec: 0,
             },
         ];
@@ -186,7 +187,7 @@ mod at {
                 tv_nsec: libc::UTIME_OMIT,
             },
             libc::timespec {
-                tv_sec: mtime as libc::time_t,
+                tv_sec: mtime as _,
                 tv_nsec: 0,
             },
         ];
@@ -330,7 +331,7 @@ impl Extractor {
                         Ok(0) => break,
                         Ok(n) => n,
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                        Err(e) => return Err(Error::new(format!("payload read failed: {e}"))),
+                        Err(e) => return Err(Error::new(format!("cannot read the payload: {e}"))),
                     };
                     file.write_all(&buf[..n])
                         .map_err(|e| refuse(&raw, &format!("cannot write: {e}")))?;

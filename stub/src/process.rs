@@ -262,7 +262,13 @@ fn exec_error(name: &str, err: std::io::Error) -> (i32, Error) {
                 "{name}: no such file in the container (or its interpreter is missing)"
             )),
         ),
-        _ => (126, Error::new(format!("{name}: cannot run it: {err}"))),
+        _ => (
+            126,
+            Error::new(format!(
+                "{name}: cannot run it: {}",
+                crate::error::plain(&err)
+            )),
+        ),
     }
 }
 
