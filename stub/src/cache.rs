@@ -13,6 +13,7 @@ use crate::extract::Extractor;
 use crate::log::debug;
 use crate::payload::Packed;
 use crate::progress::Progress;
+use crate::sys;
 use sha2::{Digest, Sha256};
 use std::fs::{self, DirBuilder, OpenOptions};
 use std::io::{self, BufReader, Read, Seek, SeekFrom};
@@ -222,6 +223,10 @@ fn extract_into(packed: &Packed, tmp: &Path) -> Result<()> {
 }
 
 fn unpack<R: Read>(payload: &mut R, rootfs: &Path) -> Result<crate::extract::Summary> {
+    // Ctrl-C, kill and hangup wait, blocked, until the entry being written is complete;
+    // then the half-made extraction is removed and the stub exits 128+N.
+    let stop = sys::sigset_of(&crate::process::FORWARDED);
+    let _ = sys::set_signal_mask(&stop);
     let mut decoder = lz4_flex::frame::FrameDecoder::new(payload);
     let mut extractor = Extractor::new(rootfs)?;
     {
@@ -230,6 +235,12 @@ fn unpack<R: Read>(payload: &mut R, rootfs: &Path) -> Result<crate::extract::Sum
             .entries()
             .map_err(|e| Error::new(format!("payload is not a tar: {e}")))?;
         for entry in entries {
+            if let Some(signal) = sys::pending_signal(&stop) {
+                return Err(Error::interrupted(
+                    signal,
+                    "while extracting the image; the cache is left as it was",
+                ));
+            }
             let mut entry = entry.map_err(|e| Error::new(format!("payload tar: {e}")))?;
             extractor.entry(&mut entry)?;
         }

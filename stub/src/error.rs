@@ -10,6 +10,8 @@ pub const EXIT_BINCTR: i32 = 125;
 pub struct Error {
     pub msg: String,
     pub causes: Vec<String>,
+    /// The stub's exit code for this error: 125, or 128+N when signal N stopped us.
+    pub code: i32,
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -19,6 +21,15 @@ impl Error {
         Error {
             msg: msg.into(),
             causes: Vec::new(),
+            code: EXIT_BINCTR,
+        }
+    }
+
+    /// The user stopped us (Ctrl-C, kill) before the container started.
+    pub fn interrupted(signal: libc::c_int, what: &str) -> Self {
+        Error {
+            code: 128 + signal,
+            ..Error::new(format!("interrupted {what}"))
         }
     }
 

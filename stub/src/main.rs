@@ -56,7 +56,7 @@ fn run() -> i32 {
         Ok(code) => code,
         Err(e) => {
             e.report(flags.debug);
-            EXIT_BINCTR
+            e.code
         }
     }
 }

@@ -19,7 +19,7 @@ use std::os::unix::ffi::OsStrExt;
 
 /// Signals the monitor passes on to the container (SIGKILL of the monitor reaches it
 /// through PR_SET_PDEATHSIG instead).
-const FORWARDED: [libc::c_int; 6] = [
+pub const FORWARDED: [libc::c_int; 6] = [
     libc::SIGINT,
     libc::SIGTERM,
     libc::SIGHUP,

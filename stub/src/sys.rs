@@ -238,3 +238,17 @@ pub fn close_from_3() -> io::Result<()> {
     };
     cvt(ret).map(drop)
 }
+
+/// The first signal of `set` that is pending (blocked and waiting), if any.
+pub fn pending_signal(set: &libc::sigset_t) -> Option<libc::c_int> {
+    // SAFETY: a zeroed sigset_t is a valid buffer for sigpending to fill; sigismember
+    // only reads the sets.
+    unsafe {
+        let mut pending: libc::sigset_t = std::mem::zeroed();
+        if libc::sigpending(&mut pending) != 0 {
+            return None;
+        }
+        (1..libc::SIGRTMIN())
+            .find(|&s| libc::sigismember(&pending, s) == 1 && libc::sigismember(set, s) == 1)
+    }
+}
