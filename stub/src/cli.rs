@@ -36,6 +36,27 @@ pub struct Flags {
     #[argh(switch)]
     pub read_write: bool,
 
+    /// set an environment variable (KEY=VALUE), or pass KEY on from the host's
+    /// environment (repeatable; applied after the image's Env and --env-file)
+    #[argh(option, short = 'e', long = "env")]
+    pub env: Vec<String>,
+
+    /// read environment variables from a file of KEY=VALUE lines (repeatable)
+    #[argh(option)]
+    pub env_file: Vec<String>,
+
+    /// working directory inside the container (instead of the image's WorkingDir)
+    #[argh(option, short = 'w')]
+    pub workdir: Option<String>,
+
+    /// run this program instead of the image's entrypoint, and drop its default command
+    #[argh(option)]
+    pub entrypoint: Option<String>,
+
+    /// the container's hostname (default: the image name)
+    #[argh(option)]
+    pub hostname: Option<String>,
+
     /// command and arguments to run instead of the image's default
     #[argh(positional, greedy)]
     pub command: Vec<String>,
@@ -92,15 +113,23 @@ pub struct RunSpec {
     /// KEY=VALUE, in order, later entries already merged into earlier ones.
     pub env: Vec<OsString>,
     pub working_dir: String,
+    /// What SIGTERM to the stub becomes (the image's StopSignal).
+    pub stop_signal: libc::c_int,
 }
 
 impl RunSpec {
     pub fn new(flags: &Flags, command: Vec<OsString>, packed: &Packed) -> Result<RunSpec> {
         let config = &packed.config;
-        // docker run: arguments replace Cmd and are appended to Entrypoint.
-        let mut argv: Vec<OsString> = config.entrypoint.iter().map(OsString::from).collect();
+        // docker run: arguments replace Cmd and are appended to Entrypoint;
+        // --entrypoint replaces Entrypoint and drops Cmd.
+        let (entrypoint, cmd) = match &flags.entrypoint {
+            Some(e) if e.is_empty() => (Vec::new(), Vec::new()),
+            Some(e) => (vec![e.clone()], Vec::new()),
+            None => (config.entrypoint.clone(), config.cmd.clone()),
+        };
+        let mut argv: Vec<OsString> = entrypoint.iter().map(OsString::from).collect();
         if command.is_empty() {
-            argv.extend(config.cmd.iter().map(OsString::from));
+            argv.extend(cmd.iter().map(OsString::from));
         } else {
             argv.extend(command);
         }
@@ -113,7 +142,15 @@ impl RunSpec {
                 config.user
             )));
         }
-        let hostname = hostname_for(&config.name);
+        let hostname = match &flags.hostname {
+            Some(h) if valid_hostname(h) => h.clone(),
+            Some(h) => {
+                return Err(Error::new(format!(
+                    "--hostname '{h}' is not a valid hostname (letters, digits, '-' and '.', at most 64)"
+                )))
+            }
+            None => hostname_for(&config.name),
+        };
         let mut env = Env::default();
         env.set("PATH", DEFAULT_PATH);
         env.set("HOSTNAME", &hostname);
@@ -124,10 +161,40 @@ impl RunSpec {
         for entry in &config.env {
             env.push_entry(OsStr::new(entry));
         }
-        let working_dir = if config.working_dir.is_empty() {
-            "/".to_string()
-        } else {
-            config.working_dir.clone()
+        for file in &flags.env_file {
+            let text = std::fs::read_to_string(file).map_err(|e| {
+                Error::new(format!(
+                    "cannot read --env-file {file}: {}",
+                    crate::error::plain(&e)
+                ))
+            })?;
+            for line in text.lines() {
+                let line = line.trim_start();
+                if !line.is_empty() && !line.starts_with('#') {
+                    env.set_from_flag(line)?;
+                }
+            }
+        }
+        for entry in &flags.env {
+            env.set_from_flag(entry)?;
+        }
+        let working_dir = match &flags.workdir {
+            Some(dir) if dir.starts_with('/') => dir.clone(),
+            Some(dir) => {
+                return Err(Error::new(format!(
+                    "-w {dir}: the working directory must be an absolute path"
+                )))
+            }
+            None if config.working_dir.is_empty() => "/".to_string(),
+            None => config.working_dir.clone(),
+        };
+        let stop_signal = match config.stop_signal.as_str() {
+            "" => libc::SIGTERM,
+            name => parse_signal(name).ok_or_else(|| {
+                Error::new(format!(
+                    "the image's StopSignal '{name}' is not a signal this stub knows"
+                ))
+            })?,
         };
         Ok(RunSpec {
             debug: flags.debug,
@@ -136,6 +203,7 @@ impl RunSpec {
             argv,
             env: env.0,
             working_dir,
+            stop_signal,
         })
     }
 }
@@ -160,6 +228,55 @@ fn hostname_for(name: &str) -> String {
     host
 }
 
+fn valid_hostname(h: &str) -> bool {
+    !h.is_empty()
+        && h.len() <= 64
+        && h.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+}
+
+/// "SIGQUIT", "QUIT", "3" -> 3.
+pub fn parse_signal(name: &str) -> Option<libc::c_int> {
+    if let Ok(n) = name.parse::<libc::c_int>() {
+        return (1..libc::SIGRTMAX()).contains(&n).then_some(n);
+    }
+    let name = name.to_ascii_uppercase();
+    let name = name.strip_prefix("SIG").unwrap_or(&name);
+    let signals = [
+        ("HUP", libc::SIGHUP),
+        ("INT", libc::SIGINT),
+        ("QUIT", libc::SIGQUIT),
+        ("ILL", libc::SIGILL),
+        ("TRAP", libc::SIGTRAP),
+        ("ABRT", libc::SIGABRT),
+        ("BUS", libc::SIGBUS),
+        ("FPE", libc::SIGFPE),
+        ("KILL", libc::SIGKILL),
+        ("USR1", libc::SIGUSR1),
+        ("SEGV", libc::SIGSEGV),
+        ("USR2", libc::SIGUSR2),
+        ("PIPE", libc::SIGPIPE),
+        ("ALRM", libc::SIGALRM),
+        ("TERM", libc::SIGTERM),
+        ("CHLD", libc::SIGCHLD),
+        ("CONT", libc::SIGCONT),
+        ("STOP", libc::SIGSTOP),
+        ("TSTP", libc::SIGTSTP),
+        ("TTIN", libc::SIGTTIN),
+        ("TTOU", libc::SIGTTOU),
+        ("URG", libc::SIGURG),
+        ("XCPU", libc::SIGXCPU),
+        ("XFSZ", libc::SIGXFSZ),
+        ("VTALRM", libc::SIGVTALRM),
+        ("PROF", libc::SIGPROF),
+        ("WINCH", libc::SIGWINCH),
+        ("IO", libc::SIGIO),
+        ("PWR", libc::SIGPWR),
+        ("SYS", libc::SIGSYS),
+    ];
+    signals.iter().find(|(n, _)| *n == name).map(|&(_, s)| s)
+}
+
 /// An ordered environment where setting a key again replaces it in place.
 #[derive(Default)]
 struct Env(Vec<OsString>);
@@ -174,6 +291,26 @@ impl Env {
         entry.push(value);
         self.push_entry(&entry);
     }
+    /// `KEY=VALUE`, or `KEY` alone: the host's value, and nothing when the host has none
+    /// (as docker does).
+    fn set_from_flag(&mut self, entry: &str) -> Result<()> {
+        match entry.split_once('=') {
+            Some(("", _)) => Err(Error::new(format!(
+                "-e '{entry}': the variable has no name"
+            ))),
+            Some(_) => {
+                self.push_entry(OsStr::new(entry));
+                Ok(())
+            }
+            None => {
+                if let Some(value) = std::env::var_os(entry) {
+                    self.set_os(entry, &value);
+                }
+                Ok(())
+            }
+        }
+    }
+
     fn push_entry(&mut self, entry: &OsStr) {
         let key = entry
             .as_bytes()
@@ -237,6 +374,25 @@ mod tests {
         env.push_entry(OsStr::new("PATH=/b"));
         env.push_entry(OsStr::new("X=1=2"));
         assert_eq!(env.0, os(&["PATH=/b", "HOME=/root", "X=1=2"]));
+    }
+
+    #[test]
+    fn signals_parse_by_name_and_number() {
+        assert_eq!(parse_signal("SIGQUIT"), Some(libc::SIGQUIT));
+        assert_eq!(parse_signal("term"), Some(libc::SIGTERM));
+        assert_eq!(parse_signal("9"), Some(9));
+        assert_eq!(parse_signal("SIGNOPE"), None);
+        assert_eq!(parse_signal("0"), None);
+    }
+
+    #[test]
+    fn env_flags_take_host_values_and_refuse_empty_names() {
+        let mut env = Env::default();
+        env.set("A", "image");
+        env.set_from_flag("A=flag").unwrap();
+        env.set_from_flag("BINCTR_SURELY_UNSET_VAR").unwrap();
+        assert!(env.set_from_flag("=x").is_err());
+        assert_eq!(env.0, os(&["A=flag"]));
     }
 
     #[test]

@@ -85,13 +85,14 @@ pub fn run(spec: &RunSpec, rootfs: &Rootfs) -> Result<i32> {
     // "go": the maps are written.
     let _ = std::fs::File::from(go_write).write_all(b"1");
     debug!("process: container pid {pid} on the host");
-    Ok(supervise(pid, &watched))
+    Ok(supervise(pid, &watched, spec.stop_signal))
 }
 
-/// Waits for `child`, passing on every signal of `set` but SIGCHLD; reaps any other
+/// Waits for `child`, passing on every signal of `set` but SIGCHLD (SIGTERM as
+/// `stop_signal`); reaps any other
 /// child that exits meanwhile (PID 1 inherits orphans). Returns `child`'s exit code,
 /// 128+N if a signal killed it.
-fn supervise(child: libc::pid_t, set: &libc::sigset_t) -> i32 {
+fn supervise(child: libc::pid_t, set: &libc::sigset_t, stop_signal: libc::c_int) -> i32 {
     use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
     let child = nix::unistd::Pid::from_raw(child);
     loop {
@@ -100,8 +101,12 @@ fn supervise(child: libc::pid_t, set: &libc::sigset_t) -> i32 {
             // A terminal's Ctrl-C reaches the whole foreground process group, the
             // container's processes included: passing it on would deliver it twice.
             if !received.from_terminal {
+                let signal = match received.signal {
+                    libc::SIGTERM => stop_signal,
+                    other => other,
+                };
                 // SAFETY: kill(2) with a valid signal number; the child is ours.
-                unsafe { libc::kill(child.as_raw(), received.signal) };
+                unsafe { libc::kill(child.as_raw(), signal) };
             }
             continue;
         }
@@ -173,7 +178,7 @@ fn container_init(mut go: std::fs::File, spec: &RunSpec, rootfs: &Rootfs) -> ! {
     all.push(libc::SIGCHLD);
     let set = sys::sigset_of(&all);
     let _ = sys::set_signal_mask(&set);
-    sys::exit_now(supervise(pid, &set));
+    sys::exit_now(supervise(pid, &set, libc::SIGTERM));
 }
 
 /// The command's process: finish its environment, then exec. Never returns; exits 126
