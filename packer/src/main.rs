@@ -1,1 +1,233 @@
-fn main() {}
+//! binctr-pack: turns a container image into one static executable, the binctr stub
+//! with the image's root filesystem and config appended (docs/FORMAT.md).
+//!
+//! `binctr-pack IMAGE -o OUT` packs; `binctr-pack COMMAND ...` runs another command when
+//! the first argument names one (see [`COMMANDS`]).
+mod image;
+mod inspect;
+mod output;
+mod pack;
+mod payload;
+mod progress;
+mod stub;
+mod sys;
+mod util;
+
+use argh::{EarlyExit, FromArgs};
+use image::ImageArg;
+use pack::PackSpec;
+use std::io::{self, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// argh reads a lone "-" as an unknown flag; it is passed as this instead (a NUL cannot
+/// be part of a real argument).
+const STDIN_ARG: &str = "\0-";
+
+/// Pack a container image into one static executable.
+#[derive(FromArgs, Debug)]
+#[argh(
+    note = "IMAGE is a root filesystem: a tar (plain or gzip), a directory, or - for
+standard input:  podman export CONTAINER | binctr-pack - -o NAME
+
+Other commands:
+  binctr-pack inspect FILE [--json]        show what a packed file holds
+  binctr-pack extract FILE -o ROOTFS.tar   write the packed root filesystem as a tar
+Use `binctr-pack pack IMAGE -o OUT` for an IMAGE named like a command."
+)]
+struct PackArgs {
+    /// the root filesystem: a tar (plain or gzip), a directory, or - for standard input
+    #[argh(positional, arg_name = "IMAGE")]
+    image: String,
+    /// where to write the executable (replaced atomically, mode 0755)
+    #[argh(option, short = 'o', arg_name = "OUT")]
+    output: String,
+    /// pack onto this stub (a binctr-stub binary, or a packed file whose stub is reused)
+    /// instead of the one built into binctr-pack
+    #[argh(option, arg_name = "PATH")]
+    stub: Option<String>,
+    /// the container's name (hostname, container ids); default: from IMAGE's file name
+    #[argh(option, arg_name = "NAME")]
+    name: Option<String>,
+}
+
+/// Show what a packed file holds: its footer and config.
+#[derive(FromArgs, Debug)]
+struct InspectArgs {
+    /// the packed file
+    #[argh(positional, arg_name = "FILE")]
+    file: String,
+    /// print JSON instead of text
+    #[argh(switch)]
+    json: bool,
+}
+
+/// Write the root filesystem of a packed file as a tar, checking its sha256.
+#[derive(FromArgs, Debug)]
+struct ExtractArgs {
+    /// the packed file
+    #[argh(positional, arg_name = "FILE")]
+    file: String,
+    /// where to write the tar; - for standard output
+    #[argh(option, short = 'o', arg_name = "OUT")]
+    output: String,
+}
+
+/// A command: its name as typed (`binctr-pack inspect`) and its arguments.
+type Command = fn(&str, &[&str]) -> Result<(), Failure>;
+
+/// The commands `binctr-pack NAME ...` runs; any other first argument is an IMAGE.
+const COMMANDS: &[(&str, Command)] = &[
+    ("pack", run_pack),
+    ("inspect", run_inspect),
+    ("extract", run_extract),
+];
+
+/// How a command failed: a usage error (exit 2, argh's message) or a runtime one (1).
+enum Failure {
+    Usage(String),
+    Error(String),
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = match std::env::args_os()
+        .skip(1)
+        .map(|a| a.into_string())
+        .collect::<Result<_, _>>()
+    {
+        Ok(args) => args,
+        Err(arg) => {
+            eprintln!(
+                "binctr-pack: argument {:?} is not valid UTF-8: rename the file or use a symlink",
+                arg
+            );
+            return ExitCode::from(2);
+        }
+    };
+    let args: Vec<&str> = args
+        .iter()
+        .map(|a| if a == "-" { STDIN_ARG } else { a.as_str() })
+        .collect();
+    if matches!(args.first(), Some(&("-V" | "--version"))) {
+        return match print(&format!("binctr-pack {}\n", env!("CARGO_PKG_VERSION"))) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(&e),
+        };
+    }
+    let result = match COMMANDS.iter().find(|(name, _)| args.first() == Some(name)) {
+        Some((name, run)) => run(&format!("binctr-pack {name}"), &args[1..]),
+        None => run_pack("binctr-pack", &args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Usage(message)) => {
+            eprintln!("{message}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Error(message)) => fail(&message),
+    }
+}
+
+fn fail(message: &str) -> ExitCode {
+    eprintln!("binctr-pack: {message}");
+    ExitCode::FAILURE
+}
+
+/// Parses `args` for the command `cmd`; `--help` is printed here and ends the command.
+fn parse<T: FromArgs>(cmd: &str, args: &[&str]) -> Result<Option<T>, Failure> {
+    match T::from_args(&[cmd], args) {
+        Ok(parsed) => Ok(Some(parsed)),
+        Err(EarlyExit {
+            output,
+            status: Ok(()),
+        }) => {
+            print(&format!("{output}\n")).map_err(Failure::Error)?;
+            Ok(None)
+        }
+        Err(EarlyExit {
+            output,
+            status: Err(()),
+        }) => Err(Failure::Usage(format!(
+            "{}\nRun {cmd} --help for more information.",
+            output.trim_end().replace(STDIN_ARG, "-")
+        ))),
+    }
+}
+
+/// Prints to standard output; a closed pipe (`| head`) is not an error.
+fn print(text: &str) -> Result<(), String> {
+    let mut stdout = io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(e) if e.kind() != io::ErrorKind::BrokenPipe => Err(format!(
+            "cannot write to standard output: {}",
+            util::os_error(&e)
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn run_pack(cmd: &str, args: &[&str]) -> Result<(), Failure> {
+    let Some(args) = parse::<PackArgs>(cmd, args)? else {
+        return Ok(());
+    };
+    if args.output == STDIN_ARG {
+        return Err(Failure::Usage(format!(
+            "binctr-pack: the executable cannot go to standard output: give a file name with -o\nRun {cmd} --help for more information."
+        )));
+    }
+    let (image, reference) = if args.image == STDIN_ARG {
+        (ImageArg::Stdin, "-".to_string())
+    } else {
+        (
+            ImageArg::Path(PathBuf::from(&args.image)),
+            args.image.clone(),
+        )
+    };
+    let spec = PackSpec {
+        image,
+        reference,
+        out: PathBuf::from(&args.output),
+        stub: args.stub.map(PathBuf::from),
+        name: args.name,
+    };
+    let packed = pack::pack(&spec).map_err(|e| Failure::Error(e.to_string()))?;
+    // A word for the person at the terminal; scripts get silence.
+    if io::stderr().is_terminal() {
+        eprintln!(
+            "packed {} ({} entries) into {}: {} MiB, {}",
+            packed.name,
+            packed.entries,
+            spec.out.display(),
+            mib(packed.file_len),
+            packed.arch,
+        );
+    }
+    Ok(())
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1}", bytes as f64 / (1u64 << 20) as f64)
+}
+
+fn run_inspect(cmd: &str, args: &[&str]) -> Result<(), Failure> {
+    let Some(args) = parse::<InspectArgs>(cmd, args)? else {
+        return Ok(());
+    };
+    let packed = inspect::open(Path::new(&args.file)).map_err(|e| Failure::Error(e.to_string()))?;
+    print(&inspect::describe(&packed, args.json)).map_err(Failure::Error)
+}
+
+fn run_extract(cmd: &str, args: &[&str]) -> Result<(), Failure> {
+    let Some(args) = parse::<ExtractArgs>(cmd, args)? else {
+        return Ok(());
+    };
+    let packed = inspect::open(Path::new(&args.file)).map_err(|e| Failure::Error(e.to_string()))?;
+    let out = (args.output != STDIN_ARG).then(|| PathBuf::from(&args.output));
+    match inspect::extract(packed, out.as_deref()) {
+        Err(inspect::InspectError::Stdout(e)) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+        other => other.map_err(|e| Failure::Error(e.to_string())),
+    }
+}

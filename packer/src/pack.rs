@@ -1,0 +1,442 @@
+//! `binctr-pack IMAGE -o OUT`: stub, payload, config, footer, in one pass over the image,
+//! written atomically.
+use crate::image::{self, ImageArg, ImageError};
+use crate::output::{Output, OutputError};
+use crate::payload::PayloadWriter;
+use crate::progress::Progress;
+use crate::stub::{self, StubError};
+use binctr_format::{Footer, ImageConfig, Sha256Digest, FORMAT_VERSION};
+use std::fmt;
+use std::io::{BufWriter, Write};
+use std::path::PathBuf;
+
+/// What to pack, resolved from the command line.
+#[derive(Clone, Debug)]
+pub struct PackSpec {
+    pub image: ImageArg,
+    /// IMAGE exactly as typed, recorded as the config's `reference`.
+    pub reference: String,
+    pub out: PathBuf,
+    pub stub: Option<PathBuf>,
+    pub name: Option<String>,
+}
+
+/// What was written, for the summary line.
+#[derive(Debug)]
+pub struct Packed {
+    pub name: String,
+    pub arch: &'static str,
+    pub file_len: u64,
+    pub entries: u64,
+}
+
+#[derive(Debug)]
+pub enum PackError {
+    Stub(StubError),
+    Image(ImageError),
+    Output(OutputError),
+}
+
+impl fmt::Display for PackError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PackError::Stub(e) => e.fmt(f),
+            PackError::Image(e) => e.fmt(f),
+            PackError::Output(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for PackError {}
+
+pub fn pack(spec: &PackSpec) -> Result<Packed, PackError> {
+    let stub = stub::load(spec.stub.as_deref()).map_err(PackError::Stub)?;
+    let input = image::open(&spec.image).map_err(PackError::Image)?;
+    let name = image::sanitize_name(
+        &spec
+            .name
+            .clone()
+            .unwrap_or_else(|| image::default_name(&spec.image)),
+    );
+    let mut config = ImageConfig::new(&name);
+    config.reference = spec.reference.clone();
+    config.packer_version = env!("CARGO_PKG_VERSION").to_string();
+    let config = config.to_json();
+
+    let output = Output::create(&spec.out, 0o755).map_err(PackError::Output)?;
+    let write_error = |e| PackError::Output(output.write_error(e));
+    let progress = Progress::new(input.total);
+
+    let mut out = BufWriter::with_capacity(image::BUF_SIZE, output.file());
+    out.write_all(&stub.bytes).map_err(write_error)?;
+    let mut payload = PayloadWriter::new(out);
+    let stats = input
+        .write_tar(&progress, &mut payload)
+        .map_err(|e| match e {
+            ImageError::Write(e) => write_error(e),
+            e => PackError::Image(e),
+        })?;
+    let (mut out, payload_info) = payload.finish().map_err(write_error)?;
+    let footer = Footer {
+        version: FORMAT_VERSION,
+        flags: 0,
+        payload_offset: stub.bytes.len() as u64,
+        payload_len: payload_info.len,
+        config_len: config.len() as u64,
+        payload_sha256: payload_info.sha256,
+        config_sha256: Sha256Digest::of(&config),
+    };
+    out.write_all(&config).map_err(write_error)?;
+    out.write_all(&footer.encode()).map_err(write_error)?;
+    out.flush().map_err(write_error)?;
+    drop(out);
+    progress.finish();
+    output.commit().map_err(PackError::Output)?;
+    Ok(Packed {
+        name,
+        arch: stub.arch,
+        file_len: footer.file_len().unwrap_or(0),
+        entries: stats.entries,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inspect;
+    use crate::stub::tests::fake_stub;
+    use crate::util::tests::TempDir;
+    use binctr_format::{CONFIG_VERSION, FOOTER_LEN};
+    use std::fs;
+    use std::io::Read;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::path::Path;
+
+    struct Fixture {
+        dir: TempDir,
+        stub: PathBuf,
+    }
+
+    impl Fixture {
+        fn new() -> Fixture {
+            let dir = TempDir::new();
+            let stub = dir.path().join("stub");
+            fs::write(&stub, fake_stub()).unwrap();
+            Fixture { dir, stub }
+        }
+
+        fn path(&self, name: &str) -> PathBuf {
+            self.dir.path().join(name)
+        }
+
+        fn spec(&self, image: &Path, out: &str) -> PackSpec {
+            PackSpec {
+                image: ImageArg::Path(image.to_path_buf()),
+                reference: image.display().to_string(),
+                out: self.path(out),
+                stub: Some(self.stub.clone()),
+                name: None,
+            }
+        }
+
+        /// The names in the directory, less the fixture's own files.
+        fn leftovers(&self) -> Vec<String> {
+            let mut names: Vec<String> = fs::read_dir(self.dir.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .filter(|n| {
+                    !["stub", "image.tar", "image.tar.gz", "rootfs", "junk"].contains(&n.as_str())
+                })
+                .collect();
+            names.sort();
+            names
+        }
+    }
+
+    fn sample_tar() -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut add = |path: &str, kind: tar::EntryType, data: &[u8], link: Option<&str>| {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(kind);
+            h.set_mode(if kind == tar::EntryType::Directory {
+                0o755
+            } else {
+                0o644
+            });
+            h.set_mtime(1_700_000_000);
+            h.set_size(data.len() as u64);
+            match link {
+                Some(link) => b.append_link(&mut h, path, link).unwrap(),
+                None => b.append_data(&mut h, path, data).unwrap(),
+            }
+        };
+        add("bin/", tar::EntryType::Directory, b"", None);
+        add(
+            "bin/busybox",
+            tar::EntryType::Regular,
+            &[0x42; 100_000],
+            None,
+        );
+        add("bin/sh", tar::EntryType::Symlink, b"", Some("busybox"));
+        add("etc/", tar::EntryType::Directory, b"", None);
+        add("etc/hostname", tar::EntryType::Regular, b"box\n", None);
+        let long = format!("usr/share/{}/file", "x".repeat(200));
+        add(&long, tar::EntryType::Regular, b"long", None);
+        b.into_inner().unwrap()
+    }
+
+    /// Reads a packed file back the way the stub does: footer, config, payload.
+    fn read_back(path: &Path) -> (inspect::Packed, Vec<(String, Vec<u8>)>) {
+        let packed = inspect::open(path).unwrap();
+        let bytes = fs::read(path).unwrap();
+        let f = &packed.footer;
+        let payload = &bytes[f.payload_offset as usize..f.config_offset() as usize];
+        assert_eq!(Sha256Digest::of(payload), f.payload_sha256);
+        let mut tar_bytes = Vec::new();
+        lz4_flex::frame::FrameDecoder::new(payload)
+            .read_to_end(&mut tar_bytes)
+            .unwrap();
+        let mut archive = tar::Archive::new(&tar_bytes[..]);
+        let entries = archive
+            .entries()
+            .unwrap()
+            .map(|e| {
+                let mut e = e.unwrap();
+                let mut data = Vec::new();
+                e.read_to_end(&mut data).unwrap();
+                (e.path().unwrap().to_string_lossy().into_owned(), data)
+            })
+            .collect();
+        (packed, entries)
+    }
+
+    fn entries_of(tar_bytes: &[u8]) -> Vec<(String, Vec<u8>)> {
+        let mut archive = tar::Archive::new(tar_bytes);
+        archive
+            .entries()
+            .unwrap()
+            .map(|e| {
+                let mut e = e.unwrap();
+                let mut data = Vec::new();
+                e.read_to_end(&mut data).unwrap();
+                (e.path().unwrap().to_string_lossy().into_owned(), data)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn packs_a_tar_deterministically() {
+        let fx = Fixture::new();
+        let image = fx.path("image.tar");
+        fs::write(&image, sample_tar()).unwrap();
+        let packed = pack(&fx.spec(&image, "one")).unwrap();
+        assert_eq!(packed.name, "image");
+        assert_eq!(packed.entries, 6);
+        pack(&fx.spec(&image, "two")).unwrap();
+        let one = fs::read(fx.path("one")).unwrap();
+        assert_eq!(one, fs::read(fx.path("two")).unwrap());
+        assert_eq!(one.len() as u64, packed.file_len);
+        assert!(one.starts_with(&fake_stub()));
+        assert_eq!(fs::metadata(fx.path("one")).unwrap().mode() & 0o7777, 0o755);
+        assert_eq!(fx.leftovers(), ["one", "two"]);
+    }
+
+    #[test]
+    fn footer_config_and_payload_read_back() {
+        let fx = Fixture::new();
+        let image = fx.path("image.tar");
+        fs::write(&image, sample_tar()).unwrap();
+        let mut spec = fx.spec(&image, "out");
+        spec.name = Some("My App".into());
+        pack(&spec).unwrap();
+        let (packed, entries) = read_back(&fx.path("out"));
+        let f = &packed.footer;
+        assert_eq!(f.version, FORMAT_VERSION);
+        assert_eq!(f.flags, 0);
+        assert_eq!(f.payload_offset, fake_stub().len() as u64);
+        assert_eq!(
+            f.file_len().unwrap(),
+            fs::metadata(fx.path("out")).unwrap().len()
+        );
+        let c = &packed.config;
+        assert_eq!(c.version, CONFIG_VERSION);
+        assert_eq!(c.name, "my-app");
+        assert_eq!(c.reference, image.display().to_string());
+        assert_eq!(c.packer_version, env!("CARGO_PKG_VERSION"));
+        assert_eq!(entries, entries_of(&sample_tar()));
+        // The tail really is the footer.
+        let bytes = fs::read(fx.path("out")).unwrap();
+        assert_eq!(&bytes[bytes.len() - FOOTER_LEN..], &f.encode());
+    }
+
+    #[test]
+    fn gzip_input_is_detected_by_content() {
+        let fx = Fixture::new();
+        // A gzip file with a name that says nothing, and a plain tar named .gz.
+        let gz = fx.path("junk");
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        enc.write_all(&sample_tar()).unwrap();
+        fs::write(&gz, enc.finish().unwrap()).unwrap();
+        let plain = fx.path("image.tar.gz");
+        fs::write(&plain, sample_tar()).unwrap();
+        pack(&fx.spec(&gz, "from-gz")).unwrap();
+        pack(&fx.spec(&plain, "from-plain")).unwrap();
+        let (_, a) = read_back(&fx.path("from-gz"));
+        let (packed, b) = read_back(&fx.path("from-plain"));
+        assert_eq!(a, b);
+        assert_eq!(a, entries_of(&sample_tar()));
+        assert_eq!(packed.config.name, "image");
+    }
+
+    #[test]
+    fn directory_input_keeps_links() {
+        let fx = Fixture::new();
+        let root = fx.path("rootfs");
+        fs::create_dir_all(root.join("bin")).unwrap();
+        fs::write(root.join("bin/busybox"), b"bb").unwrap();
+        fs::hard_link(root.join("bin/busybox"), root.join("bin/true")).unwrap();
+        std::os::unix::fs::symlink("busybox", root.join("bin/sh")).unwrap();
+        pack(&fx.spec(&root, "out")).unwrap();
+        pack(&fx.spec(&root, "again")).unwrap();
+        assert_eq!(
+            fs::read(fx.path("out")).unwrap(),
+            fs::read(fx.path("again")).unwrap()
+        );
+        let packed = inspect::open(&fx.path("out")).unwrap();
+        assert_eq!(packed.config.name, "rootfs");
+        let mut tar_bytes = Vec::new();
+        let dest = fx.path("rootfs.tar");
+        inspect::extract(packed, Some(&dest)).unwrap();
+        fs::File::open(&dest)
+            .unwrap()
+            .read_to_end(&mut tar_bytes)
+            .unwrap();
+        let mut archive = tar::Archive::new(&tar_bytes[..]);
+        let kinds: Vec<_> = archive
+            .entries()
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                let link = e
+                    .link_name()
+                    .unwrap()
+                    .map(|l| l.to_string_lossy().into_owned());
+                (
+                    e.path().unwrap().to_string_lossy().into_owned(),
+                    e.header().entry_type(),
+                    link,
+                )
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                ("bin/".into(), tar::EntryType::Directory, None),
+                ("bin/busybox".into(), tar::EntryType::Regular, None),
+                (
+                    "bin/sh".into(),
+                    tar::EntryType::Symlink,
+                    Some("busybox".into())
+                ),
+                (
+                    "bin/true".into(),
+                    tar::EntryType::Link,
+                    Some("bin/busybox".into())
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn non_tar_input_is_refused_and_leaves_nothing() {
+        let fx = Fixture::new();
+        let junk = fx.path("junk");
+        fs::write(&junk, vec![b'x'; 100_000]).unwrap();
+        let err = pack(&fx.spec(&junk, "out")).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            format!(
+                "{} is not a tar archive (plain or gzip) or a directory",
+                junk.display()
+            )
+        );
+        assert_eq!(fx.leftovers(), Vec::<String>::new());
+        // A damaged tar after some good entries: the half-written output goes too.
+        let mut bad = sample_tar();
+        bad.truncate(bad.len() - 2048 - 100);
+        fs::write(&junk, &bad).unwrap();
+        fs::write(fx.path("out"), b"previous").unwrap();
+        let err = pack(&fx.spec(&junk, "out")).unwrap_err().to_string();
+        assert!(err.contains("damaged tar archive (truncated"), "{err}");
+        assert_eq!(fs::read(fx.path("out")).unwrap(), b"previous");
+        assert_eq!(fx.leftovers(), ["out"]);
+    }
+
+    #[test]
+    fn missing_input_is_one_clear_line() {
+        let fx = Fixture::new();
+        let missing = fx.path("missing.tar");
+        let err = pack(&fx.spec(&missing, "out")).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            format!(
+                "cannot open {}: No such file or directory",
+                missing.display()
+            )
+        );
+        assert_eq!(fx.leftovers(), Vec::<String>::new());
+    }
+
+    #[test]
+    fn unwritable_output_directory_is_refused() {
+        let fx = Fixture::new();
+        let image = fx.path("image.tar");
+        fs::write(&image, sample_tar()).unwrap();
+        // A parent that is a file fails for root too.
+        let err = pack(&fx.spec(&image, "image.tar/out"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("cannot create "), "{err}");
+        assert!(err.contains("Not a directory"), "{err}");
+        // A read-only directory, when the tests do not run as root.
+        let ro = fx.path("ro");
+        fs::create_dir(&ro).unwrap();
+        fs::set_permissions(&ro, fs::Permissions::from_mode(0o555)).unwrap();
+        if fs::write(ro.join("probe"), b"").is_err() {
+            let err = pack(&fx.spec(&image, "ro/out")).unwrap_err().to_string();
+            assert!(err.contains("Permission denied"), "{err}");
+            assert_eq!(fs::read_dir(&ro).unwrap().count(), 0);
+        }
+        fs::set_permissions(&ro, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    #[test]
+    fn refuses_a_bad_stub_before_writing() {
+        let fx = Fixture::new();
+        let image = fx.path("image.tar");
+        fs::write(&image, sample_tar()).unwrap();
+        let mut spec = fx.spec(&image, "out");
+        spec.stub = Some(image.clone());
+        let err = pack(&spec).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            format!("{} is not a binctr stub (not an ELF file)", image.display())
+        );
+        assert!(!fx.path("out").exists());
+    }
+
+    #[test]
+    fn a_packed_file_can_be_the_stub_of_another() {
+        let fx = Fixture::new();
+        let image = fx.path("image.tar");
+        fs::write(&image, sample_tar()).unwrap();
+        pack(&fx.spec(&image, "first")).unwrap();
+        let mut spec = fx.spec(&image, "second");
+        spec.stub = Some(fx.path("first"));
+        pack(&spec).unwrap();
+        assert_eq!(
+            fs::read(fx.path("first")).unwrap(),
+            fs::read(fx.path("second")).unwrap()
+        );
+    }
+}

@@ -1,0 +1,88 @@
+//! The few raw system calls the packer needs, each behind a small safe function.
+//! Everything else uses `std`.
+use std::ffi::CString;
+use std::fs::File;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::io::AsRawFd;
+use std::path::Path;
+use std::ptr;
+use std::sync::atomic::{AtomicPtr, Ordering};
+use std::sync::Once;
+
+/// Gives the anonymous file `file` (opened with `O_TMPFILE`) the name `dest`, which must
+/// be on the same filesystem and must not exist yet.
+///
+/// `linkat` of `/proc/self/fd/N` with `AT_SYMLINK_FOLLOW` is the unprivileged form;
+/// `AT_EMPTY_PATH` would need `CAP_DAC_READ_SEARCH`.
+pub fn link_anonymous(file: &File, dest: &Path) -> io::Result<()> {
+    let src = CString::new(format!("/proc/self/fd/{}", file.as_raw_fd()))?;
+    let dest = path_cstring(dest)?;
+    // SAFETY: both pointers come from live `CString`s, which are NUL-terminated and
+    // outlive the call; linkat does not keep them.
+    let rc = unsafe {
+        libc::linkat(
+            libc::AT_FDCWD,
+            src.as_ptr(),
+            libc::AT_FDCWD,
+            dest.as_ptr(),
+            libc::AT_SYMLINK_FOLLOW,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+pub fn path_cstring(path: &Path) -> io::Result<CString> {
+    CString::new(path.as_os_str().as_bytes()).map_err(io::Error::from)
+}
+
+/// The named temporary file to remove if SIGINT, SIGTERM or SIGHUP ends the process:
+/// null when there is none. The strings are leaked on purpose, so that a handler that is
+/// running while another thread replaces the pointer never reads freed memory.
+static CLEANUP_PATH: AtomicPtr<libc::c_char> = AtomicPtr::new(ptr::null_mut());
+static INSTALL_HANDLERS: Once = Once::new();
+
+/// Removes `path` if the process is interrupted before [`forget_on_signal`] is called.
+/// Only named temporary files need this: an `O_TMPFILE` file vanishes by itself.
+pub fn remove_on_signal(path: &Path) {
+    let Ok(path) = path_cstring(path) else {
+        return;
+    };
+    CLEANUP_PATH.store(path.into_raw(), Ordering::SeqCst);
+    INSTALL_HANDLERS.call_once(|| {
+        for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            // SAFETY: `on_signal` only calls async-signal-safe functions (unlink, signal,
+            // raise) and reads an atomic; replacing the default disposition of these
+            // signals does not break any invariant of the Rust runtime.
+            unsafe {
+                libc::signal(
+                    signal,
+                    on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t,
+                );
+            }
+        }
+    });
+}
+
+/// The temporary file has been renamed or removed: a signal now only ends the process.
+pub fn forget_on_signal() {
+    CLEANUP_PATH.store(ptr::null_mut(), Ordering::SeqCst);
+}
+
+extern "C" fn on_signal(signal: libc::c_int) {
+    let path = CLEANUP_PATH.swap(ptr::null_mut(), Ordering::SeqCst);
+    // SAFETY: a non-null `path` is a leaked, never freed, NUL-terminated `CString`;
+    // unlink, signal and raise are async-signal-safe. Restoring the default disposition
+    // and raising again makes the process die of the signal, as the caller expects.
+    unsafe {
+        if !path.is_null() {
+            libc::unlink(path);
+        }
+        libc::signal(signal, libc::SIG_DFL);
+        libc::raise(signal);
+    }
+}
