@@ -17,6 +17,7 @@ use crate::sys;
 use sha2::{Digest, Sha256};
 use std::fs::{self, DirBuilder, OpenOptions};
 use std::io::{self, BufReader, Read, Seek, SeekFrom};
+use std::os::fd::AsFd;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -98,35 +99,33 @@ pub fn ensure_rootfs(packed: &Packed) -> Result<Rootfs> {
         .read(true)
         .write(true)
         .create(true)
+        .truncate(false)
         .mode(0o600)
         .open(&lock_path)
         .with_context(|| format!("cannot create the cache lock {}", lock_path.display()))?;
     debug!("rootfs: waiting for the cache lock");
-    nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
-        .map_err(|(_, e)| Error::new(format!("cannot lock {}: {e}", lock_path.display())))
-        .map(|guard| {
-            // Another run may have finished the extraction while we waited.
-            if rootfs.rootfs().is_dir() {
-                debug!(
-                    "rootfs: cached at {} (extracted by another run)",
-                    entry.display()
-                );
-                return Ok(());
-            }
-            remove_stale_temps(&root, &digest);
-            let tmp = root.join(format!(".tmp-{digest}-{}", std::process::id()));
-            debug!("rootfs: extracting into {}", tmp.display());
-            let result = extract_into(packed, &tmp).and_then(|()| {
-                fs::rename(&tmp, &entry).with_context(|| {
-                    format!("cannot rename {} to {}", tmp.display(), entry.display())
-                })
-            });
-            if result.is_err() {
-                let _ = remove_tree(&tmp);
-            }
-            drop(guard);
-            result
-        })??;
+    sys::lock_exclusive(lock.as_fd(), true)
+        .with_context(|| format!("cannot lock {}", lock_path.display()))?;
+    // Another run may have finished the extraction while we waited.
+    if rootfs.rootfs().is_dir() {
+        debug!(
+            "rootfs: cached at {} (extracted by another run)",
+            entry.display()
+        );
+        return Ok(rootfs);
+    }
+    remove_stale_temps(&root, &digest);
+    let tmp = root.join(format!(".tmp-{digest}-{}", std::process::id()));
+    debug!("rootfs: extracting into {}", tmp.display());
+    let result = extract_into(packed, &tmp).and_then(|()| {
+        fs::rename(&tmp, &entry)
+            .with_context(|| format!("cannot rename {} to {}", tmp.display(), entry.display()))
+    });
+    if result.is_err() {
+        let _ = remove_tree(&tmp);
+    }
+    // The lock goes with `lock` when we return.
+    result?;
     Ok(rootfs)
 }
 

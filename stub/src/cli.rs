@@ -7,6 +7,7 @@ use crate::payload::Packed;
 use argh::FromArgs;
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
 
 /// The stub's version, shown by -v and --help.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -57,6 +58,66 @@ pub struct Flags {
     #[argh(option)]
     pub hostname: Option<String>,
 
+    /// detach: return once the container runs; it keeps running without the terminal
+    #[argh(switch, short = 'd')]
+    pub detach: bool,
+
+    /// with -d, write the container's stdout and stderr to this file (default /dev/null)
+    #[argh(option)]
+    pub log: Option<String>,
+
+    /// write the host pid of the container's main process to this file
+    #[argh(option)]
+    pub pid_file: Option<String>,
+
+    /// the container's id (default: the image name and a unique suffix); two running
+    /// containers cannot share one
+    #[argh(option)]
+    pub id: Option<String>,
+
+    /// root directory of container state (default $XDG_RUNTIME_DIR/binctr, else
+    /// /tmp/binctr-UID)
+    #[argh(option)]
+    pub root: Option<String>,
+
+    /// run a host command at a stage of the container's life: prestart, poststart or
+    /// poststop, as 'STAGE:CMD ARG...'; it gets the OCI state JSON on stdin (repeatable)
+    #[argh(option)]
+    pub hook: Vec<String>,
+
+    /// give the command a pseudo-terminal (the default when stdin and stdout are terminals)
+    #[argh(switch, short = 't')]
+    pub tty: bool,
+
+    /// use this pty slave as the command's terminal instead of allocating one
+    #[argh(option)]
+    pub console: Option<String>,
+
+    /// bind-mount a host path: HOST:CONTAINER[:ro] (repeatable)
+    #[argh(option)]
+    pub volume: Vec<String>,
+
+    /// mount a tmpfs: PATH[:OPTIONS], options as mount's (size=64m,mode=755,noexec...)
+    #[argh(option)]
+    pub tmpfs: Vec<String>,
+
+    /// network: host (default) or none (own network namespace with loopback only)
+    #[argh(option, default = "String::from(\"host\")")]
+    pub net: String,
+
+    /// run the command itself as PID 1, without binctr's init
+    #[argh(switch)]
+    pub no_init: bool,
+
+    /// keep the container's writable layer in this directory, so changes survive to the
+    /// next run that names it (default: discarded at exit)
+    #[argh(option)]
+    pub overlay: Option<String>,
+
+    /// remove the container's writable layer at exit (the default; see --overlay)
+    #[argh(switch)]
+    pub rm: bool,
+
     /// command and arguments to run instead of the image's default
     #[argh(positional, greedy)]
     pub command: Vec<String>,
@@ -64,7 +125,7 @@ pub struct Flags {
 
 /// What happened on the command line.
 pub enum Parsed {
-    Run(Flags, Vec<OsString>),
+    Run(Box<Flags>, Vec<OsString>),
     /// --help: print this text (argh's) after our banner, exit 0.
     Help(String),
     /// A usage error, already worded by argh.
@@ -95,7 +156,7 @@ pub fn parse(args: &[OsString]) -> Parsed {
         Ok(flags) => {
             let n = flags.command.len();
             let command = args[args.len() - n..].to_vec();
-            Parsed::Run(flags, command)
+            Parsed::Run(Box::new(flags), command)
         }
         Err(exit) if exit.status.is_ok() => Parsed::Help(exit.output),
         Err(exit) => Parsed::Usage(exit.output),
@@ -115,6 +176,62 @@ pub struct RunSpec {
     pub working_dir: String,
     /// What SIGTERM to the stub becomes (the image's StopSignal).
     pub stop_signal: libc::c_int,
+    pub detach: bool,
+    pub log: Option<PathBuf>,
+    pub pid_file: Option<PathBuf>,
+    /// The container's id.
+    pub id: String,
+    pub state_root: PathBuf,
+    pub hooks: Vec<Hook>,
+    pub terminal: Terminal,
+    pub volumes: Vec<Volume>,
+    pub tmpfs: Vec<Tmpfs>,
+    pub net_none: bool,
+    /// binctr's init as PID 1 (else the command is PID 1).
+    pub init: bool,
+    /// Where the writable layer lives when it must survive the container.
+    pub overlay: Option<PathBuf>,
+    /// Descriptors 3..3+N passed on (systemd socket activation).
+    pub preserve_fds: i32,
+}
+
+/// The command's stdio.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Terminal {
+    /// The stub's own stdin, stdout and stderr, as they are.
+    Inherit,
+    /// A pseudo-terminal of the container's devpts, relayed to the stub's terminal.
+    Pty,
+    /// This pty slave on the host (binctr's --console).
+    Console(PathBuf),
+}
+
+#[derive(Debug)]
+pub struct Volume {
+    pub source: PathBuf,
+    /// Absolute path inside the container.
+    pub target: String,
+    pub read_only: bool,
+}
+
+#[derive(Debug)]
+pub struct Tmpfs {
+    pub target: String,
+    pub flags: nix::mount::MsFlags,
+    pub data: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    Prestart,
+    Poststart,
+    Poststop,
+}
+
+#[derive(Debug)]
+pub struct Hook {
+    pub stage: Stage,
+    pub argv: Vec<String>,
 }
 
 impl RunSpec {
@@ -196,6 +313,90 @@ impl RunSpec {
                 ))
             })?,
         };
+        let cwd = std::env::current_dir().map_err(|e| {
+            Error::new(format!(
+                "cannot read the current directory: {}",
+                crate::error::plain(&e)
+            ))
+        })?;
+        let absolute = |p: &str| cwd.join(p);
+        let mut volumes = flags
+            .volume
+            .iter()
+            .map(|v| parse_volume(v, &cwd))
+            .collect::<Result<Vec<_>>>()?;
+        // systemd: a Type=notify unit's socket is reachable inside; socket activation's
+        // descriptors stay open.
+        if let Some(sock) = std::env::var_os("NOTIFY_SOCKET") {
+            if sock.as_bytes().starts_with(b"/") {
+                volumes.push(Volume {
+                    source: PathBuf::from(&sock),
+                    target: NOTIFY_SOCKET_PATH.into(),
+                    read_only: false,
+                });
+                env.set("NOTIFY_SOCKET", NOTIFY_SOCKET_PATH);
+            } else if !flags.net.eq("none") {
+                // An abstract socket is reachable from the host's network namespace.
+                env.set_os("NOTIFY_SOCKET", &sock);
+            }
+        }
+        let preserve_fds = listen_fds();
+        if preserve_fds > 0 {
+            for key in ["LISTEN_FDS", "LISTEN_FDNAMES"] {
+                if let Some(v) = std::env::var_os(key) {
+                    env.set_os(key, &v);
+                }
+            }
+        }
+        let tmpfs = flags
+            .tmpfs
+            .iter()
+            .map(|t| parse_tmpfs(t))
+            .collect::<Result<Vec<_>>>()?;
+        let hooks = flags
+            .hook
+            .iter()
+            .map(|h| parse_hook(h))
+            .collect::<Result<Vec<_>>>()?;
+        let net_none = match flags.net.as_str() {
+            "host" => false,
+            "none" => true,
+            other => {
+                return Err(Error::new(format!(
+                    "--net {other}: only 'host' and 'none' are available rootless here"
+                )))
+            }
+        };
+        let terminal = match &flags.console {
+            Some(path) => Terminal::Console(absolute(path)),
+            None if flags.detach => Terminal::Inherit,
+            None if flags.tty => Terminal::Pty,
+            None if crate::sys::is_terminal(0) && crate::sys::is_terminal(1) => Terminal::Pty,
+            None => Terminal::Inherit,
+        };
+        if flags.log.is_some() && !flags.detach {
+            return Err(Error::new(
+                "--log only applies to a detached container (-d)",
+            ));
+        }
+        if flags.rm && flags.overlay.is_some() {
+            return Err(Error::new(
+                "--rm and --overlay contradict each other: choose one",
+            ));
+        }
+        let id = match &flags.id {
+            Some(id) if valid_id(id) => id.clone(),
+            Some(id) => {
+                return Err(Error::new(format!(
+                    "--id '{id}': use letters, digits, '.', '_' and '-' (at most 64)"
+                )))
+            }
+            None => format!("{}-{}", hostname_for(&config.name), unique_suffix()),
+        };
+        let state_root = match &flags.root {
+            Some(root) => absolute(root),
+            None => default_state_root(),
+        };
         Ok(RunSpec {
             debug: flags.debug,
             read_only: (flags.read_only || config.read_only) && !flags.read_write,
@@ -204,6 +405,19 @@ impl RunSpec {
             env: env.0,
             working_dir,
             stop_signal,
+            detach: flags.detach,
+            log: flags.log.as_deref().map(absolute),
+            pid_file: flags.pid_file.as_deref().map(absolute),
+            id,
+            state_root,
+            hooks,
+            terminal,
+            volumes,
+            tmpfs,
+            net_none,
+            init: !flags.no_init,
+            overlay: flags.overlay.as_deref().map(absolute),
+            preserve_fds,
         })
     }
 }
@@ -226,6 +440,182 @@ fn hostname_for(name: &str) -> String {
         host = "binctr".into();
     }
     host
+}
+
+/// Where a path NOTIFY_SOCKET is bind-mounted inside the container.
+const NOTIFY_SOCKET_PATH: &str = "/run/binctr/notify.sock";
+
+/// The descriptors systemd passed for socket activation, when they are meant for us.
+fn listen_fds() -> i32 {
+    let ours = std::env::var("LISTEN_PID")
+        .ok()
+        .and_then(|p| p.parse::<u32>().ok())
+        .is_some_and(|p| p == std::process::id());
+    let n = std::env::var("LISTEN_FDS")
+        .ok()
+        .and_then(|n| n.parse::<i32>().ok())
+        .unwrap_or(0);
+    if ours {
+        n.clamp(0, 1024)
+    } else {
+        0
+    }
+}
+
+fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && !id.starts_with('.')
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// 8 hex digits from the kernel's random pool (the pid and time if that fails).
+fn unique_suffix() -> String {
+    let mut bytes = [0u8; 4];
+    let filled = std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
+        .is_ok();
+    let n = if filled {
+        u32::from_ne_bytes(bytes)
+    } else {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        t ^ std::process::id().rotate_left(16)
+    };
+    format!("{n:08x}")
+}
+
+/// $XDG_RUNTIME_DIR/binctr, else /tmp/binctr-UID (DESIGN.md).
+fn default_state_root() -> PathBuf {
+    match std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+        Some(dir) if Path::new(&dir).is_dir() => PathBuf::from(dir).join("binctr"),
+        _ => PathBuf::from(format!("/tmp/binctr-{}", nix::unistd::getuid())),
+    }
+}
+
+/// HOST:CONTAINER[:ro|rw]; HOST relative to the current directory and required to exist.
+fn parse_volume(spec: &str, cwd: &Path) -> Result<Volume> {
+    let bad = || Error::new(format!("--volume {spec}: expected HOST:CONTAINER[:ro]"));
+    let mut parts = spec.split(':');
+    let (host, target) = (parts.next().ok_or_else(bad)?, parts.next().ok_or_else(bad)?);
+    let read_only = match parts.next() {
+        None | Some("rw") => false,
+        Some("ro") => true,
+        Some(_) => return Err(bad()),
+    };
+    if host.is_empty() || parts.next().is_some() {
+        return Err(bad());
+    }
+    if !target.starts_with('/') {
+        return Err(Error::new(format!(
+            "--volume {spec}: the container path must be absolute"
+        )));
+    }
+    let source = cwd.join(host);
+    let source = std::fs::canonicalize(&source).map_err(|e| {
+        Error::new(format!(
+            "--volume {spec}: {}: {}",
+            source.display(),
+            crate::error::plain(&e)
+        ))
+    })?;
+    Ok(Volume {
+        source,
+        target: target.to_string(),
+        read_only,
+    })
+}
+
+/// PATH[:OPTIONS]; mount flags among the options become flags, the rest tmpfs data.
+fn parse_tmpfs(spec: &str) -> Result<Tmpfs> {
+    use nix::mount::MsFlags;
+    let (target, options) = spec.split_once(':').unwrap_or((spec, ""));
+    if !target.starts_with('/') {
+        return Err(Error::new(format!(
+            "--tmpfs {spec}: the path must be absolute"
+        )));
+    }
+    let mut flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+    let mut data = vec!["mode=1777".to_string()];
+    for opt in options.split(',').filter(|o| !o.is_empty()) {
+        match opt {
+            "ro" => flags |= MsFlags::MS_RDONLY,
+            "rw" => flags.remove(MsFlags::MS_RDONLY),
+            "noexec" => flags |= MsFlags::MS_NOEXEC,
+            "exec" => flags.remove(MsFlags::MS_NOEXEC),
+            "nosuid" => flags |= MsFlags::MS_NOSUID,
+            "suid" => flags.remove(MsFlags::MS_NOSUID),
+            "nodev" => flags |= MsFlags::MS_NODEV,
+            "dev" => flags.remove(MsFlags::MS_NODEV),
+            other if other.starts_with("mode=") => {
+                data.retain(|d| !d.starts_with("mode="));
+                data.push(other.to_string());
+            }
+            other => data.push(other.to_string()),
+        }
+    }
+    Ok(Tmpfs {
+        target: target.to_string(),
+        flags,
+        data: data.join(","),
+    })
+}
+
+/// 'STAGE:CMD ARG...', words split as a shell would (quotes, no expansions).
+fn parse_hook(spec: &str) -> Result<Hook> {
+    let bad = |why: &str| {
+        Error::new(format!("--hook '{spec}': {why} (expected 'STAGE:CMD ARG...', STAGE prestart, poststart or poststop)"))
+    };
+    let (stage, command) = spec.split_once(':').ok_or_else(|| bad("no stage"))?;
+    let stage = match stage {
+        "prestart" => Stage::Prestart,
+        "poststart" => Stage::Poststart,
+        "poststop" => Stage::Poststop,
+        _ => return Err(bad("unknown stage")),
+    };
+    let argv = split_words(command).ok_or_else(|| bad("unbalanced quotes"))?;
+    if argv.is_empty() {
+        return Err(bad("no command"));
+    }
+    Ok(Hook { stage, argv })
+}
+
+fn split_words(s: &str) -> Option<Vec<String>> {
+    let mut words = Vec::new();
+    let mut word: Option<String> = None;
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            c if c.is_whitespace() => words.extend(word.take()),
+            '\'' => {
+                let w = word.get_or_insert_with(String::new);
+                loop {
+                    match chars.next()? {
+                        '\'' => break,
+                        c => w.push(c),
+                    }
+                }
+            }
+            '"' => {
+                let w = word.get_or_insert_with(String::new);
+                loop {
+                    match chars.next()? {
+                        '"' => break,
+                        '\\' => w.push(chars.next()?),
+                        c => w.push(c),
+                    }
+                }
+            }
+            '\\' => word.get_or_insert_with(String::new).push(chars.next()?),
+            c => word.get_or_insert_with(String::new).push(c),
+        }
+    }
+    words.extend(word);
+    Some(words)
 }
 
 fn valid_hostname(h: &str) -> bool {
@@ -393,6 +783,37 @@ mod tests {
         env.set_from_flag("BINCTR_SURELY_UNSET_VAR").unwrap();
         assert!(env.set_from_flag("=x").is_err());
         assert_eq!(env.0, os(&["A=flag"]));
+    }
+
+    #[test]
+    fn hook_words_split_like_a_shell() {
+        let hook = parse_hook(r#"prestart:/bin/sh -c 'echo "$1" > x' arg\ 1"#).unwrap();
+        assert_eq!(hook.stage, Stage::Prestart);
+        assert_eq!(hook.argv, vec!["/bin/sh", "-c", "echo \"$1\" > x", "arg 1"]);
+        assert!(parse_hook("later:/bin/true").is_err());
+        assert!(parse_hook("poststop:").is_err());
+        assert!(parse_hook("poststop:'open").is_err());
+    }
+
+    #[test]
+    fn volumes_and_tmpfs_parse() {
+        let cwd = std::env::temp_dir();
+        let v = parse_volume(".:/data:ro", &cwd).unwrap();
+        assert!(v.read_only && v.target == "/data" && v.source.is_absolute());
+        assert!(parse_volume("/nonexistent-binctr-path:/x", &cwd).is_err());
+        assert!(parse_volume("/tmp:relative", &cwd).is_err());
+        assert!(parse_volume("/tmp:/x:maybe", &cwd).is_err());
+        let t = parse_tmpfs("/run:size=1m,noexec").unwrap();
+        assert_eq!(t.data, "mode=1777,size=1m");
+        assert!(t.flags.contains(nix::mount::MsFlags::MS_NOEXEC));
+    }
+
+    #[test]
+    fn ids_are_checked() {
+        assert!(valid_id("web-1.a_b"));
+        assert!(!valid_id("../x"));
+        assert!(!valid_id(".hidden"));
+        assert!(!valid_id(""));
     }
 
     #[test]

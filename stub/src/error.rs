@@ -86,6 +86,12 @@ pub fn plain(e: &dyn fmt::Display) -> String {
     }
 }
 
+impl From<binctr_format::FormatError> for Error {
+    fn from(e: binctr_format::FormatError) -> Self {
+        Error::new(e.to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -95,11 +101,5 @@ mod tests {
         assert_eq!(super::plain(&nix::errno::Errno::EINVAL), "Invalid argument");
         assert_eq!(super::plain(&"EOF: x"), "x");
         assert_eq!(super::plain(&"bad: thing"), "bad: thing");
-    }
-}
-
-impl From<binctr_format::FormatError> for Error {
-    fn from(e: binctr_format::FormatError) -> Self {
-        Error::new(e.to_string())
     }
 }

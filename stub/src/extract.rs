@@ -7,6 +7,7 @@
 //! with the user's full rights, so it must hold against a hostile tar.
 
 use crate::error::{Context, Error, Result};
+use crate::inroot::{self, split_parent};
 use crate::sys;
 use std::ffi::{CStr, CString};
 use std::fs::File;
@@ -70,13 +71,6 @@ fn clean_path(raw: &[u8]) -> Result<Vec<u8>> {
         }
     }
     Ok(out)
-}
-
-fn split_parent(path: &[u8]) -> (&[u8], &[u8]) {
-    match path.iter().rposition(|&b| b == b'/') {
-        Some(i) => (&path[..i], &path[i + 1..]),
-        None => (b"", path),
-    }
 }
 
 fn cstr(bytes: &[u8]) -> CString {
@@ -216,27 +210,16 @@ impl Extractor {
 
     /// Opens a directory of the rootfs, resolving it as the container will.
     fn open_dir(&self, path: &[u8]) -> io::Result<OwnedFd> {
-        let path = if path.is_empty() { &b"."[..] } else { path };
-        sys::openat2(
-            self.root.as_fd(),
-            &cstr(path),
-            libc::O_PATH | libc::O_DIRECTORY,
-            0,
-            sys::RESOLVE_IN_ROOT | sys::RESOLVE_NO_MAGICLINKS,
-        )
+        inroot::open(self.root.as_fd(), path, libc::O_DIRECTORY)
     }
 
     /// The parent directory of an entry, created (0700) when the tar did not list it.
     fn parent_dir(&mut self, parent: &[u8]) -> Result<BorrowedFd<'_>> {
         let cached = matches!(&self.parent, Some((p, _)) if p == parent);
         if !cached {
-            let fd = match self.open_dir(parent) {
-                Ok(fd) => fd,
-                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => self.make_parents(parent)?,
-                Err(e) => {
-                    return Err(refuse(parent, &format!("cannot open its directory: {e}")));
-                }
-            };
+            let fd = inroot::mkdir_all(self.root.as_fd(), parent, 0o755).map_err(|e| {
+                refuse(parent, &format!("cannot open or create its directory: {e}"))
+            })?;
             self.parent = Some((parent.to_vec(), fd));
         }
         Ok(self
@@ -244,35 +227,6 @@ impl Extractor {
             .as_ref()
             .map(|(_, fd)| fd.as_fd())
             .expect("set above"))
-    }
-
-    fn make_parents(&mut self, path: &[u8]) -> Result<OwnedFd> {
-        let mut end = 0;
-        loop {
-            end = match path[end..].iter().position(|&b| b == b'/') {
-                Some(i) if end + i > 0 => end + i,
-                Some(_) => end + 1,
-                None => path.len(),
-            };
-            let prefix = &path[..end];
-            if let Err(e) = self.open_dir(prefix) {
-                if e.raw_os_error() != Some(libc::ENOENT) {
-                    return Err(refuse(path, &format!("cannot open its directory: {e}")));
-                }
-                let (up, name) = split_parent(prefix);
-                let up = self
-                    .open_dir(up)
-                    .map_err(|e| refuse(path, &format!("cannot open its directory: {e}")))?;
-                at::mkdir(up.as_fd(), &cstr(name), 0o700)
-                    .map_err(|e| refuse(path, &format!("cannot create directory: {e}")))?;
-            }
-            if end == path.len() {
-                return self
-                    .open_dir(path)
-                    .map_err(|e| refuse(path, &format!("cannot open its directory: {e}")));
-            }
-            end += 1;
-        }
     }
 
     /// Writes one entry of the tar.

@@ -6,16 +6,21 @@ mod cache;
 mod cli;
 mod error;
 mod extract;
+mod hooks;
+mod inroot;
 mod log;
 mod mounts;
 mod payload;
 mod process;
 mod progress;
+mod state;
 mod sys;
+mod tty;
 mod userns;
 
 use cli::{Parsed, RunSpec, VERSION};
 use error::{Result, EXIT_BINCTR};
+use state::State;
 use std::ffi::OsString;
 
 /// The marker the packer looks for to tell a binctr stub from any other static ELF
@@ -73,7 +78,47 @@ fn start(flags: &cli::Flags, command: Vec<OsString>) -> Result<i32> {
     let spec = RunSpec::new(flags, command, &packed)?;
     let rootfs = cache::ensure_rootfs(&packed)?;
     drop(packed);
-    process::run(&spec, &rootfs)
+    let state = State::create(&spec)?;
+    if spec.detach {
+        return detach(&spec, &rootfs, state);
+    }
+    let code = process::run(&spec, &rootfs, &state, None);
+    state.remove();
+    code
+}
+
+/// -d: a detached monitor (own session, survives the terminal) runs the container; we
+/// return once it reports the command started (0), or its failure code.
+fn detach(spec: &RunSpec, rootfs: &cache::Rootfs, state: State) -> Result<i32> {
+    use std::io::Read;
+    let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| error::Error::new(format!("cannot create a pipe: {e}")))?;
+    // SAFETY: the stub is single-threaded; the child carries on with its own copy.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(error::Error::new("cannot fork the detached monitor"));
+    }
+    if pid == 0 {
+        drop(read_end);
+        let _ = nix::unistd::setsid();
+        let mut started = std::fs::File::from(write_end);
+        let result = process::run(spec, rootfs, &state, Some(&mut started));
+        if let Err(e) = &result {
+            e.report(spec.debug);
+        }
+        drop(started);
+        state.remove();
+        sys::exit_now(result.unwrap_or(EXIT_BINCTR));
+    }
+    drop(write_end);
+    // The child holds the id's lock now; our copy of the state goes without removal.
+    drop(state);
+    let mut byte = [0u8; 1];
+    match std::fs::File::from(read_end).read(&mut byte) {
+        Ok(1) => Ok(i32::from(byte[0])),
+        // The monitor failed before the container started, and said why.
+        _ => Ok(EXIT_BINCTR),
+    }
 }
 
 fn print_help(argh_text: &str) {

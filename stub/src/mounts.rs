@@ -10,7 +10,7 @@ use crate::cache::Rootfs;
 use crate::cli::RunSpec;
 use crate::error::{Context, Error, Result};
 use crate::log::debug;
-use crate::sys;
+use crate::{inroot, sys};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use std::ffi::CString;
 use std::fs;
@@ -44,14 +44,25 @@ pub fn setup(spec: &RunSpec, rootfs: &Rootfs) -> Result<()> {
     if spec.read_only {
         mount_read_only_root(&rootfs.rootfs(), &newroot)?;
     } else {
-        mount_overlay_root(&rootfs.rootfs(), &scratch, &newroot)?;
+        mount_overlay_root(
+            &rootfs.rootfs(),
+            &scratch,
+            spec.overlay.as_deref(),
+            &newroot,
+        )?;
     }
 
     let root = open_path(&newroot)?;
     mount_proc(root.as_fd())?;
     setup_dev(root.as_fd())?;
-    mount_sys(root.as_fd())?;
+    mount_sys(root.as_fd(), spec.net_none)?;
     setup_etc(root.as_fd(), &scratch, spec)?;
+    for volume in &spec.volumes {
+        mount_volume(root.as_fd(), volume, spec.read_only)?;
+    }
+    for tmpfs in &spec.tmpfs {
+        mount_tmpfs(root.as_fd(), tmpfs, spec.read_only)?;
+    }
     drop(root);
     pivot_into(&newroot)
 }
@@ -111,25 +122,50 @@ fn escape_overlay(path: &Path) -> String {
     out
 }
 
-fn mount_overlay_root(lower: &Path, scratch: &Path, newroot: &Path) -> Result<()> {
-    let upper = scratch.join("upper");
-    let work = scratch.join("work");
-    mkdir(&upper, 0o755)?;
-    mkdir(&work, 0o700)?;
-    // userxattr: the only mode an unprivileged overlay has (5.11+); volatile: the upper
-    // dies with the container, so syncing it is wasted work.
+fn mount_overlay_root(
+    lower: &Path,
+    scratch: &Path,
+    keep: Option<&Path>,
+    newroot: &Path,
+) -> Result<()> {
+    // The writable layer: on the scratch tmpfs (gone with the container), or in the
+    // user's --overlay directory (kept, so no `volatile`: its next mount would refuse).
+    let (base, volatile) = match keep {
+        Some(dir) => (dir.to_path_buf(), ""),
+        None => (scratch.to_path_buf(), ",volatile"),
+    };
+    let upper = base.join("upper");
+    let work = base.join("work");
+    for dir in [&upper, &work] {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    // userxattr: the only mode an unprivileged overlay has (5.11+).
     let options = format!(
-        "lowerdir={},upperdir={},workdir={},userxattr,volatile",
+        "lowerdir={},upperdir={},workdir={},userxattr{volatile}",
         escape_overlay(lower),
         escape_overlay(&upper),
         escape_overlay(&work)
     );
     debug!("mounts: overlay root ({options})");
     mount(Some("overlay"), newroot, Some("overlay"), MsFlags::empty(), Some(options.as_str()))
-        .map_err(|e| {
-            Error::new(format!(
-                "the kernel refused overlayfs in a user namespace ({e}; it needs Linux 5.11 or newer): run with --read-only"
-            ))
+        .map_err(|e| match (e, keep) {
+            (nix::errno::Errno::EBUSY, Some(dir)) => Error::new(format!(
+                "--overlay {}: in use by another running container",
+                dir.display()
+            )),
+            (e, Some(dir)) => Error::new(format!(
+                "cannot mount the overlay with the writable layer in {} ({}): it needs a filesystem with user xattrs (ext4, xfs, btrfs, tmpfs)",
+                dir.display(),
+                crate::error::plain(&e)
+            )),
+            (e, None) => Error::new(format!(
+                "the kernel refused overlayfs in a user namespace ({}; it needs Linux 5.11 or newer): run with --read-only",
+                crate::error::plain(&e)
+            )),
         })
 }
 
@@ -247,10 +283,22 @@ fn setup_dev(root: BorrowedFd<'_>) -> Result<()> {
     Ok(())
 }
 
-fn mount_sys(root: BorrowedFd<'_>) -> Result<()> {
-    debug!("mounts: /sys (read-only bind of the host's)");
+fn mount_sys(root: BorrowedFd<'_>, own_net: bool) -> Result<()> {
     let target_fd = mount_point(root, "sys")?;
     let target = fd_path(&target_fd);
+    if own_net {
+        // A network namespace of our own lets us mount a sysfs that shows only it.
+        debug!("mounts: /sys (new, read-only)");
+        return mount(
+            Some("sysfs"),
+            &target,
+            Some("sysfs"),
+            MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            NONE,
+        )
+        .context("cannot mount /sys");
+    }
+    debug!("mounts: /sys (read-only bind of the host's)");
     mount(
         Some("/sys"),
         &target,
@@ -346,4 +394,110 @@ fn pivot_into(newroot: &Path) -> Result<()> {
     umount2(".", MntFlags::MNT_DETACH).context("cannot detach the old root")?;
     nix::unistd::chdir("/").context("cannot chdir to /")?;
     Ok(())
+}
+
+/// The mount point for a volume or tmpfs: created (a directory, or an empty file when
+/// `file` is set) in a writable root when the image lacks it.
+fn volume_target(
+    root: BorrowedFd<'_>,
+    target: &str,
+    file: bool,
+    read_only: bool,
+) -> Result<OwnedFd> {
+    let path = target.trim_start_matches('/').as_bytes();
+    match inroot::open(root, path, 0) {
+        Ok(fd) => return Ok(fd),
+        Err(e) if read_only || e.raw_os_error() != Some(libc::ENOENT) => {
+            return Err(Error::new(format!(
+                "cannot mount on {target} in the container: {}{}",
+                crate::error::plain(&e),
+                if read_only {
+                    " (the root is read-only, so it cannot be created)"
+                } else {
+                    ""
+                }
+            )))
+        }
+        Err(_) => {}
+    }
+    let (parent, name) = inroot::split_parent(path);
+    let made = inroot::mkdir_all(root, parent, 0o755).and_then(|dir| {
+        if file {
+            inroot::create_file_at(dir.as_fd(), name, 0o644)
+        } else {
+            inroot::mkdir_at(dir.as_fd(), name, 0o755)
+        }
+    });
+    made.and_then(|()| inroot::open(root, path, 0))
+        .with_context(|| format!("cannot create the mount point {target} in the container"))
+}
+
+fn mount_volume(
+    root: BorrowedFd<'_>,
+    volume: &crate::cli::Volume,
+    read_only_root: bool,
+) -> Result<()> {
+    debug!(
+        "mounts: volume {} on {}{}",
+        volume.source.display(),
+        volume.target,
+        if volume.read_only { " (read-only)" } else { "" }
+    );
+    let is_file = !volume.source.is_dir();
+    let target = volume_target(root, &volume.target, is_file, read_only_root)?;
+    mount(
+        Some(&volume.source),
+        &fd_path(&target),
+        NONE,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        NONE,
+    )
+    .with_context(|| {
+        format!(
+            "cannot bind {} on {}",
+            volume.source.display(),
+            volume.target
+        )
+    })?;
+    if volume.read_only {
+        let target = volume_target(root, &volume.target, is_file, true)?;
+        make_read_only(&fd_path(&target))
+            .with_context(|| format!("cannot make {} read-only", volume.target))?;
+    }
+    Ok(())
+}
+
+fn mount_tmpfs(
+    root: BorrowedFd<'_>,
+    tmpfs: &crate::cli::Tmpfs,
+    read_only_root: bool,
+) -> Result<()> {
+    debug!("mounts: tmpfs on {} ({})", tmpfs.target, tmpfs.data);
+    let target = volume_target(root, &tmpfs.target, false, read_only_root)?;
+    mount(
+        Some("tmpfs"),
+        &fd_path(&target),
+        Some("tmpfs"),
+        tmpfs.flags,
+        Some(tmpfs.data.as_str()),
+    )
+    .with_context(|| format!("cannot mount a tmpfs on {} ({})", tmpfs.target, tmpfs.data))
+}
+
+/// Read-only, recursively (mount_setattr, 5.12+), else by a remount of the top mount
+/// keeping the flags the kernel locked.
+fn make_read_only(target: &Path) -> Result<()> {
+    let path = CString::new(target.as_os_str().as_encoded_bytes()).context("bad path")?;
+    if sys::mount_setattr_recursive(&path, sys::MOUNT_ATTR_RDONLY).is_ok() {
+        return Ok(());
+    }
+    let locked = locked_flags(target)?;
+    mount(
+        NONE,
+        target,
+        NONE,
+        MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY | locked,
+        NONE,
+    )
+    .context("remount failed")
 }

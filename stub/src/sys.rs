@@ -135,29 +135,12 @@ pub fn sigset_of(signals: &[libc::c_int]) -> libc::sigset_t {
     }
 }
 
-/// A signal as sigwaitinfo(2) reports it.
+/// A signal as a signalfd reports it.
 pub struct Received {
     pub signal: libc::c_int,
     /// True when the kernel raised it for a whole process group (the terminal's
     /// Ctrl-C, Ctrl-\, hangup): the container's processes in that group got it too.
     pub from_terminal: bool,
-}
-
-/// Waits for one of the (blocked) signals in `set`.
-pub fn wait_signal(set: &libc::sigset_t) -> Received {
-    loop {
-        // SAFETY: a zeroed siginfo_t is a valid buffer for the kernel to fill.
-        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-        // SAFETY: `set` and `info` are valid for the duration of the call.
-        let sig = unsafe { libc::sigwaitinfo(set, &mut info) };
-        if sig > 0 {
-            return Received {
-                signal: sig,
-                from_terminal: info.si_code == libc::SI_KERNEL,
-            };
-        }
-        // EINTR (a signal outside the set, e.g. SIGSTOP/SIGCONT): wait again.
-    }
 }
 
 /// Resets every signal disposition to its default, as a freshly exec'd program expects
@@ -182,15 +165,15 @@ pub fn prctl(option: libc::c_int, arg: libc::c_ulong) -> io::Result<()> {
     cvt(ret.into()).map(drop)
 }
 
-/// Marks every descriptor from 3 up close-on-exec (close_range(2)), so nothing of the
-/// stub's reaches the container's command.
-pub fn cloexec_from_3() -> io::Result<()> {
+/// Marks every descriptor from `first` up close-on-exec (close_range(2)), so nothing of
+/// the stub's reaches the container's command.
+pub fn cloexec_from(first: libc::c_int) -> io::Result<()> {
     const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
     // SAFETY: close_range only changes flags of descriptors of this process.
     let ret = unsafe {
         libc::syscall(
             libc::SYS_close_range,
-            3 as libc::c_uint,
+            first as libc::c_uint,
             libc::c_uint::MAX,
             CLOSE_RANGE_CLOEXEC,
         )
@@ -250,5 +233,90 @@ pub fn pending_signal(set: &libc::sigset_t) -> Option<libc::c_int> {
         }
         (1..libc::SIGRTMIN())
             .find(|&s| libc::sigismember(&pending, s) == 1 && libc::sigismember(set, s) == 1)
+    }
+}
+
+/// dup2(2): makes `target` a copy of `fd` (used for the standard descriptors).
+pub fn dup_onto(fd: libc::c_int, target: libc::c_int) -> io::Result<()> {
+    // SAFETY: dup2 only changes this process's descriptor table; the caller means to
+    // replace `target`.
+    cvt(unsafe { libc::dup2(fd, target) }.into()).map(drop)
+}
+
+/// A close-on-exec duplicate of `fd`, numbered above the standard descriptors.
+pub fn dup_cloexec(fd: libc::c_int) -> io::Result<std::os::fd::OwnedFd> {
+    // SAFETY: F_DUPFD_CLOEXEC returns a new descriptor that we then own.
+    let new = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
+    let new = cvt(new.into())? as libc::c_int;
+    // SAFETY: the descriptor was just created for us.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(new) })
+}
+
+/// Brings the loopback interface up in the current network namespace (a new one starts
+/// with `lo` down; the kernel adds 127.0.0.1 and ::1 when it comes up).
+pub fn loopback_up() -> io::Result<()> {
+    // SAFETY: a plain socket(2) call; the descriptor is owned right below.
+    let sock = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    let sock = cvt(sock.into())? as libc::c_int;
+    // SAFETY: the descriptor was just created for us.
+    let sock = unsafe { std::os::fd::OwnedFd::from_raw_fd(sock) };
+    // SAFETY: a zeroed ifreq is valid; we fill in the name and read or write the flags
+    // member of the union, as SIOCGIFFLAGS/SIOCSIFFLAGS expect.
+    unsafe {
+        let mut req: libc::ifreq = std::mem::zeroed();
+        for (i, b) in b"lo".iter().enumerate() {
+            req.ifr_name[i] = *b as libc::c_char;
+        }
+        cvt(libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS as _, &mut req).into())?;
+        req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+        cvt(libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS as _, &req).into())?;
+    }
+    Ok(())
+}
+
+/// signalfd(2) for the (blocked) signals of `set`, non-blocking.
+pub fn signal_fd(set: &libc::sigset_t) -> io::Result<std::os::fd::OwnedFd> {
+    // SAFETY: `set` is valid for the call; -1 asks for a new descriptor.
+    let fd = unsafe { libc::signalfd(-1, set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK) };
+    let fd = cvt(fd.into())? as libc::c_int;
+    // SAFETY: the descriptor was just created for us.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
+/// The next signal queued on a signalfd, if any.
+pub fn read_signal(fd: std::os::fd::BorrowedFd<'_>) -> Option<Received> {
+    // SAFETY: a zeroed signalfd_siginfo is a valid buffer of the size the kernel writes.
+    let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
+    let size = std::mem::size_of::<libc::signalfd_siginfo>();
+    // SAFETY: `info` is a writable buffer of `size` bytes.
+    let n = unsafe {
+        libc::read(
+            fd.as_raw_fd(),
+            &mut info as *mut _ as *mut libc::c_void,
+            size,
+        )
+    };
+    (n as usize == size).then_some(Received {
+        signal: info.ssi_signo as libc::c_int,
+        from_terminal: info.ssi_code == libc::SI_KERNEL,
+    })
+}
+
+/// flock(2) exclusive on `fd`; `wait` false fails at once when someone else holds it.
+/// The lock belongs to the open file, so it lasts until every copy of it is closed
+/// (a forked monitor keeps it after its parent exits).
+pub fn lock_exclusive(fd: std::os::fd::BorrowedFd<'_>, wait: bool) -> io::Result<()> {
+    let op = if wait {
+        libc::LOCK_EX
+    } else {
+        libc::LOCK_EX | libc::LOCK_NB
+    };
+    loop {
+        // SAFETY: flock only takes a lock on an open descriptor.
+        let ret = unsafe { libc::flock(fd.as_raw_fd(), op) };
+        match cvt(ret.into()) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other.map(drop),
+        }
     }
 }

@@ -1,0 +1,130 @@
+//! Per-container state under the state root (DESIGN.md): `<root>/<id>/` holds a lock
+//! (flock'd by the running container, so a second container cannot take the id and a
+//! stale directory is recognised) and the OCI state JSON that hooks get.
+
+use crate::cli::RunSpec;
+use crate::error::{Context, Error, Result};
+use crate::log::debug;
+use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+pub struct State {
+    pub id: String,
+    pub dir: PathBuf,
+    /// flock'd for the container's whole life (the lock lives while any copy of this
+    /// open file does: the detached monitor's, PID 1's).
+    _lock: File,
+}
+
+/// Creates the state root 0700 and checks an existing one is ours.
+fn prepare_root(root: &Path) -> Result<()> {
+    DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(root)
+        .with_context(|| {
+            format!(
+                "cannot create the state directory {} (choose another with --root)",
+                root.display()
+            )
+        })?;
+    let meta = fs::metadata(root).with_context(|| format!("cannot stat {}", root.display()))?;
+    let uid = nix::unistd::geteuid().as_raw();
+    if meta.uid() != uid {
+        return Err(Error::new(format!(
+            "the state directory {} belongs to uid {}, not to you: choose another with --root",
+            root.display(),
+            meta.uid()
+        )));
+    }
+    if meta.mode() & 0o077 != 0 {
+        fs::set_permissions(root, fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("cannot make {} private (chmod 700)", root.display()))?;
+    }
+    Ok(())
+}
+
+impl State {
+    /// Takes the container id: refused while another container holds it.
+    pub fn create(spec: &RunSpec) -> Result<State> {
+        prepare_root(&spec.state_root)?;
+        let dir = spec.state_root.join(&spec.id);
+        match DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => {
+                return Err(Error::new(format!(
+                    "cannot create {}: {}",
+                    dir.display(),
+                    crate::error::plain(&e)
+                )))
+            }
+        }
+        let lock_path = dir.join("lock");
+        let lock = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&lock_path)
+            .with_context(|| format!("cannot create {}", lock_path.display()))?;
+        crate::sys::lock_exclusive(std::os::fd::AsFd::as_fd(&lock), false).map_err(|_| {
+            Error::new(format!(
+                "a container with id '{}' is already running: choose another --id",
+                spec.id
+            ))
+        })?;
+        debug!("state: {}", dir.display());
+        Ok(State {
+            id: spec.id.clone(),
+            dir,
+            _lock: lock,
+        })
+    }
+
+    /// The OCI runtime state, as hooks read it on stdin.
+    pub fn oci_json(&self, status: &str, pid: libc::pid_t) -> String {
+        serde_json::json!({
+            "ociVersion": "1.0.2",
+            "id": self.id,
+            "status": status,
+            "pid": pid,
+            "bundle": self.dir,
+            "annotations": {},
+        })
+        .to_string()
+    }
+
+    /// Records the state for other tools (`state.json`, replaced atomically).
+    pub fn record(&self, status: &str, pid: libc::pid_t) -> Result<()> {
+        write_atomically(
+            &self.dir.join("state.json"),
+            self.oci_json(status, pid).as_bytes(),
+        )
+    }
+
+    /// Removes the state directory (the container has exited).
+    pub fn remove(self) {
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Writes `path` through a temporary file in the same directory and a rename, so a
+/// reader never sees it half-written.
+pub fn write_atomically(path: &Path, content: &[u8]) -> Result<()> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
+    let result = File::create(&tmp)
+        .and_then(|mut f| f.write_all(content))
+        .and_then(|()| fs::rename(&tmp, path));
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result.with_context(|| format!("cannot write {}", path.display()))
+}
