@@ -146,11 +146,19 @@ pub fn parse(args: &[OsString]) -> Parsed {
                 .into_owned()
         })
         .unwrap_or_else(|| "binctr".into());
-    let lossy: Vec<String> = args
+    let mut lossy: Vec<String> = args
         .iter()
         .skip(1)
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
+    // argh knows --help only; -h among our flags (before the command) means the same.
+    if let Some(h) = lossy
+        .iter()
+        .take_while(|a| a.starts_with('-') && a.as_str() != "--")
+        .position(|a| a == "-h")
+    {
+        lossy[h] = "--help".into();
+    }
     let refs: Vec<&str> = lossy.iter().map(String::as_str).collect();
     match Flags::from_args(&[&prog], &refs) {
         Ok(flags) => {
@@ -753,6 +761,8 @@ mod tests {
     #[test]
     fn help_and_unknown_flags() {
         assert!(matches!(parse(&os(&["x", "--help"])), Parsed::Help(_)));
+        assert!(matches!(parse(&os(&["x", "-D", "-h"])), Parsed::Help(_)));
+        assert!(matches!(parse(&os(&["x", "ls", "-h"])), Parsed::Run(..)));
         assert!(matches!(parse(&os(&["x", "--bogus"])), Parsed::Usage(_)));
     }
 

@@ -1,0 +1,142 @@
+#!/usr/bin/env bash
+# The benchmark of issue 2 (not a test): prints, side by side on the same rootfs,
+#  1. warm start: the packed busybox `/bin/true` (default and --read-only) against bwrap,
+#     charliecloud's ch-run and the floor `unshare -Urmpf --mount-proc /bin/true`;
+#  2. first-run extraction of a ~170 MB Debian rootfs against `tar -xf` of the same tar;
+#  3. packer throughput against `lz4 -1` on the same tar;
+#  4. the stub's size; 5. peak memory of packing and of a first run.
+# Containers run as the non-root test user when this runs as root. About 5 minutes.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+root=$PWD
+
+say() { printf '\n== bench.sh: %s\n' "$*" >&2; }
+die() { printf 'bench.sh: error: %s\n' "$*" >&2; exit 1; }
+is_root() { [[ $(id -u) == 0 ]]; }
+
+# --- tools -------------------------------------------------------------------------------
+declare -A needs=(
+    [hyperfine]=hyperfine [bwrap]=bubblewrap [ch-run]=charliecloud-runtime
+    [mmdebstrap]=mmdebstrap [lz4]=lz4 [/usr/bin/time]=time [unshare]=util-linux
+    [setpriv]=util-linux [readelf]=binutils
+)
+missing=()
+for cmd in "${!needs[@]}"; do
+    command -v "$cmd" >/dev/null 2>&1 || missing+=("${needs[$cmd]}")
+done
+if ((${#missing[@]})); then
+    mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
+    is_root || die "missing packages: ${missing[*]} (as root: apt-get install ${missing[*]})"
+    say "installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q </dev/null
+    apt-get install -y -q --no-install-recommends "${missing[@]}" </dev/null
+fi
+
+# --- inputs ------------------------------------------------------------------------------
+if [[ ! -x dist/binctr-stub || ! -x dist/binctr-pack ]]; then
+    say "building dist/"
+    bash scripts/build.sh </dev/null
+fi
+[[ -f build/busybox.tar ]] || bash scripts/make-example-image.sh build </dev/null
+bash scripts/make-debian-rootfs.sh build/debian-rootfs.tar </dev/null
+
+if is_root; then
+    user=$(bash scripts/ensure-test-user.sh)
+else
+    user=$(id -un)
+fi
+
+# Everything the user touches lives here, readable by the test user.
+work=/tmp/binctr-bench
+rm -rf "$work"
+mkdir -p "$work"
+chmod 0755 "$work"
+cp dist/binctr-pack dist/binctr-stub build/busybox.tar build/debian-rootfs.tar "$work/"
+chmod 0644 "$work"/*.tar
+is_root && chown -R "$user:" "$work"
+trap 'rm -rf "$work"' EXIT
+
+# Runs a command as the test user in a clean environment, in $work.
+as_user() {
+    local -a envv=(env -i HOME="$work/home" PATH=/usr/bin:/bin USER="$user" LOGNAME="$user"
+        BINCTR_CACHE="$work/cache")
+    if is_root; then
+        (cd "$work" && setpriv --reuid="$user" --regid="$user" --init-groups -- "${envv[@]}" "$@")
+    else
+        (cd "$work" && "${envv[@]}" "$@")
+    fi
+}
+as_user mkdir -p "$work/home" "$work/rootfs"
+
+say "packing the images"
+as_user ./binctr-pack busybox.tar -o busybox
+as_user ./binctr-pack debian-rootfs.tar -o debian
+as_user ./busybox /bin/true || die "the packed busybox does not run: ./busybox /bin/true failed"
+# The same rootfs, extracted for bwrap and ch-run.
+as_user tar -xf busybox.tar -C rootfs
+
+# Mean in ms of a command in a hyperfine JSON export, by its position.
+mean_ms() {
+    grep -o '"mean": *[0-9.e+-]*' "$1" | sed -n "${2}p" | awk '{printf "%.2f", $2 * 1000}'
+}
+
+say "1. warm start (/bin/true)"
+as_user hyperfine -N --warmup 20 --runs 300 --export-json "$work/warm.json" \
+    -n 'binctr (overlay root)' './busybox /bin/true' \
+    -n 'binctr --read-only' './busybox --read-only /bin/true' \
+    -n 'bwrap' "bwrap --unshare-user --unshare-pid --unshare-ipc --unshare-uts --ro-bind $work/rootfs / --proc /proc --dev /dev /bin/true" \
+    -n 'ch-run' "ch-run $work/rootfs -- /bin/true" \
+    -n 'floor: unshare -Urmpf' 'unshare -Urmpf --mount-proc /bin/true'
+warm=$(mean_ms "$work/warm.json" 1)
+warm_ro=$(mean_ms "$work/warm.json" 2)
+bwrap=$(mean_ms "$work/warm.json" 3)
+chrun=$(mean_ms "$work/warm.json" 4)
+floor=$(mean_ms "$work/warm.json" 5)
+
+say "2. first run: extraction of the Debian rootfs ($(($(stat -c %s build/debian-rootfs.tar) / 1024 / 1024)) MiB tar)"
+# The stub skips device nodes (unprivileged mknod fails); so does tar here, for a fair race.
+as_user hyperfine --warmup 1 --runs 5 --export-json "$work/first.json" \
+    -n 'binctr first run' --prepare "rm -rf $work/cache" "./debian /bin/true" \
+    -n 'tar -xf' --prepare "rm -rf $work/x; mkdir $work/x" \
+    "tar -xf debian-rootfs.tar -C $work/x '--exclude=./dev/*'"
+first=$(mean_ms "$work/first.json" 1)
+tarx=$(mean_ms "$work/first.json" 2)
+rm -rf "$work/x"
+
+say "3. packing throughput"
+as_user hyperfine --warmup 1 --runs 3 --export-json "$work/pack.json" \
+    -n 'binctr-pack' "./binctr-pack debian-rootfs.tar -o $work/packed" \
+    -n 'lz4 -1' "lz4 -1 -q -f debian-rootfs.tar $work/packed.lz4"
+pack=$(mean_ms "$work/pack.json" 1)
+lz4ms=$(mean_ms "$work/pack.json" 2)
+tar_mib=$(awk -v b="$(stat -c %s build/debian-rootfs.tar)" 'BEGIN{printf "%.1f", b / 1048576}')
+
+say "5. peak memory"
+max_rss_kib() { grep 'Maximum resident set size' "$1" | awk '{print $NF}'; }
+as_user /usr/bin/time -v -o "$work/pack.time" ./binctr-pack debian-rootfs.tar -o "$work/packed" >/dev/null
+as_user rm -rf "$work/cache"
+as_user /usr/bin/time -v -o "$work/first.time" ./debian /bin/true >/dev/null
+pack_rss=$(max_rss_kib "$work/pack.time")
+first_rss=$(max_rss_kib "$work/first.time")
+stub_bytes=$(stat -c %s dist/binctr-stub)
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (b > 0) printf "%.2fx", a / b; else print "?" }'; }
+mibs() { awk -v mib="$1" -v ms="$2" 'BEGIN{ if (ms > 0) printf "%.0f MiB/s", mib / (ms / 1000); else print "?" }'; }
+verdict() { if awk -v a="$1" -v b="$2" 'BEGIN{exit !(a <= b)}'; then echo ok; else echo MISSED; fi; }
+
+say "summary (means; $(nproc) cores, kernel $(uname -r))"
+printf '%-50s %12s   %s\n' "measure" "value" "target"
+printf '%-50s %9s ms   %s\n' "warm start: binctr (overlay root)" "$warm" "<= bwrap, <= 1.3x ch-run: $(verdict "$warm" "$bwrap") / $(verdict "$warm" "$(awk -v c="$chrun" 'BEGIN{print c*1.3}')")"
+printf '%-50s %9s ms   %s\n' "warm start: binctr --read-only" "$warm_ro" "$(ratio "$warm_ro" "$chrun") of ch-run"
+printf '%-50s %9s ms\n' "warm start: bwrap" "$bwrap"
+printf '%-50s %9s ms\n' "warm start: ch-run" "$chrun"
+printf '%-50s %9s ms\n' "warm start: unshare -Urmpf --mount-proc (floor)" "$floor"
+printf '%-50s %9s ms   %s\n' "first run (extract $tar_mib MiB): binctr" "$first" "<= tar -xf: $(verdict "$first" "$tarx") ($(ratio "$first" "$tarx"))"
+printf '%-50s %9s ms\n' "first run: tar -xf (uncompressed)" "$tarx"
+printf '%-50s %9s ms   %s\n' "pack $tar_mib MiB: binctr-pack" "$pack" "$(mibs "$tar_mib" "$pack"); <= 1.5x lz4: $(verdict "$pack" "$(awk -v l="$lz4ms" 'BEGIN{print l*1.5}')") ($(ratio "$pack" "$lz4ms"))"
+printf '%-50s %9s ms   %s\n' "pack: lz4 -1" "$lz4ms" "$(mibs "$tar_mib" "$lz4ms")"
+printf '%-50s %9s KiB  %s\n' "stub size" "$((stub_bytes / 1024))" "<= 1024 KiB: $(verdict "$stub_bytes" 1048576)"
+printf '%-50s %9s KiB  %s\n' "peak RSS: packing" "$pack_rss" "< 32 MiB: $(verdict "$pack_rss" 32767)"
+printf '%-50s %9s KiB  %s\n' "peak RSS: first run (extraction)" "$first_rss" "< 32 MiB: $(verdict "$first_rss" 32767)"

@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# The test command (README, CI): installs what the tests need, builds dist/, makes the
+# example image, and runs format, lint, unit and end-to-end tests.
+# As root (CI), the packed binaries are run by the dedicated non-root user binctr-test.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+root=$PWD
+test_user=binctr-test
+
+say() { printf '\n== test.sh: %s\n' "$*" >&2; }
+die() { printf 'test.sh: error: %s\n' "$*" >&2; exit 1; }
+
+is_root() { [[ $(id -u) == 0 ]]; }
+
+# --- 1. System packages ------------------------------------------------------------------
+# command -> Debian package providing it
+declare -A needs=(
+    [setpriv]=util-linux     # run as the test user with a clean environment
+    [unshare]=util-linux     # user namespace check
+    [newuidmap]=uidmap       # full-range mapping (later issues)
+    [newgidmap]=uidmap
+    [readelf]=binutils       # build.sh: the stub must be static
+    [apt-get]=apt            # make-example-image.sh downloads busybox-static
+    [dpkg-deb]=dpkg
+    [tar]=tar
+    [useradd]=passwd
+    [cc]=gcc                 # the linker rustc uses
+)
+missing=()
+for cmd in "${!needs[@]}"; do
+    command -v "$cmd" >/dev/null 2>&1 || missing+=("${needs[$cmd]}")
+done
+# The C library headers and start files rustc links against.
+[[ -e /usr/lib/x86_64-linux-gnu/crt1.o || -e /usr/lib/crt1.o ]] || missing+=(libc6-dev)
+if ((${#missing[@]})); then
+    mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
+    if ! is_root; then
+        die "missing packages: ${missing[*]}; install them (as root: apt-get install ${missing[*]}) or run this script as root"
+    fi
+    say "installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q </dev/null
+    apt-get install -y -q --no-install-recommends "${missing[@]}" </dev/null
+fi
+
+for component in rustfmt clippy; do
+    if ! rustup component list --installed 2>/dev/null | grep -q "^$component"; then
+        say "adding the rust component $component"
+        rustup component add "$component"
+    fi
+done
+
+# --- 2. Build ----------------------------------------------------------------------------
+say "building dist/"
+bash scripts/build.sh </dev/null || die "scripts/build.sh failed (see above): nothing to test"
+# The packer's build script embeds this stub; clippy and cargo test build the packer too.
+export BINCTR_STUB=$root/target/x86_64-unknown-linux-musl/release/binctr-stub
+
+# --- 3. Example image --------------------------------------------------------------------
+say "making the example image"
+bash scripts/make-example-image.sh build </dev/null || die "the example image could not be made (see above)"
+
+# --- 4. Test user ------------------------------------------------------------------------
+if is_root; then
+    test_user=$(bash scripts/ensure-test-user.sh)
+    export BINCTR_TEST_USER=$test_user
+    run_as_test_user() { setpriv --reuid="$test_user" --regid="$test_user" --init-groups -- "$@"; }
+else
+    unset BINCTR_TEST_USER
+    run_as_test_user() { "$@"; }
+fi
+
+# --- 5. Unprivileged user namespaces -----------------------------------------------------
+say "checking unprivileged user namespaces"
+if ! userns_err=$(cd / && run_as_test_user unshare --user --map-root-user --mount --pid --fork true 2>&1 </dev/null); then
+    reason="unshare as $(is_root && echo "$test_user" || id -un) failed: $userns_err"
+    max=$(cat /proc/sys/user/max_user_namespaces 2>/dev/null || echo '?')
+    [[ $max == 0 ]] && reason+="; user.max_user_namespaces is 0 (sysctl -w user.max_user_namespaces=15000)"
+    clone=$(cat /proc/sys/kernel/unprivileged_userns_clone 2>/dev/null || echo '')
+    [[ $clone == 0 ]] && reason+="; kernel.unprivileged_userns_clone is 0 (sysctl -w kernel.unprivileged_userns_clone=1)"
+    aa=$(cat /proc/sys/kernel/apparmor_restrict_unprivileged_userns 2>/dev/null || echo '')
+    [[ $aa == 1 ]] && reason+="; kernel.apparmor_restrict_unprivileged_userns is 1 (sysctl -w kernel.apparmor_restrict_unprivileged_userns=0)"
+    die "unprivileged user namespaces do not work, so no container can run: $reason"
+fi
+echo "ok: user namespaces (kernel $(uname -r), user.max_user_namespaces=$(cat /proc/sys/user/max_user_namespaces))"
+
+# --- 6. Checks ---------------------------------------------------------------------------
+export BINCTR_DIST=$root/dist
+export BINCTR_FIXTURES=$root/build
+declare -a results=()
+failed=0
+check() {
+    local name=$1
+    shift
+    say "$name: $*"
+    local start=$SECONDS
+    if "$@" </dev/null; then
+        results+=("PASS  $name ($((SECONDS - start)) s)")
+    else
+        results+=("FAIL  $name ($((SECONDS - start)) s): $*")
+        failed=1
+    fi
+}
+test_log=$(mktemp "${TMPDIR:-/tmp}/binctr-test-log.XXXXXX")
+trap 'rm -f "$test_log"' EXIT
+cargo_test_workspace() { cargo test --workspace --no-fail-fast --color=never 2>&1 | tee "$test_log"; }
+check fmt cargo fmt --all -- --check
+check clippy cargo clippy --workspace --all-targets -- -D warnings
+check tests cargo_test_workspace
+
+say "summary"
+printf '  BINCTR_DIST=%s BINCTR_FIXTURES=%s BINCTR_TEST_USER=%s\n' \
+    "$BINCTR_DIST" "$BINCTR_FIXTURES" "${BINCTR_TEST_USER:-(unset: running as $(id -un))}"
+printf '  %s\n' "${results[@]}"
+if grep -q '^test .* \.\.\. FAILED$' "$test_log"; then
+    echo "  failed tests:"
+    grep '^test .* \.\.\. FAILED$' "$test_log" | sed 's/^test /    /; s/ \.\.\. FAILED$//'
+fi
+if grep -q '^error: could not compile' "$test_log"; then
+    grep '^error: could not compile' "$test_log" | sort -u | sed 's/^/  /'
+fi
+if ((failed)); then
+    echo "test.sh: FAILED" >&2
+    exit 1
+fi
+echo "test.sh: all checks passed"
