@@ -118,6 +118,18 @@ pub struct Flags {
     #[argh(switch)]
     pub rm: bool,
 
+    /// add a capability to the default set (docker's names, with or without CAP_; ALL)
+    #[argh(option)]
+    pub cap_add: Vec<String>,
+
+    /// drop a capability from the default set (ALL drops every one)
+    #[argh(option)]
+    pub cap_drop: Vec<String>,
+
+    /// security options: seccomp=unconfined switches the default seccomp filter off
+    #[argh(option)]
+    pub security_opt: Vec<String>,
+
     /// command and arguments to run instead of the image's default
     #[argh(positional, greedy)]
     pub command: Vec<String>,
@@ -201,6 +213,10 @@ pub struct RunSpec {
     pub overlay: Option<PathBuf>,
     /// Descriptors 3..3+N passed on (systemd socket activation).
     pub preserve_fds: i32,
+    /// The command's capabilities (the bounding set).
+    pub caps: Vec<caps::Capability>,
+    /// The default seccomp filter (off with --security-opt seccomp=unconfined).
+    pub seccomp: bool,
 }
 
 /// The command's stdio.
@@ -401,6 +417,19 @@ impl RunSpec {
             }
             None => format!("{}-{}", hostname_for(&config.name), unique_suffix()),
         };
+        let caps = resolve_caps(&flags.cap_add, &flags.cap_drop)?;
+        let mut seccomp = true;
+        for opt in &flags.security_opt {
+            match opt.as_str() {
+                "seccomp=unconfined" => seccomp = false,
+                "seccomp=default" | "no-new-privileges" | "no-new-privileges=true" => {}
+                other => {
+                    return Err(Error::new(format!(
+                        "--security-opt {other}: known options are seccomp=unconfined, seccomp=default, no-new-privileges"
+                    )))
+                }
+            }
+        }
         let state_root = match &flags.root {
             Some(root) => absolute(root),
             None => default_state_root(),
@@ -426,6 +455,8 @@ impl RunSpec {
             init: !flags.no_init,
             overlay: flags.overlay.as_deref().map(absolute),
             preserve_fds,
+            caps,
+            seccomp,
         })
     }
 }
@@ -448,6 +479,73 @@ fn hostname_for(name: &str) -> String {
         host = "binctr".into();
     }
     host
+}
+
+/// docker's default capability set for a container's root.
+pub const DEFAULT_CAPS: [caps::Capability; 14] = {
+    use caps::Capability::*;
+    [
+        CAP_CHOWN,
+        CAP_DAC_OVERRIDE,
+        CAP_FSETID,
+        CAP_FOWNER,
+        CAP_MKNOD,
+        CAP_NET_RAW,
+        CAP_SETGID,
+        CAP_SETUID,
+        CAP_SETFCAP,
+        CAP_SETPCAP,
+        CAP_NET_BIND_SERVICE,
+        CAP_SYS_CHROOT,
+        CAP_KILL,
+        CAP_AUDIT_WRITE,
+    ]
+};
+
+/// docker's rules: the default set, or every capability with --cap-add ALL; then the
+/// drops (ALL: none left but the added ones); then the adds.
+fn resolve_caps(add: &[String], drop: &[String]) -> Result<Vec<caps::Capability>> {
+    let parse = |flag: &str, names: &[String]| -> Result<(bool, Vec<caps::Capability>)> {
+        let mut all = false;
+        let mut list = Vec::new();
+        for name in names {
+            let upper = name.to_ascii_uppercase();
+            if upper == "ALL" {
+                all = true;
+                continue;
+            }
+            let full = if upper.starts_with("CAP_") {
+                upper
+            } else {
+                format!("CAP_{upper}")
+            };
+            let cap = full.parse::<caps::Capability>().map_err(|_| {
+                Error::new(format!(
+                    "{flag} {name}: not a capability name (e.g. NET_ADMIN)"
+                ))
+            })?;
+            list.push(cap);
+        }
+        Ok((all, list))
+    };
+    let (add_all, added) = parse("--cap-add", add)?;
+    let (drop_all, dropped) = parse("--cap-drop", drop)?;
+    let mut set: Vec<caps::Capability> = if add_all {
+        caps::all().into_iter().collect()
+    } else {
+        DEFAULT_CAPS.to_vec()
+    };
+    if drop_all {
+        set.clear();
+    }
+    set.retain(|c| !dropped.contains(c));
+    for cap in added {
+        if !set.contains(&cap) {
+            set.push(cap);
+        }
+    }
+    set.sort_by_key(|c| c.index());
+    Ok(set)
 }
 
 /// Where a path NOTIFY_SOCKET is bind-mounted inside the container.
@@ -816,6 +914,26 @@ mod tests {
         let t = parse_tmpfs("/run:size=1m,noexec").unwrap();
         assert_eq!(t.data, "mode=1777,size=1m");
         assert!(t.flags.contains(nix::mount::MsFlags::MS_NOEXEC));
+    }
+
+    #[test]
+    fn capabilities_follow_docker() {
+        use caps::Capability::*;
+        let default = resolve_caps(&[], &[]).unwrap();
+        assert_eq!(default.len(), 14);
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        let set = resolve_caps(&s(&["net_admin"]), &s(&["CAP_CHOWN", "MKNOD"])).unwrap();
+        assert!(
+            set.contains(&CAP_NET_ADMIN) && !set.contains(&CAP_CHOWN) && !set.contains(&CAP_MKNOD)
+        );
+        assert_eq!(
+            resolve_caps(&s(&["KILL"]), &s(&["ALL"])).unwrap(),
+            vec![CAP_KILL]
+        );
+        assert!(resolve_caps(&s(&["ALL"]), &[])
+            .unwrap()
+            .contains(&CAP_SYS_ADMIN));
+        assert!(resolve_caps(&s(&["BOGUS"]), &[]).is_err());
     }
 
     #[test]

@@ -13,6 +13,7 @@ mod mounts;
 mod payload;
 mod process;
 mod progress;
+mod seccomp;
 mod state;
 mod sys;
 mod tty;

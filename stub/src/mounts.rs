@@ -56,6 +56,7 @@ pub fn setup(spec: &RunSpec, rootfs: &Rootfs) -> Result<()> {
     mount_proc(root.as_fd())?;
     setup_dev(root.as_fd())?;
     mount_sys(root.as_fd(), spec.net_none)?;
+    mask_paths(root.as_fd())?;
     setup_etc(root.as_fd(), &scratch, spec)?;
     for volume in &spec.volumes {
         mount_volume(root.as_fd(), volume, spec.read_only)?;
@@ -500,4 +501,76 @@ fn make_read_only(target: &Path) -> Result<()> {
         NONE,
     )
     .context("remount failed")
+}
+
+/// What docker hides from a container (kernel memory, keys, timers, firmware).
+const MASKED_PATHS: [&str; 11] = [
+    "proc/asound",
+    "proc/acpi",
+    "proc/kcore",
+    "proc/keys",
+    "proc/latency_stats",
+    "proc/timer_list",
+    "proc/timer_stats",
+    "proc/sched_debug",
+    "proc/scsi",
+    "sys/firmware",
+    "sys/devices/virtual/powercap",
+];
+
+/// What docker leaves visible but read-only.
+const READ_ONLY_PATHS: [&str; 5] = [
+    "proc/bus",
+    "proc/fs",
+    "proc/irq",
+    "proc/sys",
+    "proc/sysrq-trigger",
+];
+
+/// Docker's masked paths (a file gets /dev/null over it, a directory an empty read-only
+/// tmpfs) and read-only paths (bound on themselves, remounted read-only).
+fn mask_paths(root: BorrowedFd<'_>) -> Result<()> {
+    debug!("mounts: masking and read-only paths of /proc and /sys");
+    for path in MASKED_PATHS {
+        let Ok(target) = inroot::open(root, path.as_bytes(), 0) else {
+            continue; // not on this kernel
+        };
+        let is_dir = fs::metadata(fd_path(&target)).is_ok_and(|m| m.is_dir());
+        let result = if is_dir {
+            mount(
+                Some("tmpfs"),
+                &fd_path(&target),
+                Some("tmpfs"),
+                MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+                Some("size=0,mode=0555"),
+            )
+        } else {
+            mount(
+                Some("/dev/null"),
+                &fd_path(&target),
+                NONE,
+                MsFlags::MS_BIND,
+                NONE,
+            )
+        };
+        result.with_context(|| format!("cannot mask /{path}"))?;
+    }
+    for path in READ_ONLY_PATHS {
+        let Ok(target) = inroot::open(root, path.as_bytes(), 0) else {
+            continue;
+        };
+        mount(
+            Some(&fd_path(&target)),
+            &fd_path(&target),
+            NONE,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            NONE,
+        )
+        .with_context(|| format!("cannot bind /{path}"))?;
+        let target = inroot::open(root, path.as_bytes(), 0)
+            .with_context(|| format!("cannot reopen /{path}"))?;
+        make_read_only(&fd_path(&target))
+            .with_context(|| format!("cannot make /{path} read-only"))?;
+    }
+    Ok(())
 }

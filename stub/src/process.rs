@@ -35,27 +35,6 @@ pub const FORWARDED: [libc::c_int; 6] = [
     libc::SIGUSR2,
 ];
 
-/// docker's default capability set for a container's root.
-const DEFAULT_CAPS: [caps::Capability; 14] = {
-    use caps::Capability::*;
-    [
-        CAP_CHOWN,
-        CAP_DAC_OVERRIDE,
-        CAP_FSETID,
-        CAP_FOWNER,
-        CAP_MKNOD,
-        CAP_NET_RAW,
-        CAP_SETGID,
-        CAP_SETUID,
-        CAP_SETFCAP,
-        CAP_SETPCAP,
-        CAP_NET_BIND_SERVICE,
-        CAP_SYS_CHROOT,
-        CAP_KILL,
-        CAP_AUDIT_WRITE,
-    ]
-};
-
 /// What the container side inherits from the monitor across the clone.
 struct ChildEnds {
     go: File,
@@ -557,7 +536,7 @@ fn prepare_and_exec(spec: &RunSpec, stdio: &Stdio<'_>) -> std::result::Result<Ne
     set_stdio(stdio).map_err(setup)?;
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
     enter_working_dir(&spec.working_dir, spec.read_only).map_err(setup)?;
-    drop_privileges().map_err(setup)?;
+    drop_privileges(&spec.caps).map_err(setup)?;
     // Nothing of the stub's reaches the command: only 0, 1, 2 and the descriptors
     // systemd passed for socket activation.
     sys::cloexec_from(3 + spec.preserve_fds)
@@ -580,6 +559,12 @@ fn prepare_and_exec(spec: &RunSpec, stdio: &Stdio<'_>) -> std::result::Result<Ne
     let command = &spec.argv[0];
     let name = command.to_string_lossy();
     debug!("process: exec {:?}", spec.argv);
+    // Last, so the filter need not allow anything of the setup above (RUNTIME-NOTES C3).
+    if spec.seccomp {
+        crate::seccomp::install(&crate::seccomp::default_filter())
+            .context("cannot install the seccomp filter")
+            .map_err(setup)?;
+    }
     if command.as_bytes().contains(&b'/') {
         let err = sys::execve(&cstring(command), &argv_ptrs, &envp_ptrs);
         return Err(exec_error(&name, err));
@@ -645,11 +630,12 @@ fn enter_working_dir(dir: &str, read_only: bool) -> Result<()> {
     nix::unistd::chdir(dir).with_context(|| format!("cannot enter the working directory {dir}"))
 }
 
-/// docker's default capabilities and no_new_privs (RUNTIME-NOTES C1, C2).
-fn drop_privileges() -> Result<()> {
+/// The bounding set cut to `keep` (docker's default unless --cap-add/--cap-drop), and
+/// no_new_privs (RUNTIME-NOTES C1, C2).
+fn drop_privileges(keep: &[caps::Capability]) -> Result<()> {
     use caps::CapSet;
     for cap in caps::all() {
-        if !DEFAULT_CAPS.contains(&cap) {
+        if !keep.contains(&cap) {
             // EINVAL: a capability this kernel does not know; nothing to drop.
             let _ = caps::drop(None, CapSet::Bounding, cap);
         }

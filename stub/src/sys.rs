@@ -320,3 +320,21 @@ pub fn lock_exclusive(fd: std::os::fd::BorrowedFd<'_>, wait: bool) -> io::Result
         }
     }
 }
+
+/// Installs a seccomp BPF program for the calling thread (prctl PR_SET_SECCOMP).
+pub fn seccomp_filter(filters: &[libc::sock_filter]) -> io::Result<()> {
+    let prog = libc::sock_fprog {
+        len: filters.len() as libc::c_ushort,
+        filter: filters.as_ptr() as *mut libc::sock_filter,
+    };
+    // SAFETY: `prog` points at `filters`, which outlive the call; the kernel copies the
+    // program and does not write through the pointer.
+    let ret = unsafe {
+        libc::prctl(
+            libc::PR_SET_SECCOMP,
+            libc::SECCOMP_MODE_FILTER as libc::c_ulong,
+            &prog as *const libc::sock_fprog,
+        )
+    };
+    cvt(ret.into()).map(drop)
+}
