@@ -42,7 +42,7 @@ pub fn setup(spec: &RunSpec, rootfs: &Rootfs) -> Result<()> {
     let newroot = scratch.join("root");
     mkdir(&newroot, 0o755)?;
     if spec.read_only {
-        mount_read_only_root(&rootfs.rootfs(), &newroot)?;
+        mount_read_only_root(&rootfs.rootfs(), &scratch, &newroot)?;
     } else {
         mount_overlay_root(
             &rootfs.rootfs(),
@@ -170,7 +170,28 @@ fn mount_overlay_root(
         })
 }
 
-fn mount_read_only_root(lower: &Path, newroot: &Path) -> Result<()> {
+fn mount_read_only_root(lower: &Path, scratch: &Path, newroot: &Path) -> Result<()> {
+    let locked = locked_flags(lower)?;
+    if locked.intersects(MsFlags::MS_NOEXEC | MsFlags::MS_NOSUID) {
+        // A bind keeps the cache filesystem's noexec/nosuid (the kernel locks them), so
+        // nothing could run: an overlay without an upper layer is read-only too, and
+        // does not inherit them. It needs two lower layers; the second is empty.
+        let empty = scratch.join("empty");
+        mkdir(&empty, 0o755)?;
+        let options = format!(
+            "lowerdir={}:{},userxattr",
+            escape_overlay(lower),
+            escape_overlay(&empty)
+        );
+        debug!("mounts: read-only overlay root, the cache is on a noexec/nosuid mount ({options})");
+        return mount(Some("overlay"), newroot, Some("overlay"), MsFlags::MS_RDONLY, Some(options.as_str()))
+            .map_err(|e| {
+                Error::new(format!(
+                    "the cache is on a noexec or nosuid mount and the kernel refused overlayfs in a user namespace ({}): set BINCTR_CACHE to a directory where programs may run",
+                    crate::error::plain(&e)
+                ))
+            });
+    }
     debug!("mounts: read-only bind of {}", lower.display());
     mount(
         Some(lower),
@@ -181,7 +202,6 @@ fn mount_read_only_root(lower: &Path, newroot: &Path) -> Result<()> {
     )
     .with_context(|| format!("cannot bind {}", lower.display()))?;
     // A remount must keep the flags the kernel locked on the cache's filesystem.
-    let locked = locked_flags(newroot)?;
     mount(
         NONE,
         newroot,
