@@ -60,6 +60,8 @@ export BINCTR_STUB=$root/target/x86_64-unknown-linux-musl/release/binctr-stub
 # --- 3. Example image --------------------------------------------------------------------
 say "making the example image"
 bash scripts/make-example-image.sh build </dev/null || die "the example image could not be made (see above)"
+say "making the multi-layer test images (skopeo, umoci)"
+bash scripts/make-test-images.sh build </dev/null || die "the test images could not be made (see above)"
 
 # --- 4. Test user ------------------------------------------------------------------------
 if is_root; then

@@ -124,6 +124,8 @@ pub fn describe(packed: &Packed, json: bool) -> String {
     };
     line("name", c.name.clone());
     line("reference", c.reference.clone());
+    line("manifest", c.manifest_digest.clone());
+    line("created", c.created.clone());
     line("packer version", c.packer_version.clone());
     line("format version", f.version.to_string());
     line("stub", format!("{} bytes", f.payload_offset));
@@ -140,6 +142,17 @@ pub fn describe(packed: &Packed, json: bool) -> String {
     line("env", join(&c.env));
     line("working dir", c.working_dir.clone());
     line("user", c.user.clone());
+    line("exposed ports", c.exposed_ports.join(" "));
+    line("volumes", c.volumes.join(" "));
+    line(
+        "labels",
+        c.labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(" "),
+    );
+    line("stop signal", c.stop_signal.clone());
     line(
         "read-only",
         if c.read_only {
@@ -156,6 +169,31 @@ fn join(items: &[String]) -> String {
         .ok()
         .filter(|_| !items.is_empty())
         .unwrap_or_default()
+}
+
+/// Reads the payload bytes and checks them against the footer's sha256 (no
+/// decompression), so that `inspect` also tells a damaged payload.
+pub fn verify_payload(packed: &Packed) -> Result<(), InspectError> {
+    let read_error = |source| InspectError::Open {
+        path: packed.path.clone(),
+        source,
+    };
+    let mut file = &packed.file;
+    file.seek(SeekFrom::Start(packed.footer.payload_offset))
+        .map_err(read_error)?;
+    let mut hashed = Hashing {
+        inner: BufReader::with_capacity(BUF_SIZE, file.take(packed.footer.payload_len)),
+        hasher: Sha256::new(),
+    };
+    let n = io::copy(&mut hashed, &mut io::sink()).map_err(read_error)?;
+    if n != packed.footer.payload_len
+        || Sha256Digest(hashed.hasher.finalize().into()) != packed.footer.payload_sha256
+    {
+        return Err(InspectError::PayloadDigest {
+            path: packed.path.clone(),
+        });
+    }
+    Ok(())
 }
 
 /// Decompresses the payload (the rootfs tar) to `out`, or to standard output for `-`,

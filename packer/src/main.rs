@@ -9,13 +9,15 @@ mod output;
 mod pack;
 mod payload;
 mod progress;
+mod restub;
 mod stub;
 mod sys;
 mod util;
 
 use argh::{EarlyExit, FromArgs};
 use image::ImageArg;
-use pack::PackSpec;
+use image::Platform;
+use pack::{Overrides, PackSpec};
 use std::io::{self, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -27,16 +29,24 @@ const STDIN_ARG: &str = "\0-";
 /// Pack a container image into one static executable.
 #[derive(FromArgs, Debug)]
 #[argh(
-    note = "IMAGE is a root filesystem: a tar (plain or gzip), a directory, or - for
-standard input:  podman export CONTAINER | binctr-pack - -o NAME
+    note = "IMAGE is told by its content: a root filesystem tar (plain, gzip or zstd; docker
+export, podman export), a docker-archive (docker save, podman save, skopeo copy
+docker-archive:), an OCI image layout as a directory or a tar (skopeo copy oci: or
+oci-archive:, buildah push), a root filesystem directory, or - for standard input:
+  podman save IMAGE | binctr-pack - -o NAME
+
+The image's Entrypoint, Cmd, Env, WorkingDir, User, ExposedPorts, Volumes, Labels and
+StopSignal are kept; --entrypoint, --cmd, --env, --workdir, --user and --read-only
+replace them in the packed file.
 
 Other commands:
-  binctr-pack inspect FILE [--json]        show what a packed file holds
-  binctr-pack extract FILE -o ROOTFS.tar   write the packed root filesystem as a tar
+  binctr-pack inspect FILE [--json]          show what a packed file holds
+  binctr-pack extract FILE -o ROOTFS.tar     write the packed root filesystem as a tar
+  binctr-pack restub FILE --stub NEW -o OUT  put a packed image onto another stub
 Use `binctr-pack pack IMAGE -o OUT` for an IMAGE named like a command."
 )]
 struct PackArgs {
-    /// the root filesystem: a tar (plain or gzip), a directory, or - for standard input
+    /// the image: an image archive or layout, a root filesystem tar or directory, or -
     #[argh(positional, arg_name = "IMAGE")]
     image: String,
     /// where to write the executable (replaced atomically, mode 0755)
@@ -49,6 +59,31 @@ struct PackArgs {
     /// the container's name (hostname, container ids); default: from IMAGE's file name
     #[argh(option, arg_name = "NAME")]
     name: Option<String>,
+    /// which image of an archive or layout holding several (a tag, NAME or NAME:TAG)
+    #[argh(option, long = "image", arg_name = "NAME[:TAG]")]
+    select_image: Option<String>,
+    /// which platform of a multi-platform image (default: the stub's, e.g. linux/amd64)
+    #[argh(option, arg_name = "OS/ARCH[/VARIANT]")]
+    platform: Option<String>,
+    /// replace the image's entrypoint (and clear its cmd): a JSON array
+    /// ('["/bin/sh","-c"]') or one program
+    #[argh(option, arg_name = "CMD")]
+    entrypoint: Option<String>,
+    /// replace the image's cmd: a JSON array ('["-l"]') or one argument
+    #[argh(option, arg_name = "ARGS")]
+    cmd: Option<String>,
+    /// set an environment variable of the image (repeatable)
+    #[argh(option, arg_name = "KEY=VALUE")]
+    env: Vec<String>,
+    /// replace the image's working directory (absolute)
+    #[argh(option, arg_name = "DIR")]
+    workdir: Option<String>,
+    /// replace the image's user (user, uid, user:group or uid:gid)
+    #[argh(option, arg_name = "USER")]
+    user: Option<String>,
+    /// run with a read-only root filesystem unless run with --read-write
+    #[argh(switch)]
+    read_only: bool,
 }
 
 /// Show what a packed file holds: its footer and config.
@@ -73,6 +108,20 @@ struct ExtractArgs {
     output: String,
 }
 
+/// Put the payload and config of a packed file onto another stub, without recompressing.
+#[derive(FromArgs, Debug)]
+struct RestubArgs {
+    /// the packed file
+    #[argh(positional, arg_name = "FILE")]
+    file: String,
+    /// the new stub (a binctr-stub binary, or a packed file whose stub is taken)
+    #[argh(option, arg_name = "PATH")]
+    stub: String,
+    /// where to write the new packed file (replaced atomically, mode 0755)
+    #[argh(option, short = 'o', arg_name = "OUT")]
+    output: String,
+}
+
 /// A command: its name as typed (`binctr-pack inspect`) and its arguments.
 type Command = fn(&str, &[&str]) -> Result<(), Failure>;
 
@@ -81,6 +130,7 @@ const COMMANDS: &[(&str, Command)] = &[
     ("pack", run_pack),
     ("inspect", run_inspect),
     ("extract", run_extract),
+    ("restub", run_restub),
 ];
 
 /// How a command failed: a usage error (exit 2, argh's message) or a runtime one (1).
@@ -178,20 +228,64 @@ fn run_pack(cmd: &str, args: &[&str]) -> Result<(), Failure> {
             "binctr-pack: the executable cannot go to standard output: give a file name with -o\nRun {cmd} --help for more information."
         )));
     }
+    let usage = |message: String| {
+        Failure::Usage(format!(
+            "binctr-pack: {message}\nRun {cmd} --help for more information."
+        ))
+    };
     let (image, reference) = if args.image == STDIN_ARG {
         (ImageArg::Stdin, "-".to_string())
     } else {
-        (
-            ImageArg::Path(PathBuf::from(&args.image)),
-            args.image.clone(),
-        )
+        let path = PathBuf::from(&args.image);
+        let reference = image::reference_of(&path);
+        (ImageArg::Path(path), reference)
     };
+    let platform = match &args.platform {
+        None => None,
+        Some(text) => Some(Platform::parse(text).ok_or_else(|| {
+            usage(format!(
+                "--platform {text:?}: expected OS/ARCH or OS/ARCH/VARIANT, e.g. linux/arm64"
+            ))
+        })?),
+    };
+    let entrypoint = match &args.entrypoint {
+        None => None,
+        Some(text) => {
+            Some(command_words(text).map_err(|why| usage(format!("--entrypoint: {why}")))?)
+        }
+    };
+    let cmd = match &args.cmd {
+        None => None,
+        Some(text) => Some(command_words(text).map_err(|why| usage(format!("--cmd: {why}")))?),
+    };
+    for var in &args.env {
+        if !var.contains('=') || var.starts_with('=') {
+            return Err(usage(format!("--env {var:?}: expected KEY=VALUE")));
+        }
+    }
+    if let Some(dir) = &args.workdir {
+        if !dir.starts_with('/') {
+            return Err(usage(format!(
+                "--workdir {dir:?}: the working directory must be an absolute path"
+            )));
+        }
+    }
     let spec = PackSpec {
         image,
         reference,
         out: PathBuf::from(&args.output),
         stub: args.stub.map(PathBuf::from),
         name: args.name,
+        select_image: args.select_image.clone(),
+        platform,
+        overrides: Overrides {
+            entrypoint,
+            cmd,
+            env: args.env.clone(),
+            working_dir: args.workdir.clone(),
+            user: args.user.clone(),
+            read_only: args.read_only,
+        },
     };
     let packed = pack::pack(&spec).map_err(|e| Failure::Error(e.to_string()))?;
     // A word for the person at the terminal; scripts get silence.
@@ -208,6 +302,18 @@ fn run_pack(cmd: &str, args: &[&str]) -> Result<(), Failure> {
     Ok(())
 }
 
+/// `--entrypoint` and `--cmd`: a JSON array of strings, or one word taken as it is.
+fn command_words(text: &str) -> Result<Vec<String>, String> {
+    if text.trim_start().starts_with('[') {
+        serde_json::from_str::<Vec<String>>(text)
+            .map_err(|e| format!("{text:?} is not a JSON array of strings ({e})"))
+    } else if text.is_empty() {
+        Err("empty: give a program, or a JSON array such as '[]'".into())
+    } else {
+        Ok(vec![text.to_string()])
+    }
+}
+
 fn mib(bytes: u64) -> String {
     format!("{:.1}", bytes as f64 / (1u64 << 20) as f64)
 }
@@ -217,6 +323,7 @@ fn run_inspect(cmd: &str, args: &[&str]) -> Result<(), Failure> {
         return Ok(());
     };
     let packed = inspect::open(Path::new(&args.file)).map_err(|e| Failure::Error(e.to_string()))?;
+    inspect::verify_payload(&packed).map_err(|e| Failure::Error(e.to_string()))?;
     print(&inspect::describe(&packed, args.json)).map_err(Failure::Error)
 }
 
@@ -230,4 +337,22 @@ fn run_extract(cmd: &str, args: &[&str]) -> Result<(), Failure> {
         Err(inspect::InspectError::Stdout(e)) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
         other => other.map_err(|e| Failure::Error(e.to_string())),
     }
+}
+
+fn run_restub(cmd: &str, args: &[&str]) -> Result<(), Failure> {
+    let Some(args) = parse::<RestubArgs>(cmd, args)? else {
+        return Ok(());
+    };
+    if args.output == STDIN_ARG || args.file == STDIN_ARG {
+        return Err(Failure::Usage(format!(
+            "binctr-pack: restub reads and writes files: give file names\nRun {cmd} --help for more information."
+        )));
+    }
+    restub::restub(
+        Path::new(&args.file),
+        Path::new(&args.stub),
+        Path::new(&args.output),
+    )
+    .map(drop)
+    .map_err(|e| Failure::Error(e.to_string()))
 }

@@ -1,6 +1,6 @@
 //! `binctr-pack IMAGE -o OUT`: stub, payload, config, footer, in one pass over the image,
 //! written atomically.
-use crate::image::{self, ImageArg, ImageError};
+use crate::image::{self, ImageArg, ImageError, Platform, Selection};
 use crate::output::{Output, OutputError};
 use crate::payload::PayloadWriter;
 use crate::progress::Progress;
@@ -19,6 +19,57 @@ pub struct PackSpec {
     pub out: PathBuf,
     pub stub: Option<PathBuf>,
     pub name: Option<String>,
+    /// `--image NAME[:TAG]`: which image of an archive or index.
+    pub select_image: Option<String>,
+    /// `--platform`: which platform of a multi-platform index; default the stub's.
+    pub platform: Option<Platform>,
+    pub overrides: Overrides,
+}
+
+/// Pack-time settings that replace the image's own, stored in the config.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Overrides {
+    /// Replaces the image's Entrypoint, and clears its Cmd unless `cmd` is given too
+    /// (as `docker run --entrypoint` does).
+    pub entrypoint: Option<Vec<String>>,
+    pub cmd: Option<Vec<String>>,
+    /// `KEY=VALUE`: replaces the image's KEY in place, or is appended.
+    pub env: Vec<String>,
+    pub working_dir: Option<String>,
+    pub user: Option<String>,
+    pub read_only: bool,
+}
+
+impl Overrides {
+    pub fn apply(&self, config: &mut ImageConfig) {
+        if let Some(entrypoint) = &self.entrypoint {
+            config.entrypoint = entrypoint.clone();
+            config.cmd.clear();
+        }
+        if let Some(cmd) = &self.cmd {
+            config.cmd = cmd.clone();
+        }
+        for var in &self.env {
+            let key = var.split('=').next().unwrap_or_default();
+            match config
+                .env
+                .iter_mut()
+                .find(|e| e.split('=').next() == Some(key))
+            {
+                Some(existing) => *existing = var.clone(),
+                None => config.env.push(var.clone()),
+            }
+        }
+        if let Some(dir) = &self.working_dir {
+            config.working_dir = dir.clone();
+        }
+        if let Some(user) = &self.user {
+            config.user = user.clone();
+        }
+        if self.read_only {
+            config.read_only = true;
+        }
+    }
 }
 
 /// What was written, for the summary line.
@@ -51,7 +102,14 @@ impl std::error::Error for PackError {}
 
 pub fn pack(spec: &PackSpec) -> Result<Packed, PackError> {
     let stub = stub::load(spec.stub.as_deref()).map_err(PackError::Stub)?;
-    let input = image::open(&spec.image).map_err(PackError::Image)?;
+    let selection = Selection {
+        image: spec.select_image.clone(),
+        platform: spec.platform.clone(),
+        stub_platform: Platform::of_stub(stub.arch),
+    };
+    let progress = Progress::new(image::input_size(&spec.image));
+    let input = image::open(&spec.image, &selection, &progress).map_err(PackError::Image)?;
+    progress.set_total(input.total);
     let name = image::sanitize_name(
         &spec
             .name
@@ -60,12 +118,15 @@ pub fn pack(spec: &PackSpec) -> Result<Packed, PackError> {
     );
     let mut config = ImageConfig::new(&name);
     config.reference = spec.reference.clone();
+    if let Some(meta) = &input.meta {
+        meta.apply(&mut config);
+    }
     config.packer_version = env!("CARGO_PKG_VERSION").to_string();
+    spec.overrides.apply(&mut config);
     let config = config.to_json();
 
     let output = Output::create(&spec.out, 0o755).map_err(PackError::Output)?;
     let write_error = |e| PackError::Output(output.write_error(e));
-    let progress = Progress::new(input.total);
 
     let mut out = BufWriter::with_capacity(image::BUF_SIZE, output.file());
     out.write_all(&stub.bytes).map_err(write_error)?;
@@ -132,10 +193,13 @@ mod tests {
         fn spec(&self, image: &Path, out: &str) -> PackSpec {
             PackSpec {
                 image: ImageArg::Path(image.to_path_buf()),
-                reference: image.display().to_string(),
+                reference: crate::image::reference_of(image),
                 out: self.path(out),
                 stub: Some(self.stub.clone()),
                 name: None,
+                select_image: None,
+                platform: None,
+                overrides: Overrides::default(),
             }
         }
 
@@ -261,7 +325,7 @@ mod tests {
         let c = &packed.config;
         assert_eq!(c.version, CONFIG_VERSION);
         assert_eq!(c.name, "my-app");
-        assert_eq!(c.reference, image.display().to_string());
+        assert_eq!(c.reference, "image.tar");
         assert_eq!(c.packer_version, env!("CARGO_PKG_VERSION"));
         assert_eq!(entries, entries_of(&sample_tar()));
         // The tail really is the footer.

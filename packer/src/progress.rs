@@ -14,7 +14,7 @@ const WITHOUT_TOTAL: &str = "{spinner} packing {bytes} {bytes_per_sec} {elapsed}
 pub struct Progress {
     enabled: bool,
     start: Instant,
-    total: Option<u64>,
+    total: Cell<Option<u64>>,
     done: Cell<u64>,
     bar: RefCell<Option<ProgressBar>>,
 }
@@ -25,7 +25,7 @@ impl Progress {
         Progress {
             enabled: io::stderr().is_terminal(),
             start: Instant::now(),
-            total,
+            total: Cell::new(total),
             done: Cell::new(0),
             bar: RefCell::new(None),
         }
@@ -37,10 +37,15 @@ impl Progress {
         Progress {
             enabled: false,
             start: Instant::now(),
-            total: None,
+            total: Cell::new(None),
             done: Cell::new(0),
             bar: RefCell::new(None),
         }
+    }
+
+    /// The size of the input, once it is known (an image: its layers, read twice).
+    pub fn set_total(&self, total: Option<u64>) {
+        self.total.set(total);
     }
 
     pub fn add(&self, n: u64) {
@@ -63,7 +68,7 @@ impl Progress {
     }
 
     fn make_bar(&self) -> ProgressBar {
-        let (bar, template) = match self.total {
+        let (bar, template) = match self.total.get() {
             Some(total) => (
                 ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr()),
                 WITH_TOTAL,

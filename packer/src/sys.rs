@@ -86,3 +86,46 @@ extern "C" fn on_signal(signal: libc::c_int) {
         libc::raise(signal);
     }
 }
+
+/// An anonymous temporary file in the system's temp directory (`$TMPDIR`, else /tmp):
+/// `O_TMPFILE` where the filesystem has it, else a file removed right after creation.
+/// Either way nothing is left behind, whatever ends the process.
+pub fn anonymous_temp_file() -> io::Result<File> {
+    use std::fs::OpenOptions;
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = std::env::temp_dir();
+    match OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_TMPFILE | libc::O_CLOEXEC)
+        .mode(0o600)
+        .open(&dir)
+    {
+        Ok(file) => return Ok(file),
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::EOPNOTSUPP | libc::EISDIR | libc::EINVAL)
+            ) => {}
+        Err(e) => return Err(e),
+    }
+    for n in 0..100u32 {
+        let path = dir.join(format!(".binctr-pack-{}-{n}", std::process::id()));
+        match OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .custom_flags(libc::O_CLOEXEC)
+            .mode(0o600)
+            .open(&path)
+        {
+            Ok(file) => {
+                std::fs::remove_file(&path)?;
+                return Ok(file);
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Err(io::Error::other("no free temporary file name"))
+}

@@ -1,16 +1,36 @@
 //! The packer's inputs. Every reader produces the same thing: one flattened tar stream
-//! written into the payload. A tar (plain or gzip, told apart by content) is passed
-//! through entry by entry; a directory is walked into a deterministic tar.
+//! written into the payload. What an input is, is told by its content, never by its name:
+//!
+//! - a flat root filesystem tar (plain, gzip or zstd): passed through entry by entry
+//!   (`tar.rs`);
+//! - a directory: an OCI image layout (`oci-layout` + `index.json`), an unpacked
+//!   docker-archive (`manifest.json`), or else a root filesystem, walked into a
+//!   deterministic tar (`dir.rs`);
+//! - a tar holding an OCI image layout or a docker-archive (`docker save`,
+//!   `skopeo copy ... oci-archive:`), possibly compressed as a whole: its members are
+//!   indexed (`archive.rs`), the image is resolved (`oci.rs`, `docker.rs`) and its layers
+//!   flattened (`flatten.rs`), each read and verified by `layer.rs`.
+mod archive;
 mod dir;
+mod docker;
+mod flatten;
+mod layer;
+mod oci;
+mod store;
 mod tar;
 
 use crate::progress::{Counting, Progress};
 use crate::util::os_error;
+use binctr_format::ImageConfig;
 use flate2::bufread::MultiGzDecoder;
+use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::{self, File};
-use std::io::{self, BufRead, BufReader, IsTerminal, Read, Write};
+use std::io::{self, BufRead, BufReader, IsTerminal, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use store::Store;
+
+pub use layer::ZstdReader;
 
 /// Large reads keep the per-call overhead out of the way of lz4.
 pub const BUF_SIZE: usize = 1 << 20;
@@ -31,6 +51,72 @@ impl fmt::Display for ImageArg {
     }
 }
 
+/// Which image of a multi-image input, for which platform.
+#[derive(Clone, Debug, Default)]
+pub struct Selection {
+    /// `--image NAME[:TAG]`.
+    pub image: Option<String>,
+    /// `--platform OS/ARCH[/VARIANT]`; `None`: the stub's.
+    pub platform: Option<Platform>,
+    /// The stub's platform.
+    pub stub_platform: Platform,
+}
+
+/// An OCI platform: `linux/amd64`, `linux/arm64/v8`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Platform {
+    pub os: String,
+    pub architecture: String,
+    pub variant: String,
+}
+
+impl Platform {
+    /// The platform a stub of `arch` ("x86_64", "aarch64") runs.
+    pub fn of_stub(arch: &str) -> Platform {
+        let architecture = match arch {
+            "x86_64" => "amd64",
+            "aarch64" => "arm64",
+            other => other,
+        };
+        Platform {
+            os: "linux".into(),
+            architecture: architecture.into(),
+            variant: String::new(),
+        }
+    }
+
+    /// `OS/ARCH[/VARIANT]`.
+    pub fn parse(text: &str) -> Option<Platform> {
+        let parts: Vec<&str> = text.split('/').collect();
+        if parts.len() < 2 || parts.len() > 3 || parts.iter().any(|p| p.is_empty()) {
+            return None;
+        }
+        Some(Platform {
+            os: parts[0].into(),
+            architecture: parts[1].into(),
+            variant: parts.get(2).copied().unwrap_or_default().into(),
+        })
+    }
+
+    /// Whether an image for `self` runs here, wanted `want`: an empty variant matches any
+    /// (arm64 is v8 whether it says so or not).
+    pub fn matches(&self, want: &Platform) -> bool {
+        self.os == want.os
+            && self.architecture == want.architecture
+            && (want.variant.is_empty() || self.variant.is_empty() || self.variant == want.variant)
+    }
+}
+
+impl fmt::Display for Platform {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.os, self.architecture)?;
+        if !self.variant.is_empty() {
+            write!(f, "/{}", self.variant)?;
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug)]
 pub enum ImageError {
     Open {
@@ -40,7 +126,7 @@ pub enum ImageError {
     NotATar {
         image: String,
     },
-    /// Compressed with something other than gzip.
+    /// Compressed with something binctr-pack does not read.
     Compressed {
         image: String,
         format: &'static str,
@@ -59,8 +145,55 @@ pub enum ImageError {
         path: PathBuf,
         source: io::Error,
     },
+    /// The temporary copy of a non-seekable image archive.
+    Spool(io::Error),
+    /// An index, manifest or config that is not what the image format says.
+    BadImage {
+        image: String,
+        why: String,
+    },
+    /// A blob whose bytes do not hash to its digest.
+    Digest {
+        image: String,
+        blob: String,
+        actual: String,
+    },
+    MissingBlob {
+        image: String,
+        blob: String,
+    },
+    MediaType {
+        image: String,
+        blob: String,
+        media_type: String,
+    },
+    /// Several images and nothing says which.
+    Ambiguous {
+        image: String,
+        names: Vec<String>,
+    },
+    NoSuchImage {
+        image: String,
+        wanted: String,
+        names: Vec<String>,
+    },
+    NoPlatform {
+        image: String,
+        wanted: String,
+        available: Vec<String>,
+    },
+    /// A layer whose tar cannot be read.
+    Layer {
+        image: String,
+        layer: String,
+        why: String,
+    },
     /// Writing the tar stream to the payload failed: an output error.
     Write(io::Error),
+}
+
+fn list(names: &[String]) -> String {
+    names.join(", ")
 }
 
 impl fmt::Display for ImageError {
@@ -75,7 +208,7 @@ impl fmt::Display for ImageError {
             ),
             ImageError::Compressed { image, format, tool } => write!(
                 f,
-                "{image} is {format}-compressed: decompress it first ({tool}), binctr-pack reads plain or gzip tar"
+                "{image} is {format}-compressed: decompress it first ({tool}), binctr-pack reads plain, gzip or zstd tar"
             ),
             ImageError::Read { image, source } => {
                 write!(f, "cannot read {image}: {}", os_error(source))
@@ -86,6 +219,60 @@ impl fmt::Display for ImageError {
             ImageError::ReadFile { path, source } => {
                 write!(f, "cannot read {}: {}", path.display(), os_error(source))
             }
+            ImageError::Spool(source) => write!(
+                f,
+                "cannot write the temporary copy of the image in {}: {}: set TMPDIR to a directory with room",
+                std::env::temp_dir().display(),
+                os_error(source)
+            ),
+            ImageError::BadImage { image, why } => write!(f, "{image}: damaged image: {why}"),
+            ImageError::Digest {
+                image,
+                blob,
+                actual,
+            } => write!(
+                f,
+                "{image}: blob {blob} is damaged: its content hashes to {actual}"
+            ),
+            ImageError::MissingBlob { image, blob } => write!(
+                f,
+                "{image}: blob {blob} is missing: the image names it but does not hold it"
+            ),
+            ImageError::MediaType {
+                image,
+                blob,
+                media_type,
+            } => write!(
+                f,
+                "{image}: layer {blob} has the unknown media type {media_type:?} (binctr-pack reads tar layers, plain, gzip or zstd)"
+            ),
+            ImageError::Ambiguous { image, names } => write!(
+                f,
+                "{image} holds {} images ({}): choose one with --image NAME",
+                names.len(),
+                list(names)
+            ),
+            ImageError::NoSuchImage {
+                image,
+                wanted,
+                names,
+            } => write!(
+                f,
+                "{image} has no image {wanted:?}; it has: {}",
+                list(names)
+            ),
+            ImageError::NoPlatform {
+                image,
+                wanted,
+                available,
+            } => write!(
+                f,
+                "{image} has no image for {wanted}; it has: {} (choose one with --platform, and a stub for it with --stub)",
+                list(available)
+            ),
+            ImageError::Layer { image, layer, why } => {
+                write!(f, "{image}: layer {layer} is damaged ({why})")
+            }
             ImageError::Write(source) => write!(f, "{}", os_error(source)),
         }
     }
@@ -93,18 +280,65 @@ impl fmt::Display for ImageError {
 
 impl std::error::Error for ImageError {}
 
-/// An opened input, not read yet.
-pub struct Input {
-    source: Source,
-    /// The input's size when known: a regular file's length.
-    pub total: Option<u64>,
+/// The image's own config and provenance, before the pack-time overrides.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ImageMeta {
+    pub reference: String,
+    pub manifest_digest: String,
+    pub created: String,
+    pub entrypoint: Vec<String>,
+    pub cmd: Vec<String>,
+    pub env: Vec<String>,
+    pub working_dir: String,
+    pub user: String,
+    pub exposed_ports: Vec<String>,
+    pub volumes: Vec<String>,
+    pub labels: BTreeMap<String, String>,
+    pub stop_signal: String,
+}
+
+impl ImageMeta {
+    /// Writes the image's fields into `config` (a flat rootfs has none but provenance).
+    pub fn apply(&self, config: &mut ImageConfig) {
+        if !self.reference.is_empty() {
+            config.reference = self.reference.clone();
+        }
+        config.manifest_digest = self.manifest_digest.clone();
+        config.created = self.created.clone();
+        config.entrypoint = self.entrypoint.clone();
+        config.cmd = self.cmd.clone();
+        config.env = self.env.clone();
+        config.working_dir = self.working_dir.clone();
+        config.user = self.user.clone();
+        config.exposed_ports = self.exposed_ports.clone();
+        config.volumes = self.volumes.clone();
+        config.labels = self.labels.clone();
+        config.stop_signal = self.stop_signal.clone();
+    }
+}
+
+/// An image resolved to its layers: what `flatten` needs.
+pub struct Image {
+    store: Store,
+    layers: Vec<layer::LayerDesc>,
     image: String,
 }
 
-enum Source {
-    Stdin,
-    File(File),
+/// An opened input, not read yet.
+pub struct Input<'p> {
+    source: Source<'p>,
+    /// The input's size when known: a regular file's length.
+    pub total: Option<u64>,
+    image: String,
+    /// The image config, for image inputs.
+    pub meta: Option<ImageMeta>,
+}
+
+enum Source<'p> {
+    /// A flat tar stream, decompressed.
+    Stream(Box<dyn BufRead + 'p>),
     Dir(PathBuf),
+    Image(Image),
 }
 
 /// What was written.
@@ -113,41 +347,192 @@ pub struct Stats {
     pub entries: u64,
 }
 
-/// Opens IMAGE: a directory, a file, or standard input.
-pub fn open(arg: &ImageArg) -> Result<Input, ImageError> {
+/// The size of IMAGE when it is a regular file, for the progress bar.
+pub fn input_size(arg: &ImageArg) -> Option<u64> {
+    match arg {
+        ImageArg::Path(path) => fs::metadata(path)
+            .ok()
+            .filter(|m| m.is_file())
+            .map(|m| m.len()),
+        ImageArg::Stdin => None,
+    }
+}
+
+/// Opens IMAGE (a directory, a file, or standard input), tells what it is and, for an
+/// image, resolves it to its layers: every error an image can have short of a damaged
+/// blob is reported here, before any output exists.
+pub fn open<'p>(
+    arg: &ImageArg,
+    selection: &Selection,
+    progress: &'p Progress,
+) -> Result<Input<'p>, ImageError> {
     let image = arg.to_string();
     let open_error = |source| ImageError::Open {
         image: image.clone(),
         source,
     };
-    let (source, total) = match arg {
+    let read_error = |source| ImageError::Read {
+        image: image.clone(),
+        source,
+    };
+    let resolved = |store: Store, kind: store::Kind| -> Result<Input<'p>, ImageError> {
+        let (meta, layers) = match kind {
+            store::Kind::Oci => oci::resolve(&store, &image, selection)?,
+            store::Kind::Docker => docker::resolve(&store, &image, selection)?,
+        };
+        let mut meta = meta;
+        if meta.reference.is_empty() {
+            meta.reference = match arg {
+                ImageArg::Stdin => "-".into(),
+                ImageArg::Path(p) => reference_of(p),
+            };
+        }
+        let total = layers.iter().map(|l| l.size).sum::<u64>() * 2;
+        Ok(Input {
+            source: Source::Image(Image {
+                store,
+                layers,
+                image: image.clone(),
+            }),
+            total: Some(total),
+            image: image.clone(),
+            meta: Some(meta),
+        })
+    };
+    let file = match arg {
         // A tar typed at a terminal is a mistake, not an input: say so instead of waiting.
         ImageArg::Stdin if io::stdin().is_terminal() => {
             return Err(open_error(io::Error::other(
                 "it is a terminal: pipe a tar into binctr-pack, e.g. podman export C | binctr-pack - -o C",
             )))
         }
-        ImageArg::Stdin => (Source::Stdin, None),
+        ImageArg::Stdin => None,
         ImageArg::Path(path) => {
             let meta = fs::metadata(path).map_err(open_error)?;
             if meta.is_dir() {
                 // Fail now, not halfway through the walk, when the top is unreadable.
                 fs::read_dir(path).map_err(open_error)?;
-                (Source::Dir(path.clone()), None)
-            } else {
-                let file = File::open(path).map_err(open_error)?;
-                (Source::File(file), meta.is_file().then_some(meta.len()))
+                if let Some(kind) = store::Kind::of_dir(path) {
+                    return resolved(Store::Dir(path.clone()), kind);
+                }
+                return Ok(Input {
+                    source: Source::Dir(path.clone()),
+                    total: None,
+                    image,
+                    meta: None,
+                });
             }
+            let file = File::open(path).map_err(open_error)?;
+            Some((file, meta.is_file().then_some(meta.len())))
         }
     };
-    Ok(Input {
+    let (raw, total): (Box<dyn Read + 'p>, Option<u64>) = match file {
+        None => (Box::new(io::stdin().lock()), None),
+        Some((mut file, Some(len))) => {
+            // A plain tar in a regular file: index it in place, by seeking.
+            let mut magic = [0u8; 8];
+            let n = read_up_to(&mut file, &mut magic).map_err(read_error)?;
+            file.seek(SeekFrom::Start(0)).map_err(read_error)?;
+            if compression(&magic[..n]).is_none() {
+                return match archive::index_file(&file) {
+                    Some((members, kind)) => resolved(Store::Archive { file, members }, kind),
+                    None => Ok(Input {
+                        source: Source::Stream(Box::new(BufReader::with_capacity(
+                            BUF_SIZE,
+                            Counting::new(file, progress),
+                        ))),
+                        total: Some(len),
+                        image,
+                        meta: None,
+                    }),
+                };
+            }
+            (Box::new(file), Some(len))
+        }
+        Some((file, None)) => (Box::new(file), None),
+    };
+    // A pipe or a compressed file: read it once, spooling what may be an image archive.
+    let stream = decompress(
+        BufReader::with_capacity(BUF_SIZE, Counting::new(raw, progress)),
+        &image,
+    )?;
+    match archive::index_stream(stream).map_err(ImageError::Spool)? {
+        archive::Indexed::Image(file, members, kind) => {
+            resolved(Store::Archive { file, members }, kind)
+        }
+        archive::Indexed::Flat(stream) => Ok(Input {
+            source: Source::Stream(stream),
+            total,
+            image,
+            meta: None,
+        }),
+    }
+}
+
+fn read_up_to(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match file.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Compression {
+    Gzip,
+    Zstd,
+    Xz,
+    Bzip2,
+}
+
+fn compression(magic: &[u8]) -> Option<Compression> {
+    if magic.starts_with(&[0x1f, 0x8b]) {
+        Some(Compression::Gzip)
+    } else if magic.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Some(Compression::Zstd)
+    } else if magic.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
+        Some(Compression::Xz)
+    } else if magic.starts_with(b"BZh") {
+        Some(Compression::Bzip2)
+    } else {
+        None
+    }
+}
+
+/// The stream decompressed when it is gzip or zstd (recognized by magic, never by name).
+fn decompress<'p, R: BufRead + 'p>(
+    mut input: R,
+    image: &str,
+) -> Result<Box<dyn BufRead + 'p>, ImageError> {
+    let magic = peek(&mut input).map_err(|source| ImageError::Read {
+        image: image.to_string(),
         source,
-        total,
-        image,
+    })?;
+    let compressed = |format, tool| ImageError::Compressed {
+        image: image.to_string(),
+        format,
+        tool,
+    };
+    Ok(match compression(&magic) {
+        None => Box::new(input),
+        Some(Compression::Gzip) => Box::new(BufReader::with_capacity(
+            BUF_SIZE,
+            MultiGzDecoder::new(input),
+        )),
+        Some(Compression::Zstd) => {
+            Box::new(BufReader::with_capacity(BUF_SIZE, ZstdReader::new(input)))
+        }
+        Some(Compression::Xz) => return Err(compressed("xz", "xz -d")),
+        Some(Compression::Bzip2) => return Err(compressed("bzip2", "bzip2 -d")),
     })
 }
 
-impl Input {
+impl Input<'_> {
     /// Writes the image as one tar stream into `out`.
     pub fn write_tar<W: Write>(
         self,
@@ -156,48 +541,23 @@ impl Input {
     ) -> Result<Stats, ImageError> {
         match self.source {
             Source::Dir(dir) => dir::write_tar(&dir, progress, out),
-            Source::Stdin => copy_stream(io::stdin().lock(), &self.image, progress, out),
-            Source::File(file) => copy_stream(file, &self.image, progress, out),
+            Source::Stream(stream) => tar::copy(stream, &self.image, out),
+            Source::Image(image) => {
+                let layers = layer::StoreLayers {
+                    store: &image.store,
+                    layers: &image.layers,
+                    image: &image.image,
+                    progress,
+                };
+                flatten::flatten(&layers, out)
+            }
         }
     }
 }
 
-/// A tar stream from a file or a pipe: gzip is recognized by its magic, never by name.
-fn copy_stream<R: Read, W: Write>(
-    raw: R,
-    image: &str,
-    progress: &Progress,
-    out: &mut W,
-) -> Result<Stats, ImageError> {
-    let mut input = BufReader::with_capacity(BUF_SIZE, Counting::new(raw, progress));
-    let magic = peek(&mut input).map_err(|source| ImageError::Read {
-        image: image.to_string(),
-        source,
-    })?;
-    if magic.starts_with(&[0x1f, 0x8b]) {
-        let gz = BufReader::with_capacity(BUF_SIZE, MultiGzDecoder::new(input));
-        return tar::copy(gz, image, out);
-    }
-    let compressed = |format, tool| ImageError::Compressed {
-        image: image.to_string(),
-        format,
-        tool,
-    };
-    if magic.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        return Err(compressed("zstd", "zstd -d"));
-    }
-    if magic.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
-        return Err(compressed("xz", "xz -d"));
-    }
-    if magic.starts_with(b"BZh") {
-        return Err(compressed("bzip2", "bzip2 -d"));
-    }
-    tar::copy(input, image, out)
-}
-
 /// The first bytes of the input, without consuming them (a pipe may deliver them in
 /// small pieces).
-fn peek<R: Read>(input: &mut BufReader<R>) -> io::Result<Vec<u8>> {
+fn peek<R: BufRead>(input: &mut R) -> io::Result<Vec<u8>> {
     let buf = input.fill_buf()?;
     Ok(buf[..buf.len().min(8)].to_vec())
 }
@@ -271,5 +631,14 @@ mod tests {
         assert_eq!(sanitize_name("ünï"), "n");
         assert_eq!(sanitize_name("..."), "image");
         assert_eq!(sanitize_name(&"a".repeat(100)).len(), 63);
+    }
+}
+
+/// What the config records as an image file's reference: its name, not where it lies
+/// on this machine (packing the same file from elsewhere gives the same bytes).
+pub fn reference_of(path: &std::path::Path) -> String {
+    match path.file_name() {
+        Some(name) => name.to_string_lossy().into_owned(),
+        None => path.display().to_string(),
     }
 }
