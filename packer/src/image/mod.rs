@@ -613,6 +613,15 @@ pub fn sanitize_name(name: &str) -> String {
     }
 }
 
+/// What the config records as an image file's reference: its name, not where it lies
+/// on this machine (packing the same file from elsewhere gives the same bytes).
+pub fn reference_of(path: &std::path::Path) -> String {
+    match path.file_name() {
+        Some(name) => name.to_string_lossy().into_owned(),
+        None => path.display().to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -631,14 +640,5 @@ mod tests {
         assert_eq!(sanitize_name("ünï"), "n");
         assert_eq!(sanitize_name("..."), "image");
         assert_eq!(sanitize_name(&"a".repeat(100)).len(), 63);
-    }
-}
-
-/// What the config records as an image file's reference: its name, not where it lies
-/// on this machine (packing the same file from elsewhere gives the same bytes).
-pub fn reference_of(path: &std::path::Path) -> String {
-    match path.file_name() {
-        Some(name) => name.to_string_lossy().into_owned(),
-        None => path.display().to_string(),
     }
 }
