@@ -14,6 +14,7 @@ use crate::log::debug;
 use crate::payload::Packed;
 use crate::progress::Progress;
 use crate::sys;
+use crate::userns::{self, Mapping};
 use sha2::{Digest, Sha256};
 use std::fs::{self, DirBuilder, OpenOptions};
 use std::io::{self, BufReader, Read, Seek, SeekFrom};
@@ -82,19 +83,26 @@ impl Rootfs {
 }
 
 /// Returns the extracted rootfs of this packed file, extracting it on the first run.
-pub fn ensure_rootfs(packed: &Packed) -> Result<Rootfs> {
+/// With subordinate ids the extraction runs inside a user namespace with that mapping,
+/// so files keep the image's owners; such an extraction has its own cache entry.
+pub fn ensure_rootfs(packed: &Packed, mapping: &Mapping) -> Result<Rootfs> {
     let root = cache_root()?;
-    let digest = packed.footer.payload_sha256.hex();
-    let entry = root.join(&digest);
+    let key = format!(
+        "{}{}",
+        packed.footer.payload_sha256.hex(),
+        mapping.cache_suffix()
+    );
+    let entry = root.join(&key);
     let rootfs = Rootfs {
         entry: entry.clone(),
     };
     if rootfs.rootfs().is_dir() {
         debug!("rootfs: cached at {}", entry.display());
+        touch(&entry);
         return Ok(rootfs);
     }
     prepare_root(&root)?;
-    let lock_path = root.join(format!("{digest}.lock"));
+    let lock_path = root.join(format!("{key}.lock"));
     let lock = OpenOptions::new()
         .read(true)
         .write(true)
@@ -114,14 +122,34 @@ pub fn ensure_rootfs(packed: &Packed) -> Result<Rootfs> {
         );
         return Ok(rootfs);
     }
-    remove_stale_temps(&root, &digest);
-    let tmp = root.join(format!(".tmp-{digest}-{}", std::process::id()));
-    debug!("rootfs: extracting into {}", tmp.display());
-    let result = extract_into(packed, &tmp).and_then(|()| {
-        fs::rename(&tmp, &entry)
-            .with_context(|| format!("cannot rename {} to {}", tmp.display(), entry.display()))
-    });
-    if result.is_err() {
+    remove_stale_temps(&root, &key, mapping);
+    let tmp = root.join(format!(".tmp-{key}.{}", std::process::id()));
+    debug!(
+        "rootfs: extracting into {} ({})",
+        tmp.display(),
+        mapping.describe()
+    );
+    let result = prepare_entry(packed, &tmp, mapping)
+        .and_then(|()| {
+            if mapping.is_subid() {
+                // The child reports its own errors, and cleans up what it made.
+                let _ = sys::set_signal_mask(&sys::sigset_of(&crate::process::FORWARDED));
+                userns::run_inside(mapping, || {
+                    let done = extract_into(packed, &tmp, true);
+                    if done.is_err() {
+                        let _ = remove_tree(&tmp);
+                    }
+                    done
+                })
+            } else {
+                extract_into(packed, &tmp, false)
+            }
+        })
+        .and_then(|()| {
+            fs::rename(&tmp, &entry)
+                .with_context(|| format!("cannot rename {} to {}", tmp.display(), entry.display()))
+        });
+    if result.is_err() && !mapping.is_subid() {
         let _ = remove_tree(&tmp);
     }
     // The lock goes with `lock` when we return.
@@ -129,17 +157,64 @@ pub fn ensure_rootfs(packed: &Packed) -> Result<Rootfs> {
     Ok(rootfs)
 }
 
+/// The last use of a cache entry is its directory's mtime.
+fn touch(entry: &Path) {
+    let _ = nix::sys::stat::utimensat(
+        None,
+        entry,
+        &nix::sys::time::TimeSpec::UTIME_OMIT,
+        &nix::sys::time::TimeSpec::UTIME_NOW,
+        nix::sys::stat::UtimensatFlags::FollowSymlink,
+    );
+}
+
+/// The entry's skeleton, made by the user: `rootfs/`, `mnt/` and `info` (what the
+/// listing shows).
+fn prepare_entry(packed: &Packed, tmp: &Path, mapping: &Mapping) -> Result<()> {
+    DirBuilder::new()
+        .mode(0o700)
+        .create(tmp)
+        .with_context(|| format!("cannot create {}", tmp.display()))?;
+    for sub in ["rootfs", "mnt"] {
+        fs::create_dir(tmp.join(sub))
+            .with_context(|| format!("cannot create {}", tmp.join(sub).display()))?;
+    }
+    let info = serde_json::json!({
+        "name": packed.config.name,
+        "reference": packed.config.reference,
+        "digest": packed.footer.payload_sha256.to_string(),
+        "mapping": mapping.describe(),
+    });
+    fs::write(tmp.join("info"), info.to_string())
+        .with_context(|| format!("cannot write {}", tmp.join("info").display()))
+}
+
 /// Extractions of this digest that a crashed run left behind (we hold the lock, so no
 /// live run owns them).
-fn remove_stale_temps(root: &Path, digest: &str) {
-    let prefix = format!(".tmp-{digest}-");
+fn remove_stale_temps(root: &Path, key: &str, mapping: &Mapping) {
+    let prefix = format!(".tmp-{key}.");
     let Ok(dir) = fs::read_dir(root) else { return };
-    for item in dir.flatten() {
-        if item.file_name().to_string_lossy().starts_with(&prefix) {
-            debug!("rootfs: removing a stale {}", item.path().display());
-            let _ = remove_tree(&item.path());
-        }
+    let stale: Vec<PathBuf> = dir
+        .flatten()
+        .filter(|item| item.file_name().to_string_lossy().starts_with(&prefix))
+        .map(|item| item.path())
+        .collect();
+    if stale.is_empty() {
+        return;
     }
+    let remove = || {
+        for path in &stale {
+            debug!("rootfs: removing a stale {}", path.display());
+            let _ = remove_tree(path);
+        }
+        Ok(())
+    };
+    // Files with subordinate owners can only be removed where those ids exist.
+    let _ = if mapping.is_subid() {
+        userns::run_inside(mapping, remove)
+    } else {
+        remove()
+    };
 }
 
 /// `rm -rf`, making directories writable on the way (images hold read-only ones).
@@ -179,16 +254,8 @@ impl<R: Read> Read for Hashing<R> {
     }
 }
 
-fn extract_into(packed: &Packed, tmp: &Path) -> Result<()> {
+fn extract_into(packed: &Packed, tmp: &Path, keep_owners: bool) -> Result<()> {
     let footer = &packed.footer;
-    DirBuilder::new()
-        .mode(0o700)
-        .create(tmp)
-        .with_context(|| format!("cannot create {}", tmp.display()))?;
-    for sub in ["rootfs", "mnt"] {
-        fs::create_dir(tmp.join(sub))
-            .with_context(|| format!("cannot create {}", tmp.join(sub).display()))?;
-    }
     let mut file = packed
         .file
         .try_clone()
@@ -202,7 +269,7 @@ fn extract_into(packed: &Packed, tmp: &Path) -> Result<()> {
         read: 0,
         progress: Progress::new(label, footer.payload_len),
     };
-    let unpacked = unpack(&mut hashing, &tmp.join("rootfs"));
+    let unpacked = unpack(&mut hashing, &tmp.join("rootfs"), keep_owners);
     // Whatever happened, hash what is left so a damaged payload is called damaged
     // rather than reported as the tar error it caused.
     let drained = io::copy(&mut hashing, &mut io::sink());
@@ -215,19 +282,27 @@ fn extract_into(packed: &Packed, tmp: &Path) -> Result<()> {
     }
     let summary = unpacked?;
     debug!(
-        "rootfs: {} entries, {} device nodes skipped (/dev is provided at run time), {} other entries skipped",
-        summary.entries, summary.skipped_devices, summary.skipped_other
+        "rootfs: {} entries; {} device nodes skipped (/dev is provided at run time); {} other entries skipped; {} owners outside the mapping; {} xattrs refused",
+        summary.entries,
+        summary.skipped_devices,
+        summary.skipped_other,
+        summary.unmapped_owners,
+        summary.refused_xattrs
     );
     Ok(())
 }
 
-fn unpack<R: Read>(payload: &mut R, rootfs: &Path) -> Result<crate::extract::Summary> {
+fn unpack<R: Read>(
+    payload: &mut R,
+    rootfs: &Path,
+    keep_owners: bool,
+) -> Result<crate::extract::Summary> {
     // Ctrl-C, kill and hangup wait, blocked, until the entry being written is complete;
     // then the half-made extraction is removed and the stub exits 128+N.
     let stop = sys::sigset_of(&crate::process::FORWARDED);
     let _ = sys::set_signal_mask(&stop);
     let mut decoder = lz4_flex::frame::FrameDecoder::new(payload);
-    let mut extractor = Extractor::new(rootfs)?;
+    let mut extractor = Extractor::new(rootfs, keep_owners)?;
     {
         let mut archive = tar::Archive::new(&mut decoder);
         let entries = archive
@@ -261,4 +336,137 @@ fn unpack<R: Read>(payload: &mut R, rootfs: &Path) -> Result<crate::extract::Sum
     io::copy(&mut decoder, &mut io::sink())
         .map_err(|e| Error::new(format!("payload lz4 frame: {e}")))?;
     extractor.finish()
+}
+
+/// `--cache-list`: every extracted image, its size and last use.
+pub fn list() -> Result<()> {
+    let root = cache_root()?;
+    let entries = entries(&root);
+    println!(
+        "{:<14} {:>10} {:<17} {:<6} IMAGE",
+        "DIGEST", "SIZE", "LAST USED", "IDS"
+    );
+    for path in entries {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let info: serde_json::Value = fs::read(path.join("info"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        let image = info["reference"]
+            .as_str()
+            .filter(|r| !r.is_empty())
+            .or(info["name"].as_str())
+            .unwrap_or("?");
+        let ids = if name.contains("-subid-") {
+            "subid"
+        } else {
+            "single"
+        };
+        let used = fs::metadata(&path).and_then(|m| m.modified()).ok();
+        println!(
+            "{:<14} {:>10} {:<17} {:<6} {image}",
+            &name[..name.len().min(12)],
+            human(disk_usage(&path)),
+            used.map(ago).unwrap_or_else(|| "?".into()),
+            ids
+        );
+    }
+    println!("cache: {}", root.display());
+    Ok(())
+}
+
+/// `--cache-rm WHAT`: `all`, or the entries whose digest starts with WHAT.
+pub fn remove_entries(what: &str) -> Result<Vec<PathBuf>> {
+    let root = cache_root()?;
+    let chosen: Vec<PathBuf> = entries(&root)
+        .into_iter()
+        .chain(stale_temps(&root))
+        .filter(|p| {
+            let name = p
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            what == "all" || name.trim_start_matches(".tmp-").starts_with(what)
+        })
+        .collect();
+    for path in &chosen {
+        remove_tree(path).with_context(|| format!("cannot remove {}", path.display()))?;
+        let lock = PathBuf::from(format!("{}.lock", path.display()));
+        let _ = fs::remove_file(lock);
+        println!("removed {}", path.display());
+    }
+    Ok(chosen)
+}
+
+fn entries(root: &Path) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = fs::read_dir(root)
+        .map(|d| {
+            d.flatten()
+                .filter(|e| {
+                    let n = e.file_name().to_string_lossy().into_owned();
+                    n.len() >= 64
+                        && n[..64].bytes().all(|b| b.is_ascii_hexdigit())
+                        && e.path().is_dir()
+                })
+                .map(|e| e.path())
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+fn stale_temps(root: &Path) -> Vec<PathBuf> {
+    fs::read_dir(root)
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with(".tmp-"))
+                .map(|e| e.path())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Bytes on disk below `path` (du), hard links counted once.
+fn disk_usage(path: &Path) -> u64 {
+    let mut seen = std::collections::HashSet::new();
+    let mut total = 0;
+    let mut stack = vec![path.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let Ok(meta) = fs::symlink_metadata(&p) else {
+            continue;
+        };
+        if meta.nlink() > 1 && !meta.is_dir() && !seen.insert((meta.dev(), meta.ino())) {
+            continue;
+        }
+        total += meta.blocks() * 512;
+        if meta.is_dir() {
+            if let Ok(dir) = fs::read_dir(&p) {
+                stack.extend(dir.flatten().map(|e| e.path()));
+            }
+        }
+    }
+    total
+}
+
+fn human(bytes: u64) -> String {
+    let mib = bytes as f64 / (1024.0 * 1024.0);
+    if mib >= 1024.0 {
+        format!("{:.1} GiB", mib / 1024.0)
+    } else {
+        format!("{mib:.1} MiB")
+    }
+}
+
+fn ago(t: std::time::SystemTime) -> String {
+    let secs = t.elapsed().map(|d| d.as_secs()).unwrap_or(0);
+    match secs {
+        s if s < 120 => format!("{s} seconds ago"),
+        s if s < 7200 => format!("{} minutes ago", s / 60),
+        s if s < 172_800 => format!("{} hours ago", s / 3600),
+        s => format!("{} days ago", s / 86400),
+    }
 }

@@ -130,6 +130,39 @@ pub struct Flags {
     #[argh(option)]
     pub security_opt: Vec<String>,
 
+    /// run as this user: NAME, UID, NAME:GROUP or UID:GID, resolved in the image's
+    /// /etc/passwd and /etc/group (default: the image's User, else root)
+    #[argh(option, short = 'u')]
+    pub user: Option<String>,
+
+    /// id mapping: auto (subordinate ids when /etc/subuid grants some, else single),
+    /// single (you are the only id) or subid
+    #[argh(option, default = "String::from(\"auto\")")]
+    pub userns: String,
+
+    /// make chown and setuid calls succeed without effect (the default with a single
+    /// mapping, where they would fail)
+    #[argh(switch)]
+    pub fake_root: bool,
+
+    /// let chown and setuid calls fail as the kernel says (see --fake-root)
+    #[argh(switch)]
+    pub no_fake_root: bool,
+
+    /// print what this machine allows and what binctr will use, then exit (0 when a
+    /// container can start)
+    #[argh(switch)]
+    pub check: bool,
+
+    /// list the extracted images in the cache (size, last use) and exit
+    #[argh(switch)]
+    pub cache_list: bool,
+
+    /// remove extracted images from the cache: a digest (or its start), 'this' for this
+    /// file's image, or 'all'; then exit
+    #[argh(option)]
+    pub cache_rm: Option<String>,
+
     /// command and arguments to run instead of the image's default
     #[argh(positional, greedy)]
     pub command: Vec<String>,
@@ -217,6 +250,33 @@ pub struct RunSpec {
     pub caps: Vec<caps::Capability>,
     /// The default seccomp filter (off with --security-opt seccomp=unconfined).
     pub seccomp: bool,
+    /// -u or the image's User ("" = root), resolved into `identity` once the rootfs
+    /// is there.
+    pub user: String,
+    pub userns: crate::userns::Mode,
+    /// --fake-root / --no-fake-root; None: on with a single mapping.
+    pub fake_root: Option<bool>,
+    pub mapping: crate::userns::Mapping,
+    pub identity: crate::users::Identity,
+}
+
+impl RunSpec {
+    /// Sets the container user (and $HOME from its passwd entry unless the image or
+    /// the flags set one).
+    pub fn set_identity(&mut self, identity: crate::users::Identity) {
+        let home = identity.home.clone().unwrap_or_else(|| "/".into());
+        let mut env = Env(std::mem::take(&mut self.env));
+        if !env.has("HOME") {
+            env.set("HOME", &home);
+        }
+        self.env = env.0;
+        self.identity = identity;
+    }
+
+    /// Whether chown/setuid calls are faked.
+    pub fn fake_root(&self) -> bool {
+        self.fake_root.unwrap_or(!self.mapping.is_subid())
+    }
 }
 
 /// The command's stdio.
@@ -277,12 +337,18 @@ impl RunSpec {
         if argv.is_empty() {
             argv.push("/bin/sh".into());
         }
-        if !config.user.is_empty() && !matches!(config.user.as_str(), "0" | "root" | "0:0") {
-            return Err(Error::new(format!(
-                "the image runs as user '{}', and this binctr runs containers as root only: repack with --user root",
-                config.user
-            )));
+        let user = flags.user.clone().unwrap_or_else(|| config.user.clone());
+        let userns = crate::userns::Mode::parse(&flags.userns)?;
+        if flags.fake_root && flags.no_fake_root {
+            return Err(Error::new(
+                "--fake-root and --no-fake-root contradict each other",
+            ));
         }
+        let fake_root = match (flags.fake_root, flags.no_fake_root) {
+            (true, _) => Some(true),
+            (_, true) => Some(false),
+            _ => None,
+        };
         let hostname = match &flags.hostname {
             Some(h) if valid_hostname(h) => h.clone(),
             Some(h) => {
@@ -295,7 +361,6 @@ impl RunSpec {
         let mut env = Env::default();
         env.set("PATH", DEFAULT_PATH);
         env.set("HOSTNAME", &hostname);
-        env.set("HOME", "/root");
         if let Some(term) = std::env::var_os("TERM") {
             env.set_os("TERM", &term);
         }
@@ -457,6 +522,11 @@ impl RunSpec {
             preserve_fds,
             caps,
             seccomp,
+            user,
+            userns,
+            fake_root,
+            mapping: crate::userns::Mapping::Single { uid: 0, gid: 0 },
+            identity: crate::users::Identity::root(),
         })
     }
 }
@@ -596,7 +666,7 @@ fn unique_suffix() -> String {
 }
 
 /// $XDG_RUNTIME_DIR/binctr, else /tmp/binctr-UID (DESIGN.md).
-fn default_state_root() -> PathBuf {
+pub fn default_state_root() -> PathBuf {
     match std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
         Some(dir) if Path::new(&dir).is_dir() => PathBuf::from(dir).join("binctr"),
         _ => PathBuf::from(format!("/tmp/binctr-{}", nix::unistd::getuid())),
@@ -805,6 +875,12 @@ impl Env {
                 Ok(())
             }
         }
+    }
+
+    fn has(&self, key: &str) -> bool {
+        self.0
+            .iter()
+            .any(|e| e.as_bytes().split(|&b| b == b'=').next() == Some(key.as_bytes()))
     }
 
     fn push_entry(&mut self, entry: &OsStr) {

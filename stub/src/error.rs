@@ -33,8 +33,19 @@ impl Error {
         }
     }
 
+    /// A failure a child process has already reported on stderr: only its code is left.
+    pub fn reported(code: i32) -> Self {
+        Error {
+            code,
+            ..Error::new("")
+        }
+    }
+
     /// Prints the error as the stub's last word: one line, or the chain with `-D`.
     pub fn report(&self, debug: bool) {
+        if self.msg.is_empty() {
+            return;
+        }
         eprintln!("binctr: {}", self.msg);
         if debug {
             for cause in &self.causes {

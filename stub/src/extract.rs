@@ -21,6 +21,17 @@ pub struct Summary {
     pub entries: u64,
     pub skipped_devices: u64,
     pub skipped_other: u64,
+    /// Owners outside the id mapping (left to the extracting user).
+    pub unmapped_owners: u64,
+    /// Extended attributes the kernel refused (security.* outside a user namespace...).
+    pub refused_xattrs: u64,
+}
+
+/// Who owns an entry, and its extended attributes (PAX `SCHILY.xattr.*`).
+#[derive(Clone, Default)]
+struct Attrs {
+    owner: Option<(u32, u32)>,
+    xattrs: Vec<(CString, Vec<u8>)>,
 }
 
 /// Directory metadata applied once everything below it is written (a read-only
@@ -29,6 +40,7 @@ struct DirMeta {
     path: Vec<u8>,
     mode: u32,
     mtime: i64,
+    attrs: Attrs,
 }
 
 pub struct Extractor {
@@ -37,6 +49,8 @@ pub struct Extractor {
     parent: Option<(Vec<u8>, OwnedFd)>,
     dirs: Vec<DirMeta>,
     buf: Vec<u8>,
+    /// Inside a user namespace with subordinate ids: give files the image's owners.
+    keep_owners: bool,
     pub summary: Summary,
 }
 
@@ -84,6 +98,51 @@ fn last_err<T>(ret: libc::c_int, ok: T) -> io::Result<T> {
     } else {
         Ok(ok)
     }
+}
+
+impl Summary {
+    fn add(&mut self, (unmapped, refused): (u64, u64)) {
+        self.unmapped_owners += unmapped;
+        self.refused_xattrs += refused;
+    }
+}
+
+enum AttrTarget<'a> {
+    File(&'a File),
+    /// An entry of a directory, not followed if it is a symlink.
+    At(BorrowedFd<'a>, &'a CStr),
+}
+
+/// Sets owner and xattrs; failures are counted, not fatal (an owner outside the mapping
+/// stays the extracting user's, as a security.* xattr the kernel refuses is dropped).
+/// Returns (owners left unmapped, xattrs refused).
+fn apply_attrs(target: AttrTarget<'_>, attrs: &Attrs, keep_owners: bool) -> (u64, u64) {
+    let mut unmapped = 0;
+    let mut refused = 0;
+    if let (true, Some((uid, gid))) = (keep_owners, attrs.owner) {
+        let ok = match &target {
+            AttrTarget::File(f) => {
+                nix::unistd::fchown(f.as_raw_fd(), Some(uid.into()), Some(gid.into())).is_ok()
+            }
+            AttrTarget::At(dir, name) => nix::unistd::fchownat(
+                Some(dir.as_raw_fd()),
+                *name,
+                Some(uid.into()),
+                Some(gid.into()),
+                nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+            )
+            .is_ok(),
+        };
+        unmapped += u64::from(!ok);
+    }
+    for (name, value) in &attrs.xattrs {
+        let ok = match &target {
+            AttrTarget::File(f) => sys::set_xattr_fd(f.as_fd(), name, value).is_ok(),
+            AttrTarget::At(dir, entry) => sys::set_xattr_at(*dir, entry, name, value).is_ok(),
+        };
+        refused += u64::from(!ok);
+    }
+    (unmapped, refused)
 }
 
 /// The *at() calls used on one directory; each only names an entry of that directory.
@@ -195,7 +254,7 @@ mod at {
 
 impl Extractor {
     /// Extracts below `root`, which must be an empty directory.
-    pub fn new(root: &Path) -> Result<Extractor> {
+    pub fn new(root: &Path, keep_owners: bool) -> Result<Extractor> {
         let root = File::open(root)
             .with_context(|| format!("cannot open {}", root.display()))?
             .into();
@@ -204,6 +263,7 @@ impl Extractor {
             parent: None,
             dirs: Vec::new(),
             buf: vec![0u8; 256 * 1024],
+            keep_owners,
             summary: Summary::default(),
         })
     }
@@ -229,6 +289,28 @@ impl Extractor {
             .expect("set above"))
     }
 
+    /// The owner (when we keep owners) and xattrs an entry asks for.
+    fn attrs_of<R: Read>(&self, entry: &mut tar::Entry<'_, R>) -> Attrs {
+        let header = entry.header();
+        let owner = self.keep_owners.then(|| {
+            (
+                header.uid().unwrap_or(0) as u32,
+                header.gid().unwrap_or(0) as u32,
+            )
+        });
+        let mut xattrs = Vec::new();
+        if let Ok(Some(pax)) = entry.pax_extensions() {
+            for ext in pax.flatten() {
+                if let Some(name) = ext.key_bytes().strip_prefix(b"SCHILY.xattr.") {
+                    if let Ok(name) = CString::new(name) {
+                        xattrs.push((name, ext.value_bytes().to_vec()));
+                    }
+                }
+            }
+        }
+        Attrs { owner, xattrs }
+    }
+
     /// Writes one entry of the tar.
     pub fn entry<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<()> {
         let raw = entry.path_bytes().into_owned();
@@ -237,10 +319,17 @@ impl Extractor {
         let kind = header.entry_type();
         let mode = header.mode().map_err(|e| refuse(&raw, &e.to_string()))? & 0o7777;
         let mtime = header.mtime().unwrap_or(0) as i64;
+        let attrs = self.attrs_of(entry);
+        let keep_owners = self.keep_owners;
         self.summary.entries += 1;
         if path.is_empty() {
             if kind.is_dir() {
-                self.dirs.push(DirMeta { path, mode, mtime });
+                self.dirs.push(DirMeta {
+                    path,
+                    mode,
+                    mtime,
+                    attrs,
+                });
             }
             return Ok(());
         }
@@ -268,7 +357,12 @@ impl Extractor {
                     }
                     .map_err(|e| refuse(&raw, &format!("cannot create directory: {e}")))?;
                 }
-                self.dirs.push(DirMeta { path, mode, mtime });
+                self.dirs.push(DirMeta {
+                    path,
+                    mode,
+                    mtime,
+                    attrs,
+                });
             }
             tar::EntryType::Regular | tar::EntryType::Continuous => {
                 let dir = self.parent_dir(parent)?;
@@ -290,10 +384,13 @@ impl Extractor {
                     file.write_all(&buf[..n])
                         .map_err(|e| refuse(&raw, &format!("cannot write: {e}")))?;
                 }
+                // Owner first: chown clears the setuid and setgid bits the mode sets.
+                let counts = apply_attrs(AttrTarget::File(&file), &attrs, self.keep_owners);
                 file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))
                     .map_err(|e| refuse(&raw, &format!("cannot set mode: {e}")))?;
                 at::set_file_times(&file, mtime)
                     .map_err(|e| refuse(&raw, &format!("cannot set mtime: {e}")))?;
+                self.summary.add(counts);
             }
             tar::EntryType::Symlink => {
                 let target = cstr(link_target.as_deref().unwrap_or_default());
@@ -305,8 +402,10 @@ impl Extractor {
                     other => other,
                 }
                 .map_err(|e| refuse(&raw, &format!("cannot create symlink: {e}")))?;
+                let counts = apply_attrs(AttrTarget::At(dir, &name), &attrs, keep_owners);
                 at::set_mtime(dir, &name, mtime)
                     .map_err(|e| refuse(&raw, &format!("cannot set mtime: {e}")))?;
+                self.summary.add(counts);
             }
             tar::EntryType::Link => {
                 let target = clean_path(link_target.as_deref().unwrap_or_default())?;
@@ -339,6 +438,8 @@ impl Extractor {
                     other => other,
                 }
                 .map_err(|e| refuse(&raw, &format!("cannot create fifo: {e}")))?;
+                let counts = apply_attrs(AttrTarget::At(dir, &name), &attrs, keep_owners);
+                self.summary.add(counts);
             }
             tar::EntryType::Char | tar::EntryType::Block => {
                 // An unprivileged user cannot create device nodes; /dev is set up at run time.
@@ -366,6 +467,7 @@ impl Extractor {
                 path: path.to_vec(),
                 mode,
                 mtime: 0,
+                attrs: Attrs::default(),
             });
         }
         Ok(())
@@ -395,6 +497,8 @@ impl Extractor {
             // A directory later replaced by another kind of entry has nothing to apply.
             let Ok(fd) = fd else { continue };
             let file = File::from(fd);
+            let counts = apply_attrs(AttrTarget::File(&file), &dir.attrs, self.keep_owners);
+            self.summary.add(counts);
             file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(
                 dir.mode | 0o700,
             ))

@@ -3,6 +3,7 @@
 //! flags -> locate payload -> ensure rootfs -> container -> exit code (DESIGN.md).
 
 mod cache;
+mod check;
 mod cli;
 mod error;
 mod extract;
@@ -18,6 +19,7 @@ mod state;
 mod sys;
 mod tty;
 mod userns;
+mod users;
 
 use cli::{Parsed, RunSpec, VERSION};
 use error::{Result, EXIT_BINCTR};
@@ -68,6 +70,12 @@ fn run() -> i32 {
 }
 
 fn start(flags: &cli::Flags, command: Vec<OsString>) -> Result<i32> {
+    if flags.check {
+        return Ok(check::run());
+    }
+    if flags.cache_list || flags.cache_rm.is_some() {
+        return cache_command(flags);
+    }
     let packed = payload::open_self()?;
     log::debug!(
         "payload: {} ({}), {} bytes at offset {}",
@@ -76,9 +84,38 @@ fn start(flags: &cli::Flags, command: Vec<OsString>) -> Result<i32> {
         packed.footer.payload_len,
         packed.footer.payload_offset
     );
-    let spec = RunSpec::new(flags, command, &packed)?;
-    let rootfs = cache::ensure_rootfs(&packed)?;
+    let mut spec = RunSpec::new(flags, command, &packed)?;
+    let mapping = userns::choose(spec.userns, (0, 0))?;
+    let rootfs = cache::ensure_rootfs(&packed, &mapping)?;
     drop(packed);
+    let identity = match spec.user.as_str() {
+        "" => users::Identity::root(),
+        user => users::resolve(&rootfs.rootfs(), user)?,
+    };
+    spec.mapping = match mapping {
+        // podman's keep-id: the caller is that user inside, so it still runs.
+        userns::Mapping::Single { .. } => userns::Mapping::Single {
+            uid: identity.uid,
+            gid: identity.gid,
+        },
+        userns::Mapping::Subid { uids, gids } => {
+            if identity.uid > uids.count || identity.gid > gids.count {
+                return Err(error::Error::new(format!(
+                    "user '{}' ({}:{}) is outside your subordinate range (0-{}): run with --userns single",
+                    spec.user, identity.uid, identity.gid, uids.count
+                )));
+            }
+            userns::Mapping::Subid { uids, gids }
+        }
+    };
+    log::debug!(
+        "user: {}:{} groups {:?}; {}",
+        identity.uid,
+        identity.gid,
+        identity.groups,
+        spec.mapping.describe()
+    );
+    spec.set_identity(identity);
     let state = State::create(&spec)?;
     if spec.detach {
         return detach(&spec, &rootfs, state);
@@ -86,6 +123,32 @@ fn start(flags: &cli::Flags, command: Vec<OsString>) -> Result<i32> {
     let code = process::run(&spec, &rootfs, &state, None);
     state.remove();
     code
+}
+
+/// --cache-list, --cache-rm: where subordinate ids exist, inside a namespace that has
+/// them, so files they own can be sized and removed.
+fn cache_command(flags: &cli::Flags) -> Result<i32> {
+    let what = match flags.cache_rm.as_deref() {
+        Some("this") => Some(payload::open_self()?.footer.payload_sha256.hex()),
+        Some(w) if w == "all" || (!w.is_empty() && w.bytes().all(|b| b.is_ascii_hexdigit())) => {
+            Some(w.to_ascii_lowercase())
+        }
+        Some(w) => {
+            return Err(error::Error::new(format!(
+                "--cache-rm {w}: give a digest (or its start), 'this' or 'all'"
+            )))
+        }
+        None => None,
+    };
+    let work = || match &what {
+        Some(w) => cache::remove_entries(w).map(drop),
+        None => cache::list(),
+    };
+    match userns::subid_available() {
+        Ok((uids, gids)) => userns::run_inside(&userns::Mapping::Subid { uids, gids }, work)?,
+        Err(_) => work()?,
+    }
+    Ok(0)
 }
 
 /// -d: a detached monitor (own session, survives the terminal) runs the container; we

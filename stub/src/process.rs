@@ -151,7 +151,7 @@ pub fn run(
         let _ = nix::sys::wait::waitpid(container, None);
         e
     };
-    userns::write_single_maps(pid).map_err(abort)?;
+    userns::write_maps(pid, &spec.mapping).map_err(abort)?;
     hooks::run(
         &spec.hooks,
         Stage::Prestart,
@@ -537,6 +537,7 @@ fn prepare_and_exec(spec: &RunSpec, stdio: &Stdio<'_>) -> std::result::Result<Ne
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
     enter_working_dir(&spec.working_dir, spec.read_only).map_err(setup)?;
     drop_privileges(&spec.caps).map_err(setup)?;
+    switch_user(spec).map_err(setup)?;
     // Nothing of the stub's reaches the command: only 0, 1, 2 and the descriptors
     // systemd passed for socket activation.
     sys::cloexec_from(3 + spec.preserve_fds)
@@ -560,8 +561,8 @@ fn prepare_and_exec(spec: &RunSpec, stdio: &Stdio<'_>) -> std::result::Result<Ne
     let name = command.to_string_lossy();
     debug!("process: exec {:?}", spec.argv);
     // Last, so the filter need not allow anything of the setup above (RUNTIME-NOTES C3).
-    if spec.seccomp {
-        crate::seccomp::install(&crate::seccomp::default_filter())
+    if let Some(filter) = crate::seccomp::filter(spec.seccomp, spec.fake_root()) {
+        crate::seccomp::install(&filter)
             .context("cannot install the seccomp filter")
             .map_err(setup)?;
     }
@@ -628,6 +629,31 @@ fn enter_working_dir(dir: &str, read_only: bool) -> Result<()> {
         let _ = std::fs::create_dir_all(dir);
     }
     nix::unistd::chdir(dir).with_context(|| format!("cannot enter the working directory {dir}"))
+}
+
+/// Becomes the container user. With subordinate ids the command starts as root in the
+/// namespace and switches (groups first, then gid, then uid); with a single mapping the
+/// caller already is that user inside, and setgroups is denied.
+fn switch_user(spec: &RunSpec) -> Result<()> {
+    if !spec.mapping.is_subid() {
+        return Ok(());
+    }
+    let id = &spec.identity;
+    let groups: Vec<nix::unistd::Gid> = id.groups.iter().map(|&g| g.into()).collect();
+    nix::unistd::setgroups(&groups).context("setgroups failed")?;
+    nix::unistd::setgid(id.gid.into()).with_context(|| {
+        format!(
+            "cannot switch to gid {} (outside the subordinate range?)",
+            id.gid
+        )
+    })?;
+    nix::unistd::setuid(id.uid.into()).with_context(|| {
+        format!(
+            "cannot switch to uid {} (outside the subordinate range?)",
+            id.uid
+        )
+    })?;
+    Ok(())
 }
 
 /// The bounding set cut to `keep` (docker's default unless --cap-add/--cap-drop), and

@@ -187,7 +187,43 @@ fn default_rules() -> Vec<Rule> {
     rules
 }
 
+/// charliecloud's answer to a single id mapping: ownership and identity changes
+/// "succeed" without effect (they would fail with EINVAL, breaking package managers and
+/// servers that drop privileges).
+fn fake_root_rules() -> Vec<Rule> {
+    let mut faked = vec![
+        libc::SYS_fchown,
+        libc::SYS_fchownat,
+        libc::SYS_setuid,
+        libc::SYS_setgid,
+        libc::SYS_setreuid,
+        libc::SYS_setregid,
+        libc::SYS_setresuid,
+        libc::SYS_setresgid,
+        libc::SYS_setfsuid,
+        libc::SYS_setfsgid,
+        libc::SYS_setgroups,
+    ];
+    #[cfg(target_arch = "x86_64")]
+    faked.extend([libc::SYS_chown, libc::SYS_lchown]);
+    faked.into_iter().map(|nr| Rule::Errno(nr, 0)).collect()
+}
+
+/// The program for a container: docker's defaults and/or the fake-root rules; None
+/// when neither is wanted.
+pub fn filter(default: bool, fake_root: bool) -> Option<Vec<Insn>> {
+    let mut rules = Vec::new();
+    if default {
+        rules.extend(default_rules());
+    }
+    if fake_root {
+        rules.extend(fake_root_rules());
+    }
+    (!rules.is_empty()).then(|| compile(&rules))
+}
+
 /// The default filter's program.
+#[cfg(test)]
 pub fn default_filter() -> Vec<Insn> {
     compile(&default_rules())
 }
@@ -307,6 +343,22 @@ mod tests {
             verdict(libc::SYS_ioctl, [0, libc::TCGETS as u32, 0, 0, 0, 0]),
             RET_ALLOW
         );
+    }
+
+    #[test]
+    fn fake_root_pretends_ownership_changes_work() {
+        let prog = filter(true, true).unwrap();
+        let v = |nr: i64| run(&prog, AUDIT_ARCH, nr as u32, [0; 6]);
+        assert_eq!(v(libc::SYS_fchownat), RET_ERRNO);
+        assert_eq!(v(libc::SYS_setresuid), RET_ERRNO);
+        assert_eq!(v(libc::SYS_keyctl), EPERM);
+        assert_eq!(v(libc::SYS_read), RET_ALLOW);
+        let plain = filter(true, false).unwrap();
+        assert_eq!(
+            run(&plain, AUDIT_ARCH, libc::SYS_fchownat as u32, [0; 6]),
+            RET_ALLOW
+        );
+        assert!(filter(false, false).is_none());
     }
 
     #[test]

@@ -338,3 +338,42 @@ pub fn seccomp_filter(filters: &[libc::sock_filter]) -> io::Result<()> {
     };
     cvt(ret.into()).map(drop)
 }
+
+/// fsetxattr(2) on an open file.
+pub fn set_xattr_fd(fd: std::os::fd::BorrowedFd<'_>, name: &CStr, value: &[u8]) -> io::Result<()> {
+    // SAFETY: `name` is NUL-terminated; `value` is valid for its length.
+    let ret = unsafe {
+        libc::fsetxattr(
+            fd.as_raw_fd(),
+            name.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    cvt(ret.into()).map(drop)
+}
+
+/// lsetxattr(2) on the entry `entry` of directory `dir` (a symlink itself, not followed).
+pub fn set_xattr_at(
+    dir: std::os::fd::BorrowedFd<'_>,
+    entry: &CStr,
+    name: &CStr,
+    value: &[u8],
+) -> io::Result<()> {
+    let mut path = format!("/proc/self/fd/{}/", dir.as_raw_fd()).into_bytes();
+    path.extend_from_slice(entry.to_bytes());
+    let path =
+        std::ffi::CString::new(path).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: both strings are NUL-terminated; `value` is valid for its length.
+    let ret = unsafe {
+        libc::lsetxattr(
+            path.as_ptr(),
+            name.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    cvt(ret.into()).map(drop)
+}

@@ -1,27 +1,238 @@
-//! The user namespace's id maps (RUNTIME-NOTES A1, A5): the caller becomes root inside.
+//! The user namespace's id maps (RUNTIME-NOTES A1, A3, A5).
+//!
+//! Two mappings: *single* (the caller becomes one id inside, root by default) written by
+//! ourselves, and *subid* (the caller becomes root, 1..N the caller's subordinate range
+//! from /etc/subuid and /etc/subgid) written by the setuid helpers newuidmap/newgidmap,
+//! as rootless podman does. Only subid lets an image keep its files' owners and switch
+//! users at run time.
 
 use crate::error::{Error, Result};
 use crate::log::debug;
 use std::fs;
+use std::path::Path;
+use std::process::Command;
 
-/// Maps the caller's uid and gid to 0 in the child's user namespace: uid_map, then
-/// setgroups=deny (required before an unprivileged gid_map write, CVE-2014-8989), then
-/// gid_map. The child waits on the sync pipe until this is done.
-pub fn write_single_maps(pid: libc::pid_t) -> Result<()> {
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Mapping {
+    /// The caller's uid and gid appear inside as `uid` and `gid` (0 unless the image
+    /// runs as another user: podman's keep-id).
+    Single { uid: u32, gid: u32 },
+    /// Container 0 is the caller, 1..=count the subordinate ranges.
+    Subid { uids: Range, gids: Range },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Range {
+    pub start: u32,
+    pub count: u32,
+}
+
+/// `--userns`: which mapping to use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Auto,
+    Single,
+    Subid,
+}
+
+impl Mode {
+    pub fn parse(s: &str) -> Result<Mode> {
+        match s {
+            "auto" => Ok(Mode::Auto),
+            "single" => Ok(Mode::Single),
+            "subid" => Ok(Mode::Subid),
+            other => Err(Error::new(format!(
+                "--userns {other}: choose auto, single or subid"
+            ))),
+        }
+    }
+}
+
+impl Mapping {
+    pub fn is_subid(&self) -> bool {
+        matches!(self, Mapping::Subid { .. })
+    }
+
+    /// The cache keeps one extraction per mapping: files extracted with subordinate
+    /// owners mean nothing under a single mapping, and the reverse.
+    pub fn cache_suffix(&self) -> String {
+        match self {
+            Mapping::Single { .. } => String::new(),
+            Mapping::Subid { uids, gids } => format!(
+                "-subid-{}-{}-{}-{}",
+                uids.start, uids.count, gids.start, gids.count
+            ),
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Mapping::Single { uid, gid } => format!(
+                "single mapping: container {uid}:{gid} is you ({}:{})",
+                nix::unistd::getuid(),
+                nix::unistd::getgid()
+            ),
+            Mapping::Subid { uids, gids } => format!(
+                "subordinate ids: container 0 is you, 1-{} are uids {}-{} and gids {}-{}",
+                uids.count,
+                uids.start,
+                uids.start + uids.count - 1,
+                gids.start,
+                gids.start + gids.count - 1
+            ),
+        }
+    }
+}
+
+/// The subordinate range `/etc/subuid` (or subgid) grants the caller: lines
+/// `name-or-id:start:count`; the first matching line.
+pub fn subordinate_range(file: &Path, name: &str, id: u32) -> Option<Range> {
+    let text = fs::read_to_string(file).ok()?;
+    text.lines().find_map(|line| {
+        let mut parts = line.trim().split(':');
+        let who = parts.next()?;
+        let start = parts.next()?.parse().ok()?;
+        let count: u32 = parts.next()?.parse().ok()?;
+        ((who == name || who == id.to_string()) && count > 0).then_some(Range { start, count })
+    })
+}
+
+fn user_name(uid: u32) -> Option<String> {
+    let text = fs::read_to_string("/etc/passwd").ok()?;
+    text.lines().find_map(|line| {
+        let mut parts = line.split(':');
+        let name = parts.next()?;
+        let id: u32 = parts.nth(1)?.parse().ok()?;
+        (id == uid).then(|| name.to_string())
+    })
+}
+
+/// Finds newuidmap/newgidmap in the usual places (PATH may be minimal under systemd).
+pub fn helper_path(name: &str) -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/bin".into(), "/bin".into(), "/usr/sbin".into()])
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+}
+
+/// What this machine grants the caller for a subid mapping, or why it does not.
+pub fn subid_available() -> std::result::Result<(Range, Range), String> {
     let uid = nix::unistd::getuid().as_raw();
     let gid = nix::unistd::getgid().as_raw();
-    debug!("userns: single mapping, container 0 -> uid {uid} gid {gid}");
+    if helper_path("newuidmap").is_none() || helper_path("newgidmap").is_none() {
+        return Err("newuidmap/newgidmap are not installed (Debian: apt install uidmap)".into());
+    }
+    let name = user_name(uid).unwrap_or_default();
+    let uids = subordinate_range(Path::new("/etc/subuid"), &name, uid)
+        .ok_or_else(|| format!("/etc/subuid grants no range to {name} (uid {uid})"))?;
+    let group = group_name(gid).unwrap_or_else(|| name.clone());
+    let gids = subordinate_range(Path::new("/etc/subgid"), &name, uid)
+        .or_else(|| subordinate_range(Path::new("/etc/subgid"), &group, gid))
+        .ok_or_else(|| format!("/etc/subgid grants no range to {name} (uid {uid})"))?;
+    Ok((uids, gids))
+}
+
+fn group_name(gid: u32) -> Option<String> {
+    let text = fs::read_to_string("/etc/group").ok()?;
+    text.lines().find_map(|line| {
+        let mut parts = line.split(':');
+        let name = parts.next()?;
+        let id: u32 = parts.nth(1)?.parse().ok()?;
+        (id == gid).then(|| name.to_string())
+    })
+}
+
+/// Chooses the mapping. `inside` is the container user (uid, gid) that a single mapping
+/// maps the caller to; a subid mapping keeps the caller as root and lets the command
+/// switch users itself.
+pub fn choose(mode: Mode, inside: (u32, u32)) -> Result<Mapping> {
+    let single = Mapping::Single {
+        uid: inside.0,
+        gid: inside.1,
+    };
+    // Real root needs no helper: it may map any range itself, but a single mapping of
+    // root to root is what it gets with no configuration.
+    match mode {
+        Mode::Single => Ok(single),
+        Mode::Subid => subid_available()
+            .map(|(uids, gids)| Mapping::Subid { uids, gids })
+            .map_err(|why| Error::new(format!("--userns subid: {why}"))),
+        Mode::Auto => match subid_available() {
+            Ok((uids, gids)) => Ok(Mapping::Subid { uids, gids }),
+            Err(why) => {
+                debug!("userns: no subordinate ids ({why}), single mapping");
+                Ok(single)
+            }
+        },
+    }
+}
+
+/// Writes the maps of process `pid` (which waits for them).
+pub fn write_maps(pid: libc::pid_t, mapping: &Mapping) -> Result<()> {
+    debug!("userns: {}", mapping.describe());
+    match mapping {
+        Mapping::Single { uid, gid } => write_single_maps(pid, *uid, *gid),
+        Mapping::Subid { uids, gids } => {
+            // No setgroups=deny here: setgroups() must keep working inside (su, apt).
+            run_map_helper("newuidmap", pid, nix::unistd::getuid().as_raw(), *uids)?;
+            run_map_helper("newgidmap", pid, nix::unistd::getgid().as_raw(), *gids)
+        }
+    }
+}
+
+fn run_map_helper(name: &str, pid: libc::pid_t, own: u32, range: Range) -> Result<()> {
+    let helper = helper_path(name).ok_or_else(|| {
+        Error::new(format!(
+            "{name} is not installed (Debian: apt install uidmap)"
+        ))
+    })?;
+    let args = [
+        pid.to_string(),
+        "0".into(),
+        own.to_string(),
+        "1".into(),
+        "1".into(),
+        range.start.to_string(),
+        range.count.to_string(),
+    ];
+    let out = Command::new(&helper).args(&args).output().map_err(|e| {
+        Error::new(format!(
+            "cannot run {}: {}",
+            helper.display(),
+            crate::error::plain(&e)
+        ))
+    })?;
+    // youki ignores this status; a failed helper means no mapping at all.
+    if !out.status.success() {
+        let why = String::from_utf8_lossy(&out.stderr);
+        return Err(Error::new(format!(
+            "{name} {} failed: {} (check /etc/sub{}id, or run with --userns single)",
+            args.join(" "),
+            why.trim(),
+            if name == "newuidmap" { "u" } else { "g" }
+        )));
+    }
+    Ok(())
+}
+
+/// The single mapping: uid_map, then setgroups=deny (required before an unprivileged
+/// gid_map write, CVE-2014-8989), then gid_map.
+fn write_single_maps(pid: libc::pid_t, inside_uid: u32, inside_gid: u32) -> Result<()> {
+    let uid = nix::unistd::getuid().as_raw();
+    let gid = nix::unistd::getgid().as_raw();
     let write = |file: &str, content: String| {
         fs::write(format!("/proc/{pid}/{file}"), content).map_err(|e| {
             Error::new(format!(
-                "cannot write the user namespace's {file}: {e}{}",
+                "cannot write the user namespace's {file}: {}{}",
+                crate::error::plain(&e),
                 blocked_hint()
             ))
         })
     };
-    write("uid_map", format!("0 {uid} 1\n"))?;
+    write("uid_map", format!("{inside_uid} {uid} 1\n"))?;
     write("setgroups", "deny".into())?;
-    write("gid_map", format!("0 {gid} 1\n"))
+    write("gid_map", format!("{inside_gid} {gid} 1\n"))
 }
 
 fn read_sysctl(path: &str) -> Option<String> {
@@ -30,15 +241,132 @@ fn read_sysctl(path: &str) -> Option<String> {
 
 /// Why this machine may refuse unprivileged user namespaces, as a suffix for an error.
 pub fn blocked_hint() -> String {
+    match blocked_reason() {
+        Some(why) => format!(" ({why})"),
+        None => String::new(),
+    }
+}
+
+/// The sysctl or AppArmor rule that blocks unprivileged user namespaces, if one does.
+pub fn blocked_reason() -> Option<String> {
     if read_sysctl("/proc/sys/user/max_user_namespaces").as_deref() == Some("0") {
-        return " (user namespaces are switched off: sysctl user.max_user_namespaces=0; an administrator can raise it)".into();
+        return Some("user namespaces are switched off: sysctl user.max_user_namespaces=0; an administrator can raise it".into());
     }
     if read_sysctl("/proc/sys/kernel/unprivileged_userns_clone").as_deref() == Some("0") {
-        return " (unprivileged user namespaces are switched off: sysctl kernel.unprivileged_userns_clone=0; an administrator can set it to 1)".into();
+        return Some("unprivileged user namespaces are switched off: sysctl kernel.unprivileged_userns_clone=0; an administrator can set it to 1".into());
     }
     if read_sysctl("/proc/sys/kernel/apparmor_restrict_unprivileged_userns").as_deref() == Some("1")
     {
-        return " (AppArmor restricts unprivileged user namespaces: sysctl kernel.apparmor_restrict_unprivileged_userns=1; an administrator can add an AppArmor profile with 'userns,' for this file)".into();
+        return Some("AppArmor restricts unprivileged user namespaces: sysctl kernel.apparmor_restrict_unprivileged_userns=1; an administrator can add an AppArmor profile with 'userns,' for this file".into());
     }
-    String::new()
+    None
+}
+
+/// Runs `work` in a child process inside a new user namespace with `mapping` (as its
+/// root), and waits for it: extraction and removal of files owned by subordinate ids
+/// must happen where those ids exist. The child reports its own errors.
+pub fn run_inside(mapping: &Mapping, work: impl FnOnce() -> Result<()>) -> Result<()> {
+    run_inside_with(0, mapping, work)
+}
+
+/// [`run_inside`], with more namespaces (`CLONE_NEW*` flags) for the child.
+pub fn run_inside_with(
+    extra: libc::c_int,
+    mapping: &Mapping,
+    work: impl FnOnce() -> Result<()>,
+) -> Result<()> {
+    use std::io::{Read, Write};
+    let (go_read, go_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| Error::new(format!("cannot create a pipe: {e}")))?;
+    let pid = crate::sys::clone_into_namespaces(libc::CLONE_NEWUSER | extra).map_err(|e| {
+        Error::new(format!(
+            "cannot create a user namespace: {}{}",
+            crate::error::plain(&e),
+            blocked_hint()
+        ))
+    })?;
+    if pid == 0 {
+        drop(go_write);
+        let _ = crate::sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
+        let mut byte = [0u8; 1];
+        if !matches!(fs::File::from(go_read).read(&mut byte), Ok(1)) {
+            crate::sys::exit_now(crate::error::EXIT_BINCTR);
+        }
+        let code = match work() {
+            Ok(()) => 0,
+            Err(e) => {
+                e.report(crate::log::debug_enabled());
+                e.code
+            }
+        };
+        crate::sys::exit_now(code);
+    }
+    drop(go_read);
+    let child = nix::unistd::Pid::from_raw(pid);
+    if let Err(e) = write_maps(pid, mapping) {
+        let _ = nix::sys::signal::kill(child, nix::sys::signal::SIGKILL);
+        let _ = nix::sys::wait::waitpid(child, None);
+        return Err(e);
+    }
+    let _ = fs::File::from(go_write).write_all(b"1");
+    loop {
+        match nix::sys::wait::waitpid(child, None) {
+            Ok(nix::sys::wait::WaitStatus::Exited(_, 0)) => return Ok(()),
+            Ok(nix::sys::wait::WaitStatus::Exited(_, code)) => return Err(Error::reported(code)),
+            Ok(nix::sys::wait::WaitStatus::Signaled(_, sig, _)) => {
+                return Err(Error::reported(128 + sig as i32))
+            }
+            Err(nix::errno::Errno::EINTR) | Ok(_) => continue,
+            Err(e) => return Err(Error::new(format!("waitpid: {e}"))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subordinate_ranges_match_by_name_or_id() {
+        let dir = std::env::temp_dir().join(format!("binctr-subid-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("subuid");
+        fs::write(
+            &file,
+            "alice:100000:65536\n# comment\n1001:200000:1000\nbob:bad:1\n",
+        )
+        .unwrap();
+        assert_eq!(
+            subordinate_range(&file, "alice", 5),
+            Some(Range {
+                start: 100000,
+                count: 65536
+            })
+        );
+        assert_eq!(
+            subordinate_range(&file, "carol", 1001),
+            Some(Range {
+                start: 200000,
+                count: 1000
+            })
+        );
+        assert_eq!(subordinate_range(&file, "bob", 7), None);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn cache_keys_differ_by_mapping() {
+        let single = Mapping::Single { uid: 0, gid: 0 };
+        let keep_id = Mapping::Single {
+            uid: 1000,
+            gid: 1000,
+        };
+        let r = Range {
+            start: 100000,
+            count: 65536,
+        };
+        let subid = Mapping::Subid { uids: r, gids: r };
+        assert_eq!(single.cache_suffix(), keep_id.cache_suffix());
+        assert_ne!(single.cache_suffix(), subid.cache_suffix());
+    }
 }

@@ -1,0 +1,206 @@
+//! `--check`: what this machine allows and what binctr will use, one line each; exit 0
+//! when a container can start.
+
+use crate::userns::{self, Mapping};
+use nix::mount::{mount, MsFlags};
+use std::fs;
+use std::path::Path;
+
+fn line(what: &str, ok: bool, text: &str) {
+    println!("  {:<18}{} {text}", what, if ok { "ok  " } else { "NO  " });
+}
+
+/// Runs every check; returns the exit code.
+pub fn run() -> i32 {
+    println!("binctr {} check", crate::cli::VERSION);
+    let uname = nix::sys::utsname::uname().ok();
+    let release = uname
+        .as_ref()
+        .map(|u| {
+            format!(
+                "{} ({})",
+                u.release().to_string_lossy(),
+                u.machine().to_string_lossy()
+            )
+        })
+        .unwrap_or_else(|| "?".into());
+    line("kernel", true, &release);
+
+    let single = Mapping::Single { uid: 0, gid: 0 };
+    let userns_ok = match userns::run_inside(&single, || Ok(())) {
+        Ok(()) => {
+            let max = fs::read_to_string("/proc/sys/user/max_user_namespaces").unwrap_or_default();
+            line(
+                "user namespaces",
+                true,
+                &format!("unprivileged (user.max_user_namespaces={})", max.trim()),
+            );
+            true
+        }
+        Err(_) => {
+            let why = userns::blocked_reason()
+                .unwrap_or_else(|| "the kernel refused to create one".into());
+            line("user namespaces", false, &why);
+            false
+        }
+    };
+
+    let overlay_ok = userns_ok && overlay_works(&single);
+    line(
+        "overlayfs",
+        overlay_ok,
+        if overlay_ok {
+            "mounts in a user namespace (writable root)"
+        } else {
+            "not in a user namespace (Linux 5.11+ needed): run with --read-only"
+        },
+    );
+
+    let subid = userns::subid_available();
+    let mapping = match &subid {
+        Ok((uids, gids)) => {
+            let m = Mapping::Subid {
+                uids: *uids,
+                gids: *gids,
+            };
+            let works = userns_ok && userns::run_inside(&m, || Ok(())).is_ok();
+            line(
+                "subordinate ids",
+                works,
+                &format!(
+                    "uids {}-{}, gids {}-{} via newuidmap/newgidmap{}",
+                    uids.start,
+                    uids.start + uids.count - 1,
+                    gids.start,
+                    gids.start + gids.count - 1,
+                    if works {
+                        ""
+                    } else {
+                        ", but the helpers failed (see above)"
+                    }
+                ),
+            );
+            if works {
+                m
+            } else {
+                single.clone()
+            }
+        }
+        Err(why) => {
+            line(
+                "subordinate ids",
+                false,
+                &format!("{why}: single mapping, chown/setuid faked"),
+            );
+            single.clone()
+        }
+    };
+
+    let cache_ok = match crate::cache::cache_root() {
+        Ok(dir) => dir_check("cache", &dir),
+        Err(e) => {
+            line("cache", false, &e.msg);
+            false
+        }
+    };
+    let state_ok = dir_check("state", &crate::cli::default_state_root());
+
+    let openat2 = std::fs::File::open("/")
+        .ok()
+        .map(|root| {
+            crate::inroot::open(std::os::fd::AsFd::as_fd(&root), b".", libc::O_DIRECTORY).is_ok()
+        })
+        .unwrap_or(false);
+    line(
+        "openat2",
+        openat2,
+        if openat2 {
+            "safe extraction"
+        } else {
+            "missing (Linux 5.6+ needed)"
+        },
+    );
+
+    let can_start = userns_ok && cache_ok && state_ok && openat2;
+    println!(
+        "{}: {}{}",
+        if can_start { "ready" } else { "not ready" },
+        mapping.describe(),
+        if overlay_ok {
+            ", overlay root"
+        } else {
+            ", read-only root only"
+        }
+    );
+    if can_start {
+        0
+    } else {
+        crate::error::EXIT_BINCTR
+    }
+}
+
+/// A directory binctr must create files in (and, for the cache, run programs from).
+fn dir_check(what: &str, dir: &Path) -> bool {
+    let existing = dir
+        .ancestors()
+        .find(|p| p.exists())
+        .unwrap_or(Path::new("/"));
+    let writable = nix::unistd::access(existing, nix::unistd::AccessFlags::W_OK).is_ok();
+    let noexec = nix::sys::statvfs::statvfs(existing)
+        .map(|s| s.flags().contains(nix::sys::statvfs::FsFlags::ST_NOEXEC))
+        .unwrap_or(false);
+    let (ok, why) = match (writable, noexec) {
+        (false, _) => (
+            false,
+            "not writable: set BINCTR_CACHE (cache) or use --root (state)",
+        ),
+        (true, true) if what == "cache" => (true, "on a noexec mount: works, through an overlay"),
+        _ => (true, "writable"),
+    };
+    line(what, ok, &format!("{} {why}", dir.display()));
+    ok
+}
+
+/// Mounts an overlay in a scratch directory inside a new user and mount namespace.
+fn overlay_works(mapping: &Mapping) -> bool {
+    let dir = std::env::temp_dir().join(format!("binctr-check-{}", std::process::id()));
+    if fs::create_dir(&dir).is_err() {
+        return false;
+    }
+    let quiet = |e: nix::errno::Errno| crate::error::Error::reported(e as i32);
+    let result = userns::run_inside_with(libc::CLONE_NEWNS, mapping, || {
+        mount(
+            None::<&str>,
+            "/",
+            None::<&str>,
+            MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+            None::<&str>,
+        )
+        .map_err(quiet)?;
+        mount(
+            Some("tmpfs"),
+            &dir,
+            Some("tmpfs"),
+            MsFlags::empty(),
+            None::<&str>,
+        )
+        .map_err(quiet)?;
+        for sub in ["l", "u", "w", "m"] {
+            fs::create_dir(dir.join(sub)).map_err(|_| crate::error::Error::reported(1))?;
+        }
+        let opts = format!(
+            "lowerdir={0}/l,upperdir={0}/u,workdir={0}/w,userxattr",
+            dir.display()
+        );
+        mount(
+            Some("overlay"),
+            &dir.join("m"),
+            Some("overlay"),
+            MsFlags::empty(),
+            Some(opts.as_str()),
+        )
+        .map_err(quiet)
+    });
+    let _ = fs::remove_dir(&dir);
+    result.is_ok()
+}

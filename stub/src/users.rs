@@ -1,0 +1,143 @@
+//! `-u USER[:GROUP]` and the image's User, resolved through the container's own
+//! /etc/passwd and /etc/group (never the host's NSS), as docker does.
+
+use crate::error::{Error, Result};
+use crate::inroot;
+use std::io::Read;
+use std::os::fd::AsFd;
+use std::path::Path;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    pub uid: u32,
+    pub gid: u32,
+    /// Supplementary groups (from /etc/group memberships).
+    pub groups: Vec<u32>,
+    /// The user's home from /etc/passwd, for $HOME.
+    pub home: Option<String>,
+}
+
+impl Identity {
+    pub fn root() -> Identity {
+        Identity {
+            uid: 0,
+            gid: 0,
+            groups: Vec::new(),
+            home: Some("/root".into()),
+        }
+    }
+}
+
+/// Reads a file of the rootfs, resolved inside it.
+fn read_in_root(rootfs: &Path, path: &str) -> String {
+    let Ok(root) = std::fs::File::open(rootfs) else {
+        return String::new();
+    };
+    let Ok(fd) = inroot::open(root.as_fd(), path.as_bytes(), 0) else {
+        return String::new();
+    };
+    // An O_PATH descriptor cannot be read; reopen through /proc.
+    let mut text = String::new();
+    let _ = std::fs::File::open(format!(
+        "/proc/self/fd/{}",
+        std::os::fd::AsRawFd::as_raw_fd(&fd)
+    ))
+    .and_then(|mut f| f.read_to_string(&mut text));
+    text
+}
+
+/// Resolves `spec` (`name`, `uid`, `name:group`, `uid:gid`) against the image.
+pub fn resolve(rootfs: &Path, spec: &str) -> Result<Identity> {
+    let passwd = read_in_root(rootfs, "etc/passwd");
+    let group = read_in_root(rootfs, "etc/group");
+    resolve_in(&passwd, &group, spec)
+}
+
+fn resolve_in(passwd: &str, group: &str, spec: &str) -> Result<Identity> {
+    let (user, grp) = match spec.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (spec, None),
+    };
+    // name:x:uid:gid:gecos:home:shell
+    let entry = passwd
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f.len() >= 4 && (f[0] == user || (!user.is_empty() && f[2] == user)));
+    let (uid, mut gid, name, home) = match (&entry, user.parse::<u32>()) {
+        (Some(f), _) => (
+            f[2].parse::<u32>()
+                .map_err(|_| bad(spec, "bad uid in the image's /etc/passwd"))?,
+            f[3].parse::<u32>()
+                .map_err(|_| bad(spec, "bad gid in the image's /etc/passwd"))?,
+            Some(f[0].to_string()),
+            f.get(5).map(|h| h.to_string()),
+        ),
+        // A number the image does not know: docker runs it with gid 0.
+        (None, Ok(uid)) => (uid, 0, None, None),
+        (None, Err(_)) => {
+            return Err(bad(spec, "no such user in the image's /etc/passwd"));
+        }
+    };
+    // name:x:gid:member,member
+    let groups: Vec<Vec<&str>> = group.lines().map(|l| l.split(':').collect()).collect();
+    if let Some(g) = grp {
+        gid = match groups.iter().find(|f| f.len() >= 3 && f[0] == g) {
+            Some(f) => f[2]
+                .parse()
+                .map_err(|_| bad(spec, "bad gid in the image's /etc/group"))?,
+            None => g
+                .parse()
+                .map_err(|_| bad(spec, "no such group in the image's /etc/group"))?,
+        };
+    }
+    let mut supplementary: Vec<u32> = match &name {
+        Some(n) => groups
+            .iter()
+            .filter(|f| f.len() >= 4 && f[3].split(',').any(|m| m == n))
+            .filter_map(|f| f[2].parse().ok())
+            .collect(),
+        None => Vec::new(),
+    };
+    supplementary.retain(|&g| g != gid);
+    supplementary.sort_unstable();
+    supplementary.dedup();
+    Ok(Identity {
+        uid,
+        gid,
+        groups: supplementary,
+        home,
+    })
+}
+
+fn bad(spec: &str, why: &str) -> Error {
+    Error::new(format!("user '{spec}': {why}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\nwww-data:x:33:33:www:/var/www:/usr/sbin/nologin\napp:x:1000:1000::/home/app:/bin/sh\n";
+    const GROUP: &str = "root:x:0:\nwww-data:x:33:\nstaff:x:50:app,other\napp:x:1000:\n";
+
+    #[test]
+    fn names_and_numbers_resolve() {
+        let app = resolve_in(PASSWD, GROUP, "app").unwrap();
+        assert_eq!(
+            (app.uid, app.gid, app.groups.clone()),
+            (1000, 1000, vec![50])
+        );
+        assert_eq!(app.home.as_deref(), Some("/home/app"));
+        assert_eq!(resolve_in(PASSWD, GROUP, "33").unwrap().gid, 33);
+        let odd = resolve_in(PASSWD, GROUP, "4242").unwrap();
+        assert_eq!((odd.uid, odd.gid), (4242, 0));
+        assert_eq!(resolve_in(PASSWD, GROUP, "app:www-data").unwrap().gid, 33);
+        assert_eq!(resolve_in(PASSWD, GROUP, "app:7").unwrap().gid, 7);
+    }
+
+    #[test]
+    fn unknown_names_are_errors() {
+        assert!(resolve_in(PASSWD, GROUP, "nobody").is_err());
+        assert!(resolve_in(PASSWD, GROUP, "app:nogroup").is_err());
+    }
+}
