@@ -98,7 +98,7 @@ pub fn ensure_rootfs(packed: &Packed, mapping: &Mapping) -> Result<Rootfs> {
     };
     if rootfs.rootfs().is_dir() {
         debug!("rootfs: cached at {}", entry.display());
-        touch(&entry);
+        touch(&root.join(format!("{key}.lock")));
         return Ok(rootfs);
     }
     prepare_root(&root)?;
@@ -157,11 +157,12 @@ pub fn ensure_rootfs(packed: &Packed, mapping: &Mapping) -> Result<Rootfs> {
     Ok(rootfs)
 }
 
-/// The last use of a cache entry is its directory's mtime.
-fn touch(entry: &Path) {
+/// The last use of a cache entry is its lock file's mtime (the entry itself is never
+/// written after its rename).
+fn touch(lock: &Path) {
     let _ = nix::sys::stat::utimensat(
         None,
-        entry,
+        lock,
         &nix::sys::time::TimeSpec::UTIME_OMIT,
         &nix::sys::time::TimeSpec::UTIME_NOW,
         nix::sys::stat::UtimensatFlags::FollowSymlink,
@@ -365,7 +366,10 @@ pub fn list() -> Result<()> {
         } else {
             "single"
         };
-        let used = fs::metadata(&path).and_then(|m| m.modified()).ok();
+        let used = fs::metadata(format!("{}.lock", path.display()))
+            .or_else(|_| fs::metadata(&path))
+            .and_then(|m| m.modified())
+            .ok();
         println!(
             "{:<14} {:>10} {:<17} {:<6} {image}",
             &name[..name.len().min(12)],

@@ -348,11 +348,11 @@ impl Test {
         self.busybox_cmd(args).run()
     }
 
-    /// The extracted rootfs directories (`<64 hex>`) in this test's cache.
+    /// The extracted rootfs directories (`<64 hex>[-subid-...]`) in this test's cache.
     pub fn cache_digest_dirs(&self) -> Vec<PathBuf> {
         cache_entries(&self.cache())
             .into_iter()
-            .filter(|(name, _)| is_digest(name))
+            .filter(|(name, _)| is_cache_entry(name))
             .map(|(_, path)| path)
             .collect()
     }
@@ -400,6 +400,14 @@ pub fn cache_entries(cache: &Path) -> Vec<(String, PathBuf)> {
 }
 
 /// 64 lowercase hex characters: a sha256 written out.
+/// A cache entry's name: the payload digest, and a suffix naming the id mapping when
+/// it is not the single one (`-subid-START-COUNT-START-COUNT`).
+pub fn is_cache_entry(name: &str) -> bool {
+    name.get(..64).is_some_and(is_digest)
+        && (name.len() == 64 || name[64..].starts_with("-subid-"))
+        && !name.ends_with(".lock")
+}
+
 pub fn is_digest(s: &str) -> bool {
     s.len() == 64
         && s.bytes()

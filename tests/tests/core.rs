@@ -7,8 +7,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use binctr_tests::{
-    cache_entries, find_sha256, host_file, identity, is_digest, random_bytes, Test, CONTAINER_PATH,
-    VERSION,
+    cache_entries, find_sha256, host_file, identity, is_cache_entry, is_digest, random_bytes, Test,
+    CONTAINER_PATH, VERSION,
 };
 
 // ---- running commands -------------------------------------------------------------------
@@ -369,7 +369,7 @@ fn default_cache_is_under_the_home_directory() {
     let cache = t.home().join(".cache/binctr");
     let digests: Vec<_> = cache_entries(&cache)
         .into_iter()
-        .filter(|(n, _)| is_digest(n))
+        .filter(|(n, _)| is_cache_entry(n))
         .collect();
     assert_eq!(
         digests.len(),
