@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 target=x86_64-unknown-linux-musl
-stub=$root/target/$target/release/binctr-stub
+# The stub is built with the `stub` profile (Cargo.toml): small, hot loops at -O3.
+stub=$root/target/$target/stub/binctr-stub
 max_stub_bytes=$((1024 * 1024))
 
 say() { printf 'build.sh: %s\n' "$*" >&2; }
@@ -17,7 +18,7 @@ if ! rustup target list --installed | grep -qx "$target"; then
 fi
 
 say "building the stub for $target"
-cargo build --release -p binctr-stub --target "$target"
+cargo build --profile stub -p binctr-stub --target "$target"
 [[ -f $stub ]] || die "the stub was not built: $stub is missing"
 
 # The stub must run on any Linux machine: no dynamic loader, no shared libraries.
@@ -45,9 +46,10 @@ for pair in "$stub:binctr-stub" "$root/target/release/binctr-pack:binctr-pack"; 
     src=${pair%%:*}
     name=${pair##*:}
     [[ -f $src ]] || die "$src was not built"
-    cp "$src" "dist/.$name.tmp"
-    chmod 0755 "dist/.$name.tmp"
-    mv -f "dist/.$name.tmp" "dist/$name"
+    tmp="dist/.$name.tmp.$$"
+    cp "$src" "$tmp"
+    chmod 0755 "$tmp"
+    mv -f "$tmp" "dist/$name"
 done
 
 stub_bytes=$(stat -c %s dist/binctr-stub)

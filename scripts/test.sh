@@ -55,7 +55,7 @@ done
 say "building dist/"
 bash scripts/build.sh </dev/null || die "scripts/build.sh failed (see above): nothing to test"
 # The packer's build script embeds this stub; clippy and cargo test build the packer too.
-export BINCTR_STUB=$root/target/x86_64-unknown-linux-musl/release/binctr-stub
+export BINCTR_STUB=$root/target/x86_64-unknown-linux-musl/stub/binctr-stub
 
 # --- 3. Example image --------------------------------------------------------------------
 say "making the example image"

@@ -194,7 +194,16 @@ pub fn run(
         }
         _ => None,
     };
-    let exit = monitor(container, &watched, spec.stop_signal, master, true);
+    // Only when the command shares our terminal did the kernel give it the
+    // terminal's signals too; in a pty of its own it depends on us (a hangup).
+    let shares_terminal = spec.terminal == Terminal::Inherit;
+    let exit = monitor(
+        container,
+        &watched,
+        spec.stop_signal,
+        master,
+        shares_terminal,
+    );
     drop(raw);
     let _ = hooks::run(
         &spec.hooks,

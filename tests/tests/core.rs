@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use binctr_tests::{
-    cache_entries, find_sha256, host_file, identity, is_cache_entry, is_digest, random_bytes, Test,
+    cache_entries, find_sha256, host_file, identity, is_cache_entry, random_bytes, Test,
     CONTAINER_PATH, VERSION,
 };
 
