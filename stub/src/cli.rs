@@ -234,6 +234,8 @@ pub struct RunSpec {
     pub pid_file: Option<PathBuf>,
     /// The container's id.
     pub id: String,
+    /// The user chose the id (so it must be unique among running containers).
+    pub explicit_id: bool,
     pub state_root: PathBuf,
     pub hooks: Vec<Hook>,
     pub terminal: Terminal,
@@ -510,6 +512,7 @@ impl RunSpec {
             detach: flags.detach,
             log: flags.log.as_deref().map(absolute),
             pid_file: flags.pid_file.as_deref().map(absolute),
+            explicit_id: flags.id.is_some(),
             id,
             state_root,
             hooks,

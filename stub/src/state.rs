@@ -12,10 +12,12 @@ use std::path::{Path, PathBuf};
 
 pub struct State {
     pub id: String,
-    pub dir: PathBuf,
+    /// None: a plain foreground run with a generated id keeps no state on disk (nothing
+    /// needs it, and a start should not wait on a filesystem).
+    pub dir: Option<PathBuf>,
     /// flock'd for the container's whole life (the lock lives while any copy of this
     /// open file does: the detached monitor's, PID 1's).
-    _lock: File,
+    _lock: Option<File>,
 }
 
 /// Creates the state root 0700 and checks an existing one is ours.
@@ -47,8 +49,16 @@ fn prepare_root(root: &Path) -> Result<()> {
 }
 
 impl State {
-    /// Takes the container id: refused while another container holds it.
+    /// Takes the container id: refused while another container holds it. State is kept
+    /// on disk only when something uses it: -d, --id, hooks.
     pub fn create(spec: &RunSpec) -> Result<State> {
+        if !(spec.detach || spec.explicit_id || !spec.hooks.is_empty()) {
+            return Ok(State {
+                id: spec.id.clone(),
+                dir: None,
+                _lock: None,
+            });
+        }
         prepare_root(&spec.state_root)?;
         let dir = spec.state_root.join(&spec.id);
         match DirBuilder::new().mode(0o700).create(&dir) {
@@ -80,8 +90,8 @@ impl State {
         debug!("state: {}", dir.display());
         Ok(State {
             id: spec.id.clone(),
-            dir,
-            _lock: lock,
+            dir: Some(dir),
+            _lock: Some(lock),
         })
     }
 
@@ -92,7 +102,7 @@ impl State {
             "id": self.id,
             "status": status,
             "pid": pid,
-            "bundle": self.dir,
+            "bundle": self.dir.as_deref().unwrap_or(std::path::Path::new("")),
             "annotations": {},
         })
         .to_string()
@@ -100,15 +110,20 @@ impl State {
 
     /// Records the state for other tools (`state.json`, replaced atomically).
     pub fn record(&self, status: &str, pid: libc::pid_t) -> Result<()> {
-        write_atomically(
-            &self.dir.join("state.json"),
-            self.oci_json(status, pid).as_bytes(),
-        )
+        match &self.dir {
+            Some(dir) => write_atomically(
+                &dir.join("state.json"),
+                self.oci_json(status, pid).as_bytes(),
+            ),
+            None => Ok(()),
+        }
     }
 
     /// Removes the state directory (the container has exited).
     pub fn remove(self) {
-        let _ = fs::remove_dir_all(&self.dir);
+        if let Some(dir) = &self.dir {
+            let _ = fs::remove_dir_all(dir);
+        }
     }
 }
 

@@ -175,19 +175,36 @@ pub fn write_maps(pid: libc::pid_t, mapping: &Mapping) -> Result<()> {
         Mapping::Single { uid, gid } => write_single_maps(pid, *uid, *gid),
         Mapping::Subid { uids, gids } => {
             // No setgroups=deny here: setgroups() must keep working inside (su, apt).
-            run_map_helper("newuidmap", pid, nix::unistd::getuid().as_raw(), *uids)?;
-            run_map_helper("newgidmap", pid, nix::unistd::getgid().as_raw(), *gids)
+            // Both helpers at once: each is a setuid program's whole start-up.
+            let uid_helper =
+                spawn_map_helper("newuidmap", pid, nix::unistd::getuid().as_raw(), *uids)?;
+            let gid_helper =
+                spawn_map_helper("newgidmap", pid, nix::unistd::getgid().as_raw(), *gids);
+            let uid_done = finish_map_helper(uid_helper);
+            let gid_done = gid_helper.and_then(finish_map_helper);
+            uid_done.and(gid_done)
         }
     }
 }
 
-fn run_map_helper(name: &str, pid: libc::pid_t, own: u32, range: Range) -> Result<()> {
+struct MapHelper {
+    name: &'static str,
+    args: Vec<String>,
+    child: std::process::Child,
+}
+
+fn spawn_map_helper(
+    name: &'static str,
+    pid: libc::pid_t,
+    own: u32,
+    range: Range,
+) -> Result<MapHelper> {
     let helper = helper_path(name).ok_or_else(|| {
         Error::new(format!(
             "{name} is not installed (Debian: apt install uidmap)"
         ))
     })?;
-    let args = [
+    let args = vec![
         pid.to_string(),
         "0".into(),
         own.to_string(),
@@ -196,14 +213,28 @@ fn run_map_helper(name: &str, pid: libc::pid_t, own: u32, range: Range) -> Resul
         range.start.to_string(),
         range.count.to_string(),
     ];
-    let out = Command::new(&helper).args(&args).output().map_err(|e| {
-        Error::new(format!(
-            "cannot run {}: {}",
-            helper.display(),
-            crate::error::plain(&e)
-        ))
-    })?;
-    // youki ignores this status; a failed helper means no mapping at all.
+    let child = Command::new(&helper)
+        .args(&args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| {
+            Error::new(format!(
+                "cannot run {}: {}",
+                helper.display(),
+                crate::error::plain(&e)
+            ))
+        })?;
+    Ok(MapHelper { name, args, child })
+}
+
+/// Waits for a helper; youki ignores this status, but a failed helper means no mapping.
+fn finish_map_helper(helper: MapHelper) -> Result<()> {
+    let MapHelper { name, args, child } = helper;
+    let out = child
+        .wait_with_output()
+        .map_err(|e| Error::new(format!("{name}: {}", crate::error::plain(&e))))?;
     if !out.status.success() {
         let why = String::from_utf8_lossy(&out.stderr);
         return Err(Error::new(format!(
