@@ -39,31 +39,33 @@ pub fn cache_root() -> Result<PathBuf> {
     ))
 }
 
-/// Creates the cache directory (0700) or checks that an existing one is ours and private:
-/// it holds setuid files of the user's images, which nobody else may reach.
-fn prepare_root(root: &Path) -> Result<()> {
+/// Creates `dir` (0700) or checks that an existing one is ours, and makes it private.
+/// The cache holds setuid files of the user's images, the state root the locks of
+/// running containers: nobody else may reach either. `what` names it in errors, `fix`
+/// says how to choose another.
+pub fn private_dir(dir: &Path, what: &str, fix: &str) -> Result<()> {
     DirBuilder::new()
         .recursive(true)
         .mode(0o700)
-        .create(root)
+        .create(dir)
         .with_context(|| {
             format!(
-                "cannot create the cache directory {} (set BINCTR_CACHE to a writable directory)",
-                root.display()
+                "cannot create the {what} directory {} ({fix})",
+                dir.display()
             )
         })?;
-    let meta = fs::metadata(root).with_context(|| format!("cannot stat {}", root.display()))?;
+    let meta = fs::metadata(dir).with_context(|| format!("cannot stat {}", dir.display()))?;
     let uid = nix::unistd::geteuid().as_raw();
     if meta.uid() != uid {
         return Err(Error::new(format!(
-            "the cache directory {} belongs to uid {}, not to you (uid {uid}): set BINCTR_CACHE to a directory of your own",
-            root.display(),
+            "the {what} directory {} belongs to uid {}, not to you (uid {uid}): {fix}",
+            dir.display(),
             meta.uid()
         )));
     }
     if meta.mode() & 0o077 != 0 {
-        fs::set_permissions(root, fs::Permissions::from_mode(0o700))
-            .with_context(|| format!("cannot make {} private (chmod 700)", root.display()))?;
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("cannot make {} private (chmod 700)", dir.display()))?;
     }
     Ok(())
 }
@@ -101,7 +103,11 @@ pub fn ensure_rootfs(packed: &Packed, mapping: &Mapping) -> Result<Rootfs> {
         touch(&root.join(format!("{key}.lock")));
         return Ok(rootfs);
     }
-    prepare_root(&root)?;
+    private_dir(
+        &root,
+        "cache",
+        "set BINCTR_CACHE to a directory of your own",
+    )?;
     let lock_path = root.join(format!("{key}.lock"));
     let lock = OpenOptions::new()
         .read(true)

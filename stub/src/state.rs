@@ -7,7 +7,7 @@ use crate::error::{Context, Error, Result};
 use crate::log::debug;
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 pub struct State {
@@ -18,34 +18,6 @@ pub struct State {
     /// flock'd for the container's whole life (the lock lives while any copy of this
     /// open file does: the detached monitor's, PID 1's).
     _lock: Option<File>,
-}
-
-/// Creates the state root 0700 and checks an existing one is ours.
-fn prepare_root(root: &Path) -> Result<()> {
-    DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(root)
-        .with_context(|| {
-            format!(
-                "cannot create the state directory {} (choose another with --root)",
-                root.display()
-            )
-        })?;
-    let meta = fs::metadata(root).with_context(|| format!("cannot stat {}", root.display()))?;
-    let uid = nix::unistd::geteuid().as_raw();
-    if meta.uid() != uid {
-        return Err(Error::new(format!(
-            "the state directory {} belongs to uid {}, not to you: choose another with --root",
-            root.display(),
-            meta.uid()
-        )));
-    }
-    if meta.mode() & 0o077 != 0 {
-        fs::set_permissions(root, fs::Permissions::from_mode(0o700))
-            .with_context(|| format!("cannot make {} private (chmod 700)", root.display()))?;
-    }
-    Ok(())
 }
 
 impl State {
@@ -59,7 +31,7 @@ impl State {
                 _lock: None,
             });
         }
-        prepare_root(&spec.state_root)?;
+        crate::cache::private_dir(&spec.state_root, "state", "choose another with --root")?;
         let dir = spec.state_root.join(&spec.id);
         match DirBuilder::new().mode(0o700).create(&dir) {
             Ok(()) => {}
