@@ -26,6 +26,7 @@ declare -A needs=(
     [tar]=tar
     [useradd]=passwd
     [cc]=gcc                 # the linker rustc uses
+    [mmdebstrap]=mmdebstrap  # make-nginx-image.sh, make-debian-rootfs.sh
 )
 missing=()
 for cmd in "${!needs[@]}"; do
@@ -62,6 +63,8 @@ say "making the example image"
 bash scripts/make-example-image.sh build </dev/null || die "the example image could not be made (see above)"
 say "making the multi-layer test images (skopeo, umoci)"
 bash scripts/make-test-images.sh build </dev/null || die "the test images could not be made (see above)"
+say "making the nginx image (mmdebstrap, Debian bookworm)"
+bash scripts/make-nginx-image.sh build </dev/null || die "the nginx image could not be made (see above)"
 
 # --- 4. Test user ------------------------------------------------------------------------
 if is_root; then

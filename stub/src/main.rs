@@ -108,14 +108,19 @@ fn start(flags: &cli::Flags, command: Vec<OsString>) -> Result<i32> {
             userns::Mapping::Subid { uids, gids }
         }
     };
-    log::debug!(
-        "user: {}:{} groups {:?}; {}",
-        identity.uid,
-        identity.gid,
-        identity.groups,
-        spec.mapping.describe()
-    );
     spec.set_identity(identity);
+    log::debug!(
+        "user: {}:{} groups {:?}; {}; chown/setuid {}",
+        spec.identity.uid,
+        spec.identity.gid,
+        spec.identity.groups,
+        spec.mapping.describe(),
+        if spec.fake_root() {
+            "faked (fake root)"
+        } else {
+            "real"
+        }
+    );
     let state = State::create(&spec)?;
     if spec.detach {
         return detach(&spec, &rootfs, state);

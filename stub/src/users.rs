@@ -11,7 +11,7 @@ use std::path::Path;
 pub struct Identity {
     pub uid: u32,
     pub gid: u32,
-    /// Supplementary groups (from /etc/group memberships).
+    /// Supplementary groups: /etc/group memberships and the primary group.
     pub groups: Vec<u32>,
     /// The user's home from /etc/passwd, for $HOME.
     pub home: Option<String>,
@@ -98,7 +98,8 @@ fn resolve_in(passwd: &str, group: &str, spec: &str) -> Result<Identity> {
             .collect(),
         None => Vec::new(),
     };
-    supplementary.retain(|&g| g != gid);
+    // initgroups(3) semantics: the primary group is among the groups too.
+    supplementary.push(gid);
     supplementary.sort_unstable();
     supplementary.dedup();
     Ok(Identity {
