@@ -126,7 +126,7 @@ mod tests {
         let app = resolve_in(PASSWD, GROUP, "app").unwrap();
         assert_eq!(
             (app.uid, app.gid, app.groups.clone()),
-            (1000, 1000, vec![50])
+            (1000, 1000, vec![50, 1000])
         );
         assert_eq!(app.home.as_deref(), Some("/home/app"));
         assert_eq!(resolve_in(PASSWD, GROUP, "33").unwrap().gid, 33);
