@@ -65,6 +65,8 @@ say "making the multi-layer test images (skopeo, umoci)"
 bash scripts/make-test-images.sh build </dev/null || die "the test images could not be made (see above)"
 say "making the nginx image (mmdebstrap, Debian bookworm)"
 bash scripts/make-nginx-image.sh build </dev/null || die "the nginx image could not be made (see above)"
+say "making the Debian rootfs (hostile.rs: SIGKILL mid-extraction, a full cache, seccomp)"
+bash scripts/make-debian-rootfs.sh </dev/null || die "the Debian rootfs could not be made (see above)"
 
 # --- 4. Test user ------------------------------------------------------------------------
 if is_root; then
@@ -113,6 +115,7 @@ cargo_test_workspace() { cargo test --workspace --no-fail-fast --color=never 2>&
 check fmt cargo fmt --all -- --check
 check clippy cargo clippy --workspace --all-targets -- -D warnings
 check tests cargo_test_workspace
+check fuzz bash scripts/fuzz.sh "${FUZZ_SECONDS:-30}"
 
 say "summary"
 printf '  BINCTR_DIST=%s BINCTR_FIXTURES=%s BINCTR_TEST_USER=%s\n' \

@@ -341,14 +341,14 @@ pub mod tests {
         let dir = TempDir::new();
         let stub = fake_stub();
         let mut packed = stub.clone();
-        packed.extend_from_slice(b"PAYLOADCONFIG");
+        packed.extend_from_slice(b"PAYLOAD-BYTESCONFIG");
         let footer = Footer {
             version: binctr_format::FORMAT_VERSION,
             flags: 0,
             payload_offset: stub.len() as u64,
-            payload_len: 7,
+            payload_len: 13,
             config_len: 6,
-            payload_sha256: binctr_format::Sha256Digest::of(b"PAYLOAD"),
+            payload_sha256: binctr_format::Sha256Digest::of(b"PAYLOAD-BYTES"),
             config_sha256: binctr_format::Sha256Digest::of(b"CONFIG"),
         };
         packed.extend_from_slice(&footer.encode());

@@ -315,6 +315,7 @@ fn unpack<R: Read>(
         let entries = archive
             .entries()
             .map_err(|e| Error::new(format!("payload is not a tar: {e}")))?;
+        let mut last = Vec::new();
         for entry in entries {
             if let Some(signal) = sys::pending_signal(&stop) {
                 return Err(Error::interrupted(
@@ -322,7 +323,13 @@ fn unpack<R: Read>(
                     "while extracting the image; the cache is left as it was",
                 ));
             }
-            let mut entry = entry.map_err(|e| Error::new(format!("payload tar: {e}")))?;
+            let mut entry = entry.map_err(|e| {
+                Error::new(format!(
+                    "damaged packed file: the payload tar breaks after '{}' ({e})",
+                    crate::extract::printable(&last)
+                ))
+            })?;
+            last = entry.path_bytes().into_owned();
             extractor.entry(&mut entry)?;
         }
     }
@@ -338,6 +345,11 @@ fn unpack<R: Read>(
     }
     for file in [&b"etc/resolv.conf"[..], b"etc/hosts", b"etc/hostname"] {
         extractor.ensure_file(file)?;
+    }
+    if extractor.summary.entries == 0 {
+        return Err(Error::new(
+            "damaged packed file: the payload holds no files (pack the image again)",
+        ));
     }
     // Read the frame to its end: this checks lz4's content checksum.
     io::copy(&mut decoder, &mut io::sink())

@@ -57,9 +57,15 @@ pub struct Extractor {
 fn refuse(name: &[u8], why: &str) -> Error {
     Error::new(format!(
         "cannot extract '{}' from the image: {}",
-        String::from_utf8_lossy(name),
+        printable(name),
         crate::error::plain(&why)
     ))
+}
+
+/// A name from the image as one line of plain text: control characters (a newline, a
+/// terminal escape) are escaped, so a hostile name cannot forge lines or colours.
+pub fn printable(name: &[u8]) -> String {
+    String::from_utf8_lossy(name).escape_debug().to_string()
 }
 
 /// The entry's path as clean relative components: `./` and leading `/` dropped,
@@ -274,12 +280,12 @@ impl Extractor {
     }
 
     /// The parent directory of an entry, created (0700) when the tar did not list it.
-    fn parent_dir(&mut self, parent: &[u8]) -> Result<BorrowedFd<'_>> {
+    /// Errors name `entry`, the tar entry being written.
+    fn parent_dir(&mut self, parent: &[u8], entry: &[u8]) -> Result<BorrowedFd<'_>> {
         let cached = matches!(&self.parent, Some((p, _)) if p == parent);
         if !cached {
-            let fd = inroot::mkdir_all(self.root.as_fd(), parent, 0o755).map_err(|e| {
-                refuse(parent, &format!("cannot open or create its directory: {e}"))
-            })?;
+            let fd = inroot::mkdir_all(self.root.as_fd(), parent, 0o755)
+                .map_err(|e| refuse(entry, &format!("cannot open or create its directory: {e}")))?;
             self.parent = Some((parent.to_vec(), fd));
         }
         Ok(self
@@ -348,7 +354,7 @@ impl Extractor {
             tar::EntryType::Directory => {
                 // Already a directory (or a symlink to one, kept): only its metadata is due.
                 if self.open_dir(&path).is_err() {
-                    let dir = self.parent_dir(parent)?;
+                    let dir = self.parent_dir(parent, &raw)?;
                     match at::mkdir(dir, &name, 0o700) {
                         Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
                             at::remove(dir, &name).and_then(|()| at::mkdir(dir, &name, 0o700))
@@ -365,7 +371,7 @@ impl Extractor {
                 });
             }
             tar::EntryType::Regular | tar::EntryType::Continuous => {
-                let dir = self.parent_dir(parent)?;
+                let dir = self.parent_dir(parent, &raw)?;
                 let mut file = match at::create_file(dir, &name) {
                     Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
                         at::remove(dir, &name).and_then(|()| at::create_file(dir, &name))
@@ -373,16 +379,25 @@ impl Extractor {
                     other => other,
                 }
                 .map_err(|e| refuse(&raw, &format!("cannot create file: {e}")))?;
+                let size = entry.header().size().unwrap_or(0);
                 let buf = &mut self.buf;
+                let mut written = 0u64;
                 loop {
                     let n = match entry.read(buf) {
                         Ok(0) => break,
                         Ok(n) => n,
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                        Err(e) => return Err(Error::new(format!("cannot read the payload: {e}"))),
+                        Err(e) => return Err(refuse(&raw, &format!("cannot read it: {e}"))),
                     };
                     file.write_all(&buf[..n])
                         .map_err(|e| refuse(&raw, &format!("cannot write: {e}")))?;
+                    written += n as u64;
+                }
+                if written != size {
+                    return Err(refuse(
+                        &raw,
+                        &format!("the payload ends inside it ({written} of {size} bytes): the file is damaged"),
+                    ));
                 }
                 // Owner first: chown clears the setuid and setgid bits the mode sets.
                 let counts = apply_attrs(AttrTarget::File(&file), &attrs, self.keep_owners);
@@ -394,7 +409,7 @@ impl Extractor {
             }
             tar::EntryType::Symlink => {
                 let target = cstr(link_target.as_deref().unwrap_or_default());
-                let dir = self.parent_dir(parent)?;
+                let dir = self.parent_dir(parent, &raw)?;
                 match at::symlink(&target, dir, &name) {
                     Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
                         at::remove(dir, &name).and_then(|()| at::symlink(&target, dir, &name))
@@ -408,13 +423,19 @@ impl Extractor {
                 self.summary.add(counts);
             }
             tar::EntryType::Link => {
-                let target = clean_path(link_target.as_deref().unwrap_or_default())?;
+                let target =
+                    clean_path(link_target.as_deref().unwrap_or_default()).map_err(|_| {
+                        refuse(
+                            &raw,
+                            "its hard link target climbs out of the root with '..'",
+                        )
+                    })?;
                 let (tparent, tname) = split_parent(&target);
                 let from = self
                     .open_dir(tparent)
                     .map_err(|e| refuse(&raw, &format!("hard link target missing: {e}")))?;
                 let tname = cstr(tname);
-                let dir = self.parent_dir(parent)?;
+                let dir = self.parent_dir(parent, &raw)?;
                 match at::link(from.as_fd(), &tname, dir, &name) {
                     Err(e) if e.raw_os_error() == Some(libc::EEXIST) => at::remove(dir, &name)
                         .and_then(|()| at::link(from.as_fd(), &tname, dir, &name)),
@@ -431,7 +452,7 @@ impl Extractor {
                 })?;
             }
             tar::EntryType::Fifo => {
-                let dir = self.parent_dir(parent)?;
+                let dir = self.parent_dir(parent, &raw)?;
                 match at::mknod(dir, &name, libc::S_IFIFO | mode) {
                     Err(e) if e.raw_os_error() == Some(libc::EEXIST) => at::remove(dir, &name)
                         .and_then(|()| at::mknod(dir, &name, libc::S_IFIFO | mode)),
@@ -459,7 +480,7 @@ impl Extractor {
             return Ok(());
         }
         let (parent, name) = split_parent(path);
-        let dir = self.parent_dir(parent)?;
+        let dir = self.parent_dir(parent, path)?;
         let name = cstr(name);
         // A symlink or file in the way is left alone: the container sees the image as is.
         if at::mkdir(dir, &name, 0o700).is_ok() {

@@ -490,10 +490,8 @@ fn inspect_shows_config_and_provenance() {
     assert_eq!(docker["config"]["cmd"], c["cmd"]);
     let flat = fixture("img-flat.tar");
     let flat_config = inspect(&t, &pack(&t, &flat, "flat", &[]));
-    assert_eq!(
-        flat_config["config"]["reference"],
-        flat.display().to_string()
-    );
+    // The file's name, not where it lies on this machine.
+    assert_eq!(flat_config["config"]["reference"], "img-flat.tar");
     // The human form, and files that are not packed.
     let text = t.packer().arg("inspect").arg(t.dir.join("oci")).run();
     text.assert_success();

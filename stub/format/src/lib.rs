@@ -24,6 +24,8 @@ pub const FORMAT_VERSION: u32 = 1;
 pub const FOOTER_LEN: usize = 8 + 4 + 4 + 8 + 8 + 8 + 32 + 32 + 8;
 /// The config JSON schema this code writes and the newest it understands.
 pub const CONFIG_VERSION: u32 = 1;
+/// The smallest lz4 frame: magic, descriptor, end mark.
+pub const MIN_PAYLOAD_LEN: u64 = 11;
 /// A config larger than this is refused before it is read (it is a few KiB in practice).
 pub const MAX_CONFIG_LEN: u64 = 16 << 20;
 
@@ -193,6 +195,12 @@ impl Footer {
         if self.payload_offset == 0 {
             return Err(FormatError::BadLayout("no stub before the payload".into()));
         }
+        if self.payload_len < MIN_PAYLOAD_LEN {
+            return Err(FormatError::BadLayout(format!(
+                "a payload of {} bytes, too short for an lz4 frame",
+                self.payload_len
+            )));
+        }
         match self.file_len() {
             Some(len) if len == file_len => Ok(()),
             Some(len) => Err(FormatError::BadLayout(format!(
@@ -351,6 +359,14 @@ mod tests {
         assert_eq!(err, FormatError::NoFooter);
         assert!(err.to_string().contains("stripped or truncated"));
         assert_eq!(Footer::decode(&[], 0).unwrap_err(), FormatError::NoFooter);
+    }
+
+    #[test]
+    fn footer_rejects_an_empty_payload() {
+        let (mut footer, _) = sample();
+        footer.payload_len = 0;
+        let err = Footer::decode(&footer.encode(), footer.file_len().unwrap()).unwrap_err();
+        assert!(matches!(err, FormatError::BadLayout(_)), "{err:?}");
     }
 
     #[test]
