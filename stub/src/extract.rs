@@ -206,12 +206,20 @@ mod at {
         }
         Err(err)
     }
-    pub fn create_file(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<File> {
+    /// Creates `name` with its final permission bits (the extraction runs with umask 0),
+    /// so no chmod follows; the descriptor is writable whatever the bits say.
+    pub fn create_file(dir: BorrowedFd<'_>, name: &CStr, mode: u32) -> io::Result<File> {
         let flags =
             libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC;
         // SAFETY: `name` is NUL-terminated and `dir` is an open descriptor.
-        let fd =
-            unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), flags, 0o600 as libc::c_uint) };
+        let fd = unsafe {
+            libc::openat(
+                dir.as_raw_fd(),
+                name.as_ptr(),
+                flags,
+                (mode & 0o777) as libc::c_uint,
+            )
+        };
         let fd = last_err(fd, fd)?;
         // SAFETY: the descriptor was just returned by the kernel and is owned by no one else.
         Ok(unsafe { File::from_raw_fd(fd) })
@@ -352,16 +360,19 @@ impl Extractor {
         let name = cstr(name);
         match kind {
             tar::EntryType::Directory => {
-                // Already a directory (or a symlink to one, kept): only its metadata is due.
-                if self.open_dir(&path).is_err() {
-                    let dir = self.parent_dir(parent, &raw)?;
-                    match at::mkdir(dir, &name, 0o700) {
-                        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
-                            at::remove(dir, &name).and_then(|()| at::mkdir(dir, &name, 0o700))
-                        }
-                        other => other,
+                let dir = self.parent_dir(parent, &raw)?;
+                if let Err(e) = at::mkdir(dir, &name, 0o700) {
+                    if e.raw_os_error() != Some(libc::EEXIST) {
+                        return Err(refuse(&raw, &format!("cannot create directory: {e}")));
                     }
-                    .map_err(|e| refuse(&raw, &format!("cannot create directory: {e}")))?;
+                    // Already a directory (or a symlink to one, kept): only its metadata
+                    // is due. Anything else there is replaced.
+                    if self.open_dir(&path).is_err() {
+                        let dir = self.parent_dir(parent, &raw)?;
+                        at::remove(dir, &name)
+                            .and_then(|()| at::mkdir(dir, &name, 0o700))
+                            .map_err(|e| refuse(&raw, &format!("cannot create directory: {e}")))?;
+                    }
                 }
                 self.dirs.push(DirMeta {
                     path,
@@ -372,9 +383,9 @@ impl Extractor {
             }
             tar::EntryType::Regular | tar::EntryType::Continuous => {
                 let dir = self.parent_dir(parent, &raw)?;
-                let mut file = match at::create_file(dir, &name) {
+                let mut file = match at::create_file(dir, &name, mode) {
                     Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
-                        at::remove(dir, &name).and_then(|()| at::create_file(dir, &name))
+                        at::remove(dir, &name).and_then(|()| at::create_file(dir, &name, mode))
                     }
                     other => other,
                 }
@@ -399,10 +410,13 @@ impl Extractor {
                         &format!("the payload ends inside it ({written} of {size} bytes): the file is damaged"),
                     ));
                 }
-                // Owner first: chown clears the setuid and setgid bits the mode sets.
                 let counts = apply_attrs(AttrTarget::File(&file), &attrs, self.keep_owners);
-                file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))
-                    .map_err(|e| refuse(&raw, &format!("cannot set mode: {e}")))?;
+                // The permission bits came with the create; setuid, setgid and sticky do
+                // not survive the write and the chown above, so they are set last.
+                if mode & 0o7000 != 0 {
+                    file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))
+                        .map_err(|e| refuse(&raw, &format!("cannot set mode: {e}")))?;
+                }
                 at::set_file_times(&file, mtime)
                     .map_err(|e| refuse(&raw, &format!("cannot set mtime: {e}")))?;
                 self.summary.add(counts);
@@ -536,10 +550,8 @@ impl Extractor {
         let Ok(dir) = self.open_dir(parent) else {
             return Ok(());
         };
-        let name = cstr(name);
-        if let Ok(file) = at::create_file(dir.as_fd(), &name) {
-            let _ = file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644));
-        }
+        // Something there already (a file, a symlink) is left as the image has it.
+        let _ = inroot::create_file_at(dir.as_fd(), name, 0o644);
         Ok(())
     }
 }
