@@ -100,7 +100,8 @@ chrun=$(mean_ms "$work/warm.json" 6)
 floor=$(mean_ms "$work/warm.json" 7)
 # The default maps ids with newuidmap/newgidmap when the user has a subordinate range
 # (this test user has one): two setuid helpers per start.
-mapping=$(as_user ./busybox -D /bin/true 2>&1 | grep -m1 -o 'userns: [a-z ]*' || echo 'userns: ?')
+debug_out=$(as_user ./busybox -D /bin/true 2>&1 || true)
+mapping=$(grep -m1 -o 'userns: [a-z ]*' <<<"$debug_out" || echo 'userns: ?')
 
 say "2. first run: extraction of the Debian rootfs ($(($(stat -c %s build/debian-rootfs.tar) / 1024 / 1024)) MiB tar)"
 # The stub skips device nodes (unprivileged mknod fails); so does tar here, for a fair race.
