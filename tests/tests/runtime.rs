@@ -896,6 +896,11 @@ impl PtyRun {
 
     /// Starts the packed busybox with ARGS on this terminal, as its session leader.
     fn spawn(&mut self, t: &Test, args: &[&str]) {
+        self.spawn_file(t, &t.busybox(), args);
+    }
+
+    /// Starts the packed FILE with ARGS on this terminal, as its session leader.
+    fn spawn_file(&mut self, t: &Test, file: &Path, args: &[&str]) {
         assert!(self.child.is_none(), "already running");
         let slave_path = self.slave_path.clone();
 
@@ -906,10 +911,10 @@ impl PtyRun {
                     .arg(format!("--regid={}", user.gid))
                     .arg("--init-groups")
                     .arg("--")
-                    .arg(t.busybox());
+                    .arg(file);
                 c
             }
-            None => Command::new(t.busybox()),
+            None => Command::new(file),
         };
         let dup = || Stdio::from(self.slave.try_clone().expect("dup the pty slave"));
         command
@@ -930,12 +935,9 @@ impl PtyRun {
                 Ok(())
             });
         }
-        let child = command.spawn().unwrap_or_else(|e| {
-            panic!(
-                "cannot start {} on {slave_path}: {e}",
-                t.busybox().display()
-            )
-        });
+        let child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {} on {slave_path}: {e}", file.display()));
         self.child = Some(child);
     }
 
@@ -1821,4 +1823,27 @@ fn socket_activation_descriptors_pass_through() {
     )
     .run();
     out.assert_success().assert_stdout("[]\nclosed\n");
+}
+
+#[test]
+fn a_long_first_run_shows_its_progress_on_a_terminal() {
+    // The Debian rootfs takes seconds to extract here: more than the one second after
+    // which the stub starts drawing its progress line on a terminal (and only there:
+    // core.rs checks that a first run is silent when stderr is not a terminal).
+    let t = Test::new("first_run_progress");
+    let packed = t.pack(&t.env.fixture("debian-rootfs.tar"), "debian");
+    let mut run = PtyRun::open(&t, 24, 100);
+    run.spawn_file(&t, &packed, &["--userns", "single", "/bin/true"]);
+    let status = run.wait_exit(Duration::from_secs(240));
+    let transcript = run.transcript();
+    assert!(status.success(), "the first run failed:\n{transcript}");
+    assert!(
+        transcript.contains("binctr: extracting") && transcript.contains('%'),
+        "no progress line on the terminal during a long first run:\n{transcript}"
+    );
+    // (The transcript shows control characters escaped.)
+    assert!(
+        transcript.ends_with("\\u{1b}[2K\""),
+        "the progress line was not cleared at the end:\n{transcript}"
+    );
 }
