@@ -896,7 +896,7 @@ impl PtyRun {
 
     /// Starts the packed busybox with ARGS on this terminal, as its session leader.
     fn spawn(&mut self, t: &Test, args: &[&str]) {
-        self.spawn_file(t, &t.busybox(), args);
+        self.spawn_file(t, t.busybox(), args);
     }
 
     /// Starts the packed FILE with ARGS on this terminal, as its session leader.
