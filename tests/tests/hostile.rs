@@ -19,9 +19,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use binctr_tests::{cache_entries, Env, Output, Test};
+use binctr_tests::{cache_entries, wait_until, Env, Output, Test};
 
 // ---- a tar written by hand --------------------------------------------------------------
 
@@ -1316,18 +1316,6 @@ fn hand_assembled_file_runs() {
 }
 
 // ---- faults during the first extraction -------------------------------------------------
-
-/// Waits until `cond` holds; false after `timeout`.
-fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let until = Instant::now() + timeout;
-    while Instant::now() < until {
-        if cond() {
-            return true;
-        }
-        thread::sleep(Duration::from_millis(5));
-    }
-    cond()
-}
 
 #[test]
 fn sigkill_during_the_first_extraction_then_a_normal_run_works() {

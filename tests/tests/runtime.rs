@@ -14,7 +14,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use binctr_tests::{cache_entries, is_digest, Cmd, Output, Test};
+use binctr_tests::{cache_entries, is_digest, wait_until, Cmd, Output, Test};
 
 /// How long anything that should be quick may take before the test fails.
 const QUICK: Duration = Duration::from_secs(5);
@@ -67,20 +67,6 @@ where
 /// Extracts the rootfs once, so timings that follow measure a warm start only.
 fn warm_up(t: &Test) {
     bb(t, ["true"]).run().assert_success();
-}
-
-/// Polls `cond` every 20 ms until it holds (true) or `timeout` passes (false).
-fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let until = Instant::now() + timeout;
-    loop {
-        if cond() {
-            return true;
-        }
-        if Instant::now() > until {
-            return false;
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// One process of the host, from /proc.

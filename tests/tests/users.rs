@@ -18,10 +18,11 @@ use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Mutex, MutexGuard, OnceLock};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use binctr_tests::{cache_entries, find_sha256, is_cache_entry, Cmd, Output, Test, User};
+use binctr_tests::{
+    cache_entries, find_sha256, is_cache_entry, wait_until, Cmd, Output, Test, User,
+};
 
 /// The loopback port the nginx image listens on (scripts/make-nginx-image.sh).
 const NGINX_PORT: u16 = 18080;
@@ -303,20 +304,6 @@ fn app_image(t: &Test) -> PathBuf {
     t.env.give_to_user(&out);
     fs::set_permissions(&out, fs::Permissions::from_mode(0o755)).unwrap();
     out
-}
-
-/// Polls `cond` every 20 ms until it holds (true) or `timeout` passes (false).
-fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let until = Instant::now() + timeout;
-    loop {
-        if cond() {
-            return true;
-        }
-        if Instant::now() > until {
-            return false;
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
 }
 
 // ---- host processes ---------------------------------------------------------------------
