@@ -1321,7 +1321,11 @@ fn hand_assembled_file_runs() {
 fn sigkill_during_the_first_extraction_then_a_normal_run_works() {
     let t = Test::new("sigkill_extract");
     let image = debian();
-    for delay in [Duration::from_millis(300), Duration::from_millis(1000)] {
+    // Two kill points: as soon as the extraction directory appears, and once it has
+    // got as far as usr/share (about half of a Debian rootfs). The time an extraction
+    // takes varies tenfold with how busy the disk is, so the points are events, not
+    // delays.
+    for midway in [None, Some("rootfs/usr/share")] {
         let running = t
             .cmd(image)
             .args(["true"])
@@ -1333,10 +1337,17 @@ fn sigkill_during_the_first_extraction_then_a_normal_run_works() {
             "no .tmp-* extraction dir appeared in {}",
             t.cache().display()
         );
-        thread::sleep(delay);
+        if let Some(path) = midway {
+            wait_until(Duration::from_secs(60), || {
+                temp_entries(&t.cache())
+                    .iter()
+                    .any(|tmp| t.cache().join(tmp).join(path).exists())
+                    || !finished_entries(&t.cache()).is_empty()
+            });
+        }
         assert!(
             finished_entries(&t.cache()).is_empty(),
-            "the extraction finished within {delay:?}: the kill came too late to test anything"
+            "the extraction finished before the kill ({midway:?}): the kill came too late to test anything"
         );
         running.signal(libc::SIGKILL);
         let out = running.wait();
