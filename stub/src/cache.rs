@@ -84,6 +84,21 @@ impl Rootfs {
     }
 }
 
+/// The cache entry of this image under `mapping`.
+fn entry_for(packed: &Packed, mapping: &Mapping) -> Result<(PathBuf, String)> {
+    let key = format!(
+        "{}{}",
+        packed.footer.payload_sha256.hex(),
+        mapping.cache_suffix()
+    );
+    Ok((cache_root()?.join(&key), key))
+}
+
+/// Whether this image is already extracted for `mapping` (one stat).
+pub fn is_extracted(packed: &Packed, mapping: &Mapping) -> bool {
+    entry_for(packed, mapping).is_ok_and(|(entry, _)| entry.join("rootfs").is_dir())
+}
+
 /// Returns the extracted rootfs of this packed file, extracting it on the first run.
 /// With subordinate ids the extraction runs inside a user namespace with that mapping,
 /// so files keep the image's owners; such an extraction has its own cache entry.

@@ -85,7 +85,7 @@ fn start(flags: &cli::Flags, command: Vec<OsString>) -> Result<i32> {
         packed.footer.payload_offset
     );
     let mut spec = RunSpec::new(flags, command, &packed)?;
-    let mapping = userns::choose(spec.userns, (0, 0))?;
+    let mapping = userns::choose(spec.userns, |m| cache::is_extracted(&packed, m))?;
     let rootfs = cache::ensure_rootfs(&packed, &mapping)?;
     drop(packed);
     let identity = match spec.user.as_str() {

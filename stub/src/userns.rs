@@ -143,23 +143,34 @@ fn group_name(gid: u32) -> Option<String> {
     })
 }
 
-/// Chooses the mapping. `inside` is the container user (uid, gid) that a single mapping
-/// maps the caller to; a subid mapping keeps the caller as root and lets the command
-/// switch users itself.
-pub fn choose(mode: Mode, inside: (u32, u32)) -> Result<Mapping> {
-    let single = Mapping::Single {
-        uid: inside.0,
-        gid: inside.1,
-    };
-    // Real root needs no helper: it may map any range itself, but a single mapping of
-    // root to root is what it gets with no configuration.
+/// Chooses the mapping (a single one maps the caller to root; main.rs moves it to the
+/// container user later). `known_good` tells whether a mapping already served this
+/// image (its cache entry exists); otherwise `auto` first tries the helpers once and
+/// falls back to a single mapping, with a warning, when they fail (RUNTIME-NOTES A3).
+pub fn choose(mode: Mode, known_good: impl Fn(&Mapping) -> bool) -> Result<Mapping> {
+    let single = Mapping::Single { uid: 0, gid: 0 };
     match mode {
         Mode::Single => Ok(single),
         Mode::Subid => subid_available()
             .map(|(uids, gids)| Mapping::Subid { uids, gids })
             .map_err(|why| Error::new(format!("--userns subid: {why}"))),
         Mode::Auto => match subid_available() {
-            Ok((uids, gids)) => Ok(Mapping::Subid { uids, gids }),
+            Ok((uids, gids)) => {
+                let subid = Mapping::Subid { uids, gids };
+                if known_good(&subid) {
+                    return Ok(subid);
+                }
+                match run_inside(&subid, || Ok(())) {
+                    Ok(()) => Ok(subid),
+                    Err(e) => {
+                        eprintln!(
+                            "binctr: warning: subordinate ids do not work here ({}); using a single mapping (--userns single says so quietly)",
+                            e.msg
+                        );
+                        Ok(single)
+                    }
+                }
+            }
             Err(why) => {
                 debug!("userns: no subordinate ids ({why}), single mapping");
                 Ok(single)

@@ -164,6 +164,29 @@ fn without_subids(t: &Test, program: &Path, args: &[&str]) -> Cmd {
         .timeout(RUN_TIMEOUT)
 }
 
+/// PROGRAM ARGS as the test user in a private mount namespace where newuidmap and
+/// newgidmap have lost their setuid bit: a range is granted but the helpers fail.
+fn with_broken_map_helpers(t: &Test, program: &Path, args: &[&str]) -> Cmd {
+    let user = test_user(t);
+    let copies = t.dir.join("helpers");
+    fs::create_dir_all(&copies).unwrap();
+    let script = r#"d=$1 && shift &&
+        for h in newuidmap newgidmap; do
+            cp /usr/bin/$h "$d/$h" && chmod 0755 "$d/$h" && mount --bind "$d/$h" /usr/bin/$h || exit 1
+        done &&
+        u=$1 g=$2 && shift 2 && exec /usr/bin/setpriv --reuid="$u" --regid="$g" --init-groups -- "$@""#;
+    t.cmd(Path::new("/usr/bin/unshare"))
+        .as_current_user()
+        .args(["--mount", "--propagation", "private", "--", "/bin/sh", "-c"])
+        .args([script, "sh"])
+        .arg(&copies)
+        .arg(user.uid.to_string())
+        .arg(user.gid.to_string())
+        .arg(program)
+        .args(args.iter().copied())
+        .timeout(RUN_TIMEOUT)
+}
+
 /// `ls -ln` lines as (mode, owner, group, name) for the names given.
 fn ls_owners(out: &Output) -> Vec<(String, u32, u32, String)> {
     out.stdout_text()
@@ -1377,4 +1400,29 @@ fn nginx_serves_its_page_with_a_single_mapping_and_stops_on_sigterm() {
         &log,
         expected(),
     );
+}
+
+#[test]
+fn auto_falls_back_to_a_single_mapping_when_the_helpers_fail() {
+    // A range is granted, but newuidmap/newgidmap cannot do their job (here: no setuid
+    // bit). `auto` must still start the container, with a single mapping and a warning;
+    // `--userns subid` must fail clearly.
+    let t = Test::new("helpers_fail");
+    let out = with_broken_map_helpers(&t, t.busybox(), &["cat", "/proc/self/uid_map"]).run();
+    out.assert_success();
+    let err = out.stderr_text();
+    assert!(
+        err.contains("warning: subordinate ids do not work here") && err.lines().count() == 1,
+        "expected one warning line on stderr:\n{out:?}"
+    );
+    let stdout = out.stdout_text();
+    let maps: Vec<&str> = stdout.lines().map(str::trim).collect();
+    assert_eq!(maps.len(), 1, "a single mapping has one line:\n{out:?}");
+    assert!(
+        maps[0].starts_with("0 "),
+        "root inside is the caller:\n{out:?}"
+    );
+    let out = with_broken_map_helpers(&t, t.busybox(), &["--userns", "subid", "true"]).run();
+    assert_eq!(out.code, Some(125), "{out:?}");
+    assert!(out.stderr_text().contains("newuidmap"), "{out:?}");
 }
