@@ -162,6 +162,8 @@ pub fn choose(mode: Mode, known_good: impl Fn(&Mapping) -> bool) -> Result<Mappi
                 }
                 match run_inside(&subid, || Ok(())) {
                     Ok(()) => Ok(subid),
+                    // No user namespace at all: a single mapping would fail the same way.
+                    Err(e) if blocked_reason().is_some() => Err(e),
                     Err(e) => {
                         eprintln!(
                             "binctr: warning: subordinate ids do not work here ({}); using a single mapping (--userns single says so quietly)",
