@@ -11,6 +11,7 @@
 use crate::error::{Context, Error, Result};
 use crate::extract::Extractor;
 use crate::log::debug;
+use crate::log::say;
 use crate::payload::Packed;
 use crate::progress::Progress;
 use crate::sys;
@@ -393,9 +394,12 @@ fn unpack<R: Read>(
 pub fn list() -> Result<()> {
     let root = cache_root()?;
     let entries = entries(&root);
-    println!(
+    say!(
         "{:<14} {:>10} {:<17} {:<6} IMAGE",
-        "DIGEST", "SIZE", "LAST USED", "IDS"
+        "DIGEST",
+        "SIZE",
+        "LAST USED",
+        "IDS"
     );
     for path in entries {
         let name = path
@@ -420,7 +424,7 @@ pub fn list() -> Result<()> {
             .or_else(|_| fs::metadata(&path))
             .and_then(|m| m.modified())
             .ok();
-        println!(
+        say!(
             "{:<14} {:>10} {:<17} {:<6} {image}",
             &name[..name.len().min(12)],
             human(disk_usage(&path)),
@@ -428,7 +432,7 @@ pub fn list() -> Result<()> {
             ids
         );
     }
-    println!("cache: {}", root.display());
+    say!("cache: {}", root.display());
     Ok(())
 }
 
@@ -450,7 +454,7 @@ pub fn remove_entries(what: &str) -> Result<Vec<PathBuf>> {
         remove_tree(path).with_context(|| format!("cannot remove {}", path.display()))?;
         let lock = PathBuf::from(format!("{}.lock", path.display()));
         let _ = fs::remove_file(lock);
-        println!("removed {}", path.display());
+        say!("removed {}", path.display());
     }
     Ok(chosen)
 }

@@ -1,18 +1,19 @@
 //! `--check`: what this machine allows and what binctr will use, one line each; exit 0
 //! when a container can start.
 
+use crate::log::say;
 use crate::userns::{self, Mapping};
 use nix::mount::{mount, MsFlags};
 use std::fs;
 use std::path::Path;
 
 fn line(what: &str, ok: bool, text: &str) {
-    println!("  {:<18}{} {text}", what, if ok { "ok  " } else { "NO  " });
+    say!("  {:<18}{} {text}", what, if ok { "ok  " } else { "NO  " });
 }
 
 /// Runs every check; returns the exit code.
 pub fn run() -> i32 {
-    println!("binctr {} check", crate::cli::VERSION);
+    say!("binctr {} check", crate::cli::VERSION);
     let uname = nix::sys::utsname::uname().ok();
     let release = uname
         .as_ref()
@@ -122,7 +123,7 @@ pub fn run() -> i32 {
     );
 
     let can_start = userns_ok && cache_ok && state_ok && openat2;
-    println!(
+    say!(
         "{}: {}{}",
         if can_start { "ready" } else { "not ready" },
         mapping.describe(),

@@ -21,3 +21,13 @@ macro_rules! debug {
     };
 }
 pub(crate) use debug;
+
+/// println! that shrugs off a closed stdout (`./img --help | head -1`): a broken pipe is
+/// not an error, and must not abort the stub.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+pub(crate) use say;

@@ -23,6 +23,7 @@ mod users;
 
 use cli::{Parsed, RunSpec, VERSION};
 use error::{Result, EXIT_BINCTR};
+use log::say;
 use state::State;
 use std::ffi::OsString;
 
@@ -56,7 +57,7 @@ fn run() -> i32 {
         }
     };
     if flags.version {
-        println!("binctr {VERSION}");
+        say!("binctr {VERSION}");
         return 0;
     }
     log::set_debug(flags.debug);
@@ -195,14 +196,14 @@ fn print_help(argh_text: &str) {
     match payload::open_self() {
         Ok(packed) => {
             let c = &packed.config;
-            println!(
+            say!(
                 "binctr {VERSION}: the container image '{}' in one executable",
                 c.name
             );
             if !c.reference.is_empty() {
-                println!("  image:  {}", c.reference);
+                say!("  image:  {}", c.reference);
             }
-            println!("  digest: {}", packed.footer.payload_sha256);
+            say!("  digest: {}", packed.footer.payload_sha256);
             if !c.entrypoint.is_empty() || !c.cmd.is_empty() {
                 let default: Vec<&str> = c
                     .entrypoint
@@ -210,15 +211,15 @@ fn print_help(argh_text: &str) {
                     .chain(&c.cmd)
                     .map(String::as_str)
                     .collect();
-                println!("  runs:   {}", default.join(" "));
+                say!("  runs:   {}", default.join(" "));
             }
         }
-        Err(e) => println!("binctr {VERSION} (no image: {e})"),
+        Err(e) => say!("binctr {VERSION} (no image: {e})"),
     }
-    println!();
+    say!("");
     print!("{argh_text}");
-    println!();
-    println!("Exit codes: the command's own; 125 binctr failed; 126 the command cannot be run;");
-    println!("127 the command was not found; 128+N the command was killed by signal N.");
-    println!("Cache: $BINCTR_CACHE, else $XDG_CACHE_HOME/binctr, else ~/.cache/binctr.");
+    say!("");
+    say!("Exit codes: the command's own; 125 binctr failed; 126 the command cannot be run;");
+    say!("127 the command was not found; 128+N the command was killed by signal N.");
+    say!("Cache: $BINCTR_CACHE, else $XDG_CACHE_HOME/binctr, else ~/.cache/binctr.");
 }
