@@ -462,7 +462,14 @@ impl RunSpec {
             Some(path) => Terminal::Console(absolute(path)),
             None if flags.detach => Terminal::Inherit,
             None if flags.tty => Terminal::Pty,
-            None if crate::sys::is_terminal(0) && crate::sys::is_terminal(1) => Terminal::Pty,
+            // Only in the terminal's foreground: a background job (`./img cmd &`) taking
+            // the terminal into raw mode would be stopped by SIGTTOU.
+            None if crate::sys::is_terminal(0)
+                && crate::sys::is_terminal(1)
+                && crate::sys::in_foreground(0) =>
+            {
+                Terminal::Pty
+            }
             None => Terminal::Inherit,
         };
         if flags.log.is_some() && !flags.detach {

@@ -202,6 +202,12 @@ pub fn exit_now(code: i32) -> ! {
     unsafe { libc::_exit(code) }
 }
 
+/// Whether this process's group is the foreground group of the terminal `fd`.
+pub fn in_foreground(fd: libc::c_int) -> bool {
+    // SAFETY: tcgetpgrp and getpgrp only read process attributes.
+    unsafe { libc::tcgetpgrp(fd) == libc::getpgrp() }
+}
+
 /// Whether `fd` is a terminal.
 pub fn is_terminal(fd: libc::c_int) -> bool {
     // SAFETY: isatty only inspects the descriptor number.

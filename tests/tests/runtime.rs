@@ -1833,3 +1833,25 @@ fn a_long_first_run_shows_its_progress_on_a_terminal() {
         "the progress line was not cleared at the end:\n{transcript}"
     );
 }
+
+#[test]
+fn a_background_job_on_a_terminal_is_not_stopped() {
+    // `./img cmd &` from an interactive shell: stdin and stdout are the terminal, but the
+    // stub is not in its foreground, so it must not take the terminal (raw mode would
+    // stop it with SIGTTOU); it runs with plain stdio and finishes.
+    let t = Test::new("background_job");
+    warm_up(&t);
+    let mut run = PtyRun::open(&t, 24, 80);
+    let script = format!(
+        "{} sh -c 'sleep 1; echo bg-done' & wait $!; echo status=$?",
+        t.busybox().display()
+    );
+    run.spawn_file(&t, Path::new("/bin/bash"), &["--norc", "-ic", &script]);
+    let status = run.wait_exit(Duration::from_secs(30));
+    let transcript = run.transcript();
+    assert!(status.success(), "bash failed:\n{transcript}");
+    assert!(
+        transcript.contains("bg-done") && transcript.contains("status=0"),
+        "the background container did not run to its end:\n{transcript}"
+    );
+}
