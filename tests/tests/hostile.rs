@@ -1920,3 +1920,41 @@ fn the_cache_dir_is_made_private() {
     let mode = fs::metadata(t.cache()).unwrap().mode() & 0o7777;
     assert_eq!(mode, 0o700, "the cache dir is {mode:o}");
 }
+
+#[test]
+fn the_packer_refuses_entries_that_climb_out_naming_them() {
+    // The stub refuses these at extraction (the tests above assemble such files by
+    // hand); the packer says so earlier, at pack time, and writes nothing.
+    let t = Test::new("packer_dotdot");
+    for (entry, link) in [
+        ("../pack-escape", None),
+        ("etc/../../pack-escape", None),
+        ("hl-out", Some("../../etc/passwd")),
+    ] {
+        let mut tar = RawTar::on_busybox();
+        match link {
+            None => {
+                tar.file(entry.as_bytes(), b"pwned\n");
+            }
+            Some(target) => tar.header(entry.as_bytes(), b'1', 0o644, 0, target.as_bytes(), (0, 0)),
+        }
+        let input = t.dir.join("hostile.tar");
+        fs::write(&input, tar.finish()).unwrap();
+        let out = t.dir.join("packed");
+        let packed = t.packer().arg(&input).arg("-o").arg(&out).run();
+        assert_ne!(packed.code, Some(0), "{packed:?}");
+        let err = packed.stderr_text();
+        assert!(
+            err.lines().count() == 1 && err.contains(&format!("refused entry '{entry}'")),
+            "one line naming the entry:\n{packed:?}"
+        );
+        assert!(!out.exists(), "an output was left: {}", out.display());
+        let leftovers: Vec<_> = fs::read_dir(&t.dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(".packed"))
+            .collect();
+        assert!(leftovers.is_empty(), "temp files left: {leftovers:?}");
+    }
+}

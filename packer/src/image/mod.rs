@@ -158,6 +158,13 @@ pub enum ImageError {
         blob: String,
         actual: String,
     },
+    /// An entry whose path or hard-link target climbs out of the root with `..`:
+    /// refused at pack time, as the stub would refuse it at extraction.
+    Unsafe {
+        image: String,
+        entry: String,
+        why: &'static str,
+    },
     MissingBlob {
         image: String,
         blob: String,
@@ -215,6 +222,9 @@ impl fmt::Display for ImageError {
             }
             ImageError::Damaged { image, why } => {
                 write!(f, "{image} is a damaged tar archive ({why})")
+            }
+            ImageError::Unsafe { image, entry, why } => {
+                write!(f, "{image}: refused entry '{entry}': {why}")
             }
             ImageError::ReadFile { path, source } => {
                 write!(f, "cannot read {}: {}", path.display(), os_error(source))

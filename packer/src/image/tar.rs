@@ -38,6 +38,10 @@ pub fn copy<R: BufRead, W: Write>(
     let mut entries = 0u64;
     // The size a PAX header gives the next entry, which overrides the header's own.
     let mut pax_size: Option<u64> = None;
+    // The name and hard-link target a GNU long-name/long-link entry or a PAX header
+    // gives the next entry (checked, not changed: the bytes pass through as they are).
+    let mut long_name: Option<Vec<u8>> = None;
+    let mut long_link: Option<Vec<u8>> = None;
     let mut block = [0u8; BLOCK];
     loop {
         let at = c.offset;
@@ -81,17 +85,47 @@ pub fn copy<R: BufRead, W: Write>(
             let mut data = vec![0u8; padded(size) as usize];
             c.read_exact(&mut data)?;
             c.write(&data)?;
-            if let Some(size) = pax_record(&data[..size as usize], b"size") {
+            let records = &data[..size as usize];
+            if let Some(size) = pax_record(records, b"size") {
                 let size = std::str::from_utf8(size)
                     .ok()
                     .and_then(|s| s.parse().ok())
                     .ok_or_else(|| c.damaged(format!("bad PAX size at byte {at}")))?;
                 pax_size = Some(size);
             }
+            if let Some(path) = pax_record(records, b"path") {
+                long_name = Some(path.to_vec());
+            }
+            if let Some(link) = pax_record(records, b"linkpath") {
+                long_link = Some(link.to_vec());
+            }
+        } else if kind.is_gnu_longname() || kind.is_gnu_longlink() {
+            if size > MAX_PAX_LEN {
+                return Err(c.damaged(format!("long name of {size} bytes at byte {at}")));
+            }
+            let mut data = vec![0u8; padded(size) as usize];
+            c.read_exact(&mut data)?;
+            c.write(&data)?;
+            let mut name = data[..size as usize].to_vec();
+            while name.last() == Some(&0) {
+                name.pop();
+            }
+            if kind.is_gnu_longname() {
+                long_name = Some(name);
+            } else {
+                long_link = Some(name);
+            }
         } else {
             c.copy_data(padded(size))?;
         }
         if !is_extension {
+            let name = long_name
+                .take()
+                .unwrap_or_else(|| header.path_bytes().into_owned());
+            let link = long_link
+                .take()
+                .or_else(|| header.link_name_bytes().map(|l| l.into_owned()));
+            check_entry(&c, &name, kind.is_hard_link().then_some(link).flatten())?;
             entries += 1;
         }
     }
@@ -103,6 +137,28 @@ pub fn copy<R: BufRead, W: Write>(
     c.drain()?;
     c.write(&[0u8; 2 * BLOCK])?;
     Ok(super::Stats { entries })
+}
+
+/// Refuses an entry whose path, or hard-link target, has a `..` component: unpacked,
+/// it would land outside the rootfs (the stub refuses it too; better said here, once).
+fn check_entry<R: BufRead, W: Write>(
+    c: &Copier<'_, R, W>,
+    name: &[u8],
+    hard_link: Option<Vec<u8>>,
+) -> Result<(), ImageError> {
+    let climbs = |p: &[u8]| p.split(|&b| b == b'/').any(|part| part == b"..");
+    let why = if climbs(name) {
+        "its path climbs out of the root with '..'"
+    } else if hard_link.as_deref().is_some_and(climbs) {
+        "its hard link target climbs out of the root with '..'"
+    } else {
+        return Ok(());
+    };
+    Err(ImageError::Unsafe {
+        image: c.image.to_string(),
+        entry: String::from_utf8_lossy(name).escape_debug().to_string(),
+        why,
+    })
 }
 
 fn padded(size: u64) -> u64 {
@@ -349,6 +405,76 @@ mod tests {
         assert_eq!(e[0].0, "big");
         assert_eq!(e[0].1, vec![7u8; 700]);
         assert_eq!(e[1].0, "after");
+    }
+
+    /// One header block, with `name` and `link` written as raw bytes (tar::Header
+    /// refuses `..`, which is what these tests need).
+    fn raw_header(name: &[u8], kind: ::tar::EntryType, link: &[u8], size: u64) -> Vec<u8> {
+        let mut h = Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_size(size);
+        h.set_mode(0o644);
+        let gnu = h.as_gnu_mut().unwrap();
+        gnu.name[..name.len()].copy_from_slice(name);
+        gnu.linkname[..link.len()].copy_from_slice(link);
+        h.set_cksum();
+        h.as_bytes().to_vec()
+    }
+
+    fn refusal(raw: &[u8]) -> String {
+        match copy(raw, "IMG", &mut Vec::new()) {
+            Err(e @ ImageError::Unsafe { .. }) => e.to_string(),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn refuses_entries_that_climb_out_of_the_root() {
+        use ::tar::EntryType;
+        let end = [0u8; 1024];
+        // A plain name.
+        let raw = [
+            raw_header(b"a/../../x", EntryType::Regular, b"", 0),
+            end.to_vec(),
+        ]
+        .concat();
+        assert!(refusal(&raw).contains("'a/../../x'"), "{}", refusal(&raw));
+        // A GNU long name.
+        let long = format!("{}/../../../escape", "d".repeat(120));
+        let mut data = long.clone().into_bytes();
+        data.push(0);
+        let size = data.len() as u64;
+        data.resize(padded(size) as usize, 0);
+        let raw = [
+            raw_header(b"././@LongLink", EntryType::GNULongName, b"", size),
+            data,
+            raw_header(b"short", EntryType::Regular, b"", 0),
+            end.to_vec(),
+        ]
+        .concat();
+        assert!(refusal(&raw).contains("escape"));
+        // A PAX path.
+        let mut b = ::tar::Builder::new(Vec::new());
+        b.append_pax_extensions([("path", &b"../pax-escape"[..])])
+            .unwrap();
+        let mut raw = b.into_inner().unwrap();
+        raw.truncate(raw.len() - 1024);
+        raw.extend(raw_header(b"benign", EntryType::Regular, b"", 0));
+        raw.extend(end);
+        assert!(refusal(&raw).contains("pax-escape"));
+        // A hard link out; a symlink may point anywhere (the stub resolves it inside).
+        let raw = [
+            raw_header(b"hl", EntryType::Link, b"../../etc/passwd", 0),
+            end.to_vec(),
+        ]
+        .concat();
+        assert!(refusal(&raw).contains("hard link target"));
+        let raw = [
+            raw_header(b"sl", EntryType::Symlink, b"../../etc/passwd", 0),
+            end.to_vec(),
+        ]
+        .concat();
+        assert_eq!(copy(&raw[..], "IMG", &mut Vec::new()).unwrap().entries, 1);
     }
 
     #[test]
