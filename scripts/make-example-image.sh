@@ -27,7 +27,14 @@ mkdir "$work/deb"
 if [[ $(id -u) == 0 ]] && id _apt >/dev/null 2>&1; then
     chown _apt "$work/deb"
 fi
-if ! (cd "$work/deb" && apt-get download -q busybox-static >&2); then
+download() { (cd "$work/deb" && apt-get download -q busybox-static >&2); }
+# A fresh machine may have no package lists yet: as root, fetch them once and retry.
+if ! download && [[ $(id -u) == 0 ]]; then
+    say "apt-get download failed; running apt-get update and trying again"
+    apt-get update -q </dev/null >&2 || true
+    download || true
+fi
+if ! compgen -G "$work/deb/busybox-static_*.deb" >/dev/null; then
     cached=$(ls -1 /var/cache/apt/archives/busybox-static_*.deb 2>/dev/null | tail -n1 || true)
     [[ -n $cached ]] || die "cannot download busybox-static (apt-get download failed, nothing in /var/cache/apt/archives); run 'apt-get update' first"
     say "apt-get download failed; using the cached $cached"
