@@ -64,6 +64,9 @@ pub fn setup(spec: &RunSpec, rootfs: &Rootfs) -> Result<()> {
     for tmpfs in &spec.tmpfs {
         mount_tmpfs(root.as_fd(), tmpfs, spec.read_only)?;
     }
+    if spec.fake_root() && !spec.read_only {
+        apt_without_sandbox(root.as_fd());
+    }
     drop(root);
     pivot_into(&newroot)
 }
@@ -593,4 +596,21 @@ fn mask_paths(root: BorrowedFd<'_>) -> Result<()> {
             .with_context(|| format!("cannot make /{path} read-only"))?;
     }
     Ok(())
+}
+
+/// Under the fake-root filter setuid() "succeeds" without effect, and apt, which checks
+/// that it really became its sandbox user _apt, would stop ("Method http has died").
+/// As charliecloud does, tell apt to stay root, in a file of this run's writable layer.
+fn apt_without_sandbox(root: BorrowedFd<'_>) {
+    let Ok(dir) = inroot::open(root, b"etc/apt/apt.conf.d", libc::O_DIRECTORY) else {
+        return; // not a Debian-family image
+    };
+    let file = fd_path(&dir).join("99binctr-fake-root");
+    let text = "// Written by binctr for this run only: with a single id mapping the fake-root\n\
+                // filter makes setuid() a no-op, so apt must not drop to its sandbox user.\n\
+                APT::Sandbox::User \"root\";\n";
+    match fs::write(&file, text) {
+        Ok(()) => debug!("mounts: apt told to keep root (fake root)"),
+        Err(e) => debug!("mounts: cannot write {}: {e}", file.display()),
+    }
 }

@@ -1426,3 +1426,27 @@ fn auto_falls_back_to_a_single_mapping_when_the_helpers_fail() {
     assert_eq!(out.code, Some(125), "{out:?}");
     assert!(out.stderr_text().contains("newuidmap"), "{out:?}");
 }
+
+#[test]
+fn apt_get_install_works_with_and_without_a_subordinate_range() {
+    // The issue's promise for package managers: with subordinate ids apt really drops
+    // to _apt; under a single mapping the fake-root filter makes that drop a no-op and
+    // binctr tells apt to keep root. Needs the Debian mirror (the package registry the
+    // machine reaches): a failure to reach it fails here with apt's own words.
+    let t = Test::new("apt_install");
+    let image = t.pack(&t.env.fixture("debian-rootfs.tar"), "debian");
+    let script = "apt-get update -qq && apt-get install -y -qq --no-install-recommends sl \
+                  >/dev/null && test -x /usr/games/sl && echo installed";
+    for flags in [&[][..], &["--userns", "single"][..]] {
+        let out = t
+            .cmd(&image)
+            .args(flags.iter().copied())
+            .args(["sh", "-c", script])
+            .timeout(Duration::from_secs(300))
+            .run();
+        assert!(
+            out.code == Some(0) && out.stdout_text().contains("installed"),
+            "apt-get install failed with {flags:?}:\n{out:?}"
+        );
+    }
+}
