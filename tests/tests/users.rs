@@ -1217,13 +1217,24 @@ fn check_says_ready_and_names_the_mapping() {
 /// other test, or other program, of this machine loses user namespaces meanwhile).
 fn in_own_userns(t: &Test, max: Option<&str>, program: &Path, args: &[&str]) -> Output {
     let user = test_user(t);
-    let script = r#"read -r go || exit 97
+    // The shell is exec'd before the parent writes the maps, so it may hold no
+    // capabilities in its namespace (exec computes them from the mapped uid); after
+    // "go" a second shell is exec'd, with the maps in place, to do the work.
+    let wait_for_maps = r#"read -r go || exit 97; exec /bin/sh -c "$BINCTR_TEST_STEP" sh "$@""#;
+    let script = r#"
         if [ -n "$1" ]; then echo "$1" > /proc/sys/user/max_user_namespaces || exit 98; fi
         echo "user.max_user_namespaces=$(cat /proc/sys/user/max_user_namespaces)" >&2
         u=$2 g=$3 && shift 3 && exec /usr/bin/setpriv --reuid="$u" --regid="$g" --init-groups -- "$@""#;
     let mut command = Command::new("/usr/bin/timeout");
     command
-        .args(["30", "/bin/sh", "-c", script, "sh", max.unwrap_or("")])
+        .args([
+            "30",
+            "/bin/sh",
+            "-c",
+            wait_for_maps,
+            "sh",
+            max.unwrap_or(""),
+        ])
         .arg(user.uid.to_string())
         .arg(user.gid.to_string())
         .arg(program)
@@ -1232,6 +1243,7 @@ fn in_own_userns(t: &Test, max: Option<&str>, program: &Path, args: &[&str]) -> 
         .env("PATH", "/usr/bin:/bin")
         .env("HOME", t.home())
         .env("BINCTR_CACHE", t.cache())
+        .env("BINCTR_TEST_STEP", script)
         .current_dir(&t.dir)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
