@@ -870,3 +870,22 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// The pids descending from `ancestor` (not itself), given every process's
+/// (pid, parent pid).
+pub fn descendant_pids(ancestor: u32, parents: &[(u32, u32)]) -> Vec<u32> {
+    let mut family = vec![ancestor];
+    loop {
+        let before = family.len();
+        for &(pid, ppid) in parents {
+            if family.contains(&ppid) && !family.contains(&pid) {
+                family.push(pid);
+            }
+        }
+        if family.len() == before {
+            break;
+        }
+    }
+    family.retain(|&p| p != ancestor);
+    family
+}

@@ -21,7 +21,8 @@ use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use binctr_tests::{
-    cache_entries, find_sha256, is_cache_entry, wait_until, Cmd, Output, Test, User,
+    cache_entries, descendant_pids, find_sha256, is_cache_entry, wait_until, Cmd, Output, Test,
+    User,
 };
 
 /// The loopback port the nginx image listens on (scripts/make-nginx-image.sh).
@@ -394,18 +395,8 @@ fn descendants(ancestor: u32) -> Vec<Proc> {
         .filter_map(|e| e.file_name().to_string_lossy().parse::<u32>().ok())
         .filter_map(Proc::read)
         .collect();
-    let mut family = vec![ancestor];
-    loop {
-        let before = family.len();
-        for p in &procs {
-            if family.contains(&p.ppid) && !family.contains(&p.pid) {
-                family.push(p.pid);
-            }
-        }
-        if family.len() == before {
-            break;
-        }
-    }
+    let parents: Vec<(u32, u32)> = procs.iter().map(|p| (p.pid, p.ppid)).collect();
+    let family = descendant_pids(ancestor, &parents);
     procs
         .into_iter()
         .filter(|p| p.pid != ancestor && family.contains(&p.pid) && p.is_live())

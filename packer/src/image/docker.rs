@@ -95,16 +95,7 @@ pub fn resolve(
     for (path, diff_id) in entry.layers.iter().zip(config.diff_ids(entry.layers.len())) {
         let member = normalize(path);
         let digest = member.strip_prefix("blobs/sha256/").and_then(named_digest);
-        let size = store
-            .size(&member)
-            .map_err(|source| ImageError::Read {
-                image: image.to_string(),
-                source,
-            })?
-            .ok_or_else(|| ImageError::MissingBlob {
-                image: image.to_string(),
-                blob: path.clone(),
-            })?;
+        let size = store.blob_size(&member, image, path)?;
         layers.push(LayerDesc {
             member,
             name: path.clone(),

@@ -396,16 +396,7 @@ pub fn resolve(
                 format!("digest {:?} is not sha256:<64 hex digits>", desc.digest),
             )
         })?;
-        let size = store
-            .size(&member)
-            .map_err(|source| ImageError::Read {
-                image: image.to_string(),
-                source,
-            })?
-            .ok_or_else(|| ImageError::MissingBlob {
-                image: image.to_string(),
-                blob: desc.digest.clone(),
-            })?;
+        let size = store.blob_size(&member, image, &desc.digest)?;
         if desc.size != 0 && size != desc.size {
             return Err(bad(
                 image,

@@ -1,6 +1,7 @@
 //! Where an image's files are: a directory (an OCI layout or an unpacked docker-archive)
 //! or the members of a tar, read in place by offset. Both are addressed by the member
 //! names the image's own JSON uses (`blobs/sha256/<hex>`, `<id>/layer.tar`).
+use super::ImageError;
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read};
@@ -146,8 +147,19 @@ impl Store {
     }
 
     /// A member's size, `None` when it is missing.
-    pub fn size(&self, name: &str) -> io::Result<Option<u64>> {
-        Ok(self.open(name)?.map(|(_, size)| size))
+    /// The size of member `name`, a blob the image names as `blob`: missing is an
+    /// error naming the blob.
+    pub fn blob_size(&self, name: &str, image: &str, blob: &str) -> Result<u64, ImageError> {
+        self.open(name)
+            .map_err(|source| ImageError::Read {
+                image: image.to_string(),
+                source,
+            })?
+            .map(|(_, size)| size)
+            .ok_or_else(|| ImageError::MissingBlob {
+                image: image.to_string(),
+                blob: blob.to_string(),
+            })
     }
 }
 
