@@ -1,10 +1,8 @@
 //! `inspect` and `extract`: read a packed file back. They use the same checks as the stub
 //! (binctr-format), so a file they accept is one the stub accepts.
-use crate::image::BUF_SIZE;
 use crate::output::{Output, OutputError};
-use crate::util::os_error;
-use binctr_format::{Footer, FormatError, ImageConfig, Sha256Digest, FOOTER_LEN, MAX_CONFIG_LEN};
-use sha2::{Digest, Sha256};
+use crate::util::{os_error, BUF_SIZE};
+use binctr_format::{read_tail, Footer, FormatError, HashingReader, ImageConfig, TailError};
 use std::fmt;
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
@@ -65,31 +63,20 @@ pub struct Packed {
 }
 
 pub fn open(path: &Path) -> Result<Packed, InspectError> {
-    let io_error = |source| InspectError::Open {
+    let mut file = File::open(path).map_err(|source| InspectError::Open {
         path: path.to_path_buf(),
         source,
-    };
-    let format_error = |source| InspectError::Format {
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut file = File::open(path).map_err(io_error)?;
-    let len = file.metadata().map_err(io_error)?.len();
-    if len < FOOTER_LEN as u64 {
-        return Err(format_error(FormatError::NoFooter));
-    }
-    let mut tail = [0u8; FOOTER_LEN];
-    file.seek(SeekFrom::Start(len - FOOTER_LEN as u64))
-        .and_then(|_| file.read_exact(&mut tail))
-        .map_err(io_error)?;
-    let footer = Footer::decode(&tail, len).map_err(format_error)?;
-    // decode checked config_len against MAX_CONFIG_LEN.
-    debug_assert!(footer.config_len <= MAX_CONFIG_LEN);
-    let mut config = vec![0u8; footer.config_len as usize];
-    file.seek(SeekFrom::Start(footer.config_offset()))
-        .and_then(|_| file.read_exact(&mut config))
-        .map_err(io_error)?;
-    let config = footer.parse_config(&config).map_err(format_error)?;
+    })?;
+    let (footer, config) = read_tail(&mut file).map_err(|e| match e {
+        TailError::Io { source, .. } => InspectError::Open {
+            path: path.to_path_buf(),
+            source,
+        },
+        TailError::Format(source) => InspectError::Format {
+            path: path.to_path_buf(),
+            source,
+        },
+    })?;
     Ok(Packed {
         file,
         path: path.to_path_buf(),
@@ -181,14 +168,13 @@ pub fn verify_payload(packed: &Packed) -> Result<(), InspectError> {
     let mut file = &packed.file;
     file.seek(SeekFrom::Start(packed.footer.payload_offset))
         .map_err(read_error)?;
-    let mut hashed = Hashing {
-        inner: BufReader::with_capacity(BUF_SIZE, file.take(packed.footer.payload_len)),
-        hasher: Sha256::new(),
-    };
-    let n = io::copy(&mut hashed, &mut io::sink()).map_err(read_error)?;
-    if n != packed.footer.payload_len
-        || Sha256Digest(hashed.hasher.finalize().into()) != packed.footer.payload_sha256
-    {
+    let mut hashed = HashingReader::new(BufReader::with_capacity(
+        BUF_SIZE,
+        file.take(packed.footer.payload_len),
+    ));
+    io::copy(&mut hashed, &mut io::sink()).map_err(read_error)?;
+    let (digest, n) = hashed.finish();
+    if n != packed.footer.payload_len || digest != packed.footer.payload_sha256 {
         return Err(InspectError::PayloadDigest {
             path: packed.path.clone(),
         });
@@ -210,10 +196,10 @@ pub fn extract(packed: Packed, out: Option<&Path>) -> Result<(), InspectError> {
             path: path.clone(),
             source,
         })?;
-    let mut hashed = Hashing {
-        inner: BufReader::with_capacity(BUF_SIZE, file.take(footer.payload_len)),
-        hasher: Sha256::new(),
-    };
+    let mut hashed = HashingReader::new(BufReader::with_capacity(
+        BUF_SIZE,
+        file.take(footer.payload_len),
+    ));
     let mut decoder = lz4_flex::frame::FrameDecoder::new(&mut hashed);
     let output = match out {
         Some(dest) => Some(Output::create(dest, 0o644).map_err(InspectError::Output)?),
@@ -242,7 +228,7 @@ pub fn extract(packed: Packed, out: Option<&Path>) -> Result<(), InspectError> {
         path: path.clone(),
         source,
     })?;
-    if Sha256Digest(hashed.hasher.finalize().into()) != footer.payload_sha256 {
+    if hashed.digest() != footer.payload_sha256 {
         return Err(InspectError::PayloadDigest { path });
     }
     if let Some(output) = output {
@@ -266,18 +252,5 @@ fn copy<R: Read, W: Write>(input: &mut R, out: &mut W) -> Result<(), Side> {
             Err(e) => return Err(Side::Read(e)),
         };
         out.write_all(&buf[..n]).map_err(Side::Write)?;
-    }
-}
-
-struct Hashing<R> {
-    inner: R,
-    hasher: Sha256,
-}
-
-impl<R: Read> Read for Hashing<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        Ok(n)
     }
 }

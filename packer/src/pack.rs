@@ -5,7 +5,8 @@ use crate::output::{Output, OutputError};
 use crate::payload::PayloadWriter;
 use crate::progress::Progress;
 use crate::stub::{self, StubError};
-use binctr_format::{Footer, ImageConfig, Sha256Digest, FORMAT_VERSION};
+use crate::util::BUF_SIZE;
+use binctr_format::{Env, Footer, ImageConfig, Sha256Digest, FORMAT_VERSION};
 use std::fmt;
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
@@ -49,16 +50,8 @@ impl Overrides {
         if let Some(cmd) = &self.cmd {
             config.cmd = cmd.clone();
         }
-        for var in &self.env {
-            let key = var.split('=').next().unwrap_or_default();
-            match config
-                .env
-                .iter_mut()
-                .find(|e| e.split('=').next() == Some(key))
-            {
-                Some(existing) => *existing = var.clone(),
-                None => config.env.push(var.clone()),
-            }
+        if !self.env.is_empty() {
+            config.env = merge_env(std::mem::take(&mut config.env), &self.env);
         }
         if let Some(dir) = &self.working_dir {
             config.working_dir = dir.clone();
@@ -70,6 +63,21 @@ impl Overrides {
             config.read_only = true;
         }
     }
+}
+
+/// The image's env with each `KEY=VALUE` of `overrides` replacing the first entry of its
+/// KEY in place, or appended. The image's own entries stay as they are, duplicates too.
+fn merge_env(image: Vec<String>, overrides: &[String]) -> Vec<String> {
+    let mut env = Env::from_entries(image.into_iter().map(String::into_bytes).collect());
+    env.extend(overrides);
+    env.into_entries()
+        .into_iter()
+        // Every entry came from a String.
+        .map(|e| {
+            String::from_utf8(e)
+                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+        })
+        .collect()
 }
 
 /// What was written, for the summary line.
@@ -128,7 +136,7 @@ pub fn pack(spec: &PackSpec) -> Result<Packed, PackError> {
     let output = Output::create(&spec.out, 0o755).map_err(PackError::Output)?;
     let write_error = |e| PackError::Output(output.write_error(e));
 
-    let mut out = BufWriter::with_capacity(image::BUF_SIZE, output.file());
+    let mut out = BufWriter::with_capacity(BUF_SIZE, output.file());
     out.write_all(&stub.bytes).map_err(write_error)?;
     let mut payload = PayloadWriter::new(out);
     let stats = input
@@ -286,6 +294,27 @@ mod tests {
                 (e.path().unwrap().to_string_lossy().into_owned(), data)
             })
             .collect()
+    }
+
+    #[test]
+    fn env_overrides_replace_in_place_or_append() {
+        let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let mut config = ImageConfig::new("x");
+        config.env = strings(&["PATH=/bin", "A=1", "A=2", "B"]);
+        let overrides = Overrides {
+            env: strings(&["A=3", "C=x=y", "PATH=/usr/bin", "B=4", "C=z"]),
+            ..Overrides::default()
+        };
+        overrides.apply(&mut config);
+        assert_eq!(
+            config.env,
+            strings(&["PATH=/usr/bin", "A=3", "A=2", "B=4", "C=z"])
+        );
+        // No overrides: the image's env as it is.
+        let mut same = ImageConfig::new("x");
+        same.env = strings(&["A=1", "A=2"]);
+        Overrides::default().apply(&mut same);
+        assert_eq!(same.env, strings(&["A=1", "A=2"]));
     }
 
     #[test]

@@ -2,13 +2,11 @@
 //! stub. Nothing is decompressed or recompressed: the payload and config bytes are
 //! copied (the payload's sha256 checked on the way) and only the footer changes, by its
 //! `payload_offset`. The payload digest, and so the stub's cache entry, stays the same.
-use crate::image::BUF_SIZE;
 use crate::inspect::{self, InspectError};
 use crate::output::{Output, OutputError};
 use crate::stub::{self, StubError};
-use crate::util::os_error;
-use binctr_format::{Footer, Sha256Digest};
-use sha2::{Digest, Sha256};
+use crate::util::{os_error, BUF_SIZE};
+use binctr_format::{Footer, HashingReader, Sha256Digest};
 use std::fmt;
 use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -59,20 +57,20 @@ pub fn restub(file: &Path, stub_path: &Path, out: &Path) -> Result<Footer, Restu
     let write_error = |e| RestubError::Output(output.write_error(e));
     let mut w = BufWriter::with_capacity(BUF_SIZE, output.file());
     w.write_all(&stub.bytes).map_err(write_error)?;
-    let mut hasher = Sha256::new();
-    let mut left = old.payload_len;
+    let mut payload = HashingReader::new((&mut src).take(old.payload_len));
     let mut buf = vec![0u8; BUF_SIZE];
-    while left > 0 {
-        let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-        let n = src.read(&mut buf[..want]).map_err(read_error)?;
+    loop {
+        let n = payload.read(&mut buf).map_err(read_error)?;
         if n == 0 {
-            return Err(read_error(io::ErrorKind::UnexpectedEof.into()));
+            break;
         }
-        hasher.update(&buf[..n]);
         w.write_all(&buf[..n]).map_err(write_error)?;
-        left -= n as u64;
     }
-    if Sha256Digest(hasher.finalize().into()) != old.payload_sha256 {
+    let (digest, copied) = payload.finish();
+    if copied != old.payload_len {
+        return Err(read_error(io::ErrorKind::UnexpectedEof.into()));
+    }
+    if digest != old.payload_sha256 {
         return Err(RestubError::PayloadDigest {
             path: file.to_path_buf(),
         });

@@ -1,6 +1,9 @@
 //! Small helpers shared by the modules.
 use std::io;
 
+/// Large reads keep the per-call overhead out of the way of lz4.
+pub const BUF_SIZE: usize = 1 << 20;
+
 /// An I/O error as a user reads it: "No such file or directory", without Rust's
 /// " (os error 2)" suffix.
 pub fn os_error(e: &io::Error) -> String {

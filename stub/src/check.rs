@@ -97,7 +97,7 @@ pub fn run() -> i32 {
         }
     };
 
-    let cache_ok = match crate::cache::cache_root() {
+    let cache_ok = match crate::rootfs::cache_root() {
         Ok(dir) => dir_check("cache", &dir),
         Err(e) => {
             line("cache", false, &e.msg);
@@ -109,7 +109,8 @@ pub fn run() -> i32 {
     let openat2 = std::fs::File::open("/")
         .ok()
         .map(|root| {
-            crate::inroot::open(std::os::fd::AsFd::as_fd(&root), b".", libc::O_DIRECTORY).is_ok()
+            crate::rootfs::inroot::open(std::os::fd::AsFd::as_fd(&root), b".", libc::O_DIRECTORY)
+                .is_ok()
         })
         .unwrap_or(false);
     line(
@@ -162,14 +163,15 @@ fn dir_check(what: &str, dir: &Path) -> bool {
     ok
 }
 
-/// Mounts an overlay in a scratch directory inside a new user and mount namespace.
+/// Mounts the overlay root as a run would (container/mounts.rs), on a scratch tmpfs
+/// inside a new user and mount namespace.
 fn overlay_works(mapping: &Mapping) -> bool {
     let dir = std::env::temp_dir().join(format!("binctr-check-{}", std::process::id()));
     if fs::create_dir(&dir).is_err() {
         return false;
     }
-    let quiet = |e: nix::errno::Errno| crate::error::Error::reported(e as i32);
     let result = userns::run_inside_with(libc::CLONE_NEWNS, mapping, || {
+        let quiet = |_| crate::error::Error::reported(1);
         mount(
             None::<&str>,
             "/",
@@ -186,21 +188,16 @@ fn overlay_works(mapping: &Mapping) -> bool {
             None::<&str>,
         )
         .map_err(quiet)?;
-        for sub in ["l", "u", "w", "m"] {
+        for sub in ["lower", "root"] {
             fs::create_dir(dir.join(sub)).map_err(|_| crate::error::Error::reported(1))?;
         }
-        let opts = format!(
-            "lowerdir={0}/l,upperdir={0}/u,workdir={0}/w,userxattr",
-            dir.display()
-        );
-        mount(
-            Some("overlay"),
-            &dir.join("m"),
-            Some("overlay"),
-            MsFlags::empty(),
-            Some(opts.as_str()),
+        crate::container::mounts::mount_overlay_root(
+            &dir.join("lower"),
+            &dir,
+            None,
+            &dir.join("root"),
         )
-        .map_err(quiet)
+        .map_err(|_| crate::error::Error::reported(1))
     });
     let _ = fs::remove_dir(&dir);
     result.is_ok()

@@ -2,29 +2,21 @@
 //!
 //! flags -> locate payload -> ensure rootfs -> container -> exit code (DESIGN.md).
 
-mod cache;
 mod check;
 mod cli;
+mod container;
 mod error;
-mod extract;
-mod hooks;
-mod inroot;
+mod files;
 mod log;
-mod mounts;
-mod payload;
-mod process;
-mod progress;
-mod seccomp;
-mod state;
+mod rootfs;
+mod signals;
 mod sys;
-mod tty;
 mod userns;
-mod users;
 
-use cli::{Parsed, RunSpec, VERSION};
+use cli::{Parsed, RunPlan, VERSION};
 use error::{Result, EXIT_BINCTR};
 use log::say;
-use state::State;
+use rootfs::payload;
 use std::ffi::OsString;
 
 /// The marker the packer looks for to tell a binctr stub from any other static ELF
@@ -85,50 +77,11 @@ fn start(flags: &cli::Flags, command: Vec<OsString>) -> Result<i32> {
         packed.footer.payload_len,
         packed.footer.payload_offset
     );
-    let mut spec = RunSpec::new(flags, command, &packed)?;
-    let mapping = userns::choose(spec.userns, |m| cache::is_extracted(&packed, m))?;
-    let rootfs = cache::ensure_rootfs(&packed, &mapping)?;
+    let plan = RunPlan::new(flags, command, &packed.config)?;
+    let mapping = userns::choose(plan.userns, |m| rootfs::is_extracted(&packed, m))?;
+    let rootfs = rootfs::ensure_rootfs(&packed, &mapping)?;
     drop(packed);
-    let identity = match spec.user.as_str() {
-        "" => users::Identity::root(),
-        user => users::resolve(&rootfs.rootfs(), user)?,
-    };
-    spec.mapping = match mapping {
-        // podman's keep-id: the caller is that user inside, so it still runs.
-        userns::Mapping::Single { .. } => userns::Mapping::Single {
-            uid: identity.uid,
-            gid: identity.gid,
-        },
-        userns::Mapping::Subid { uids, gids } => {
-            if identity.uid > uids.count || identity.gid > gids.count {
-                return Err(error::Error::new(format!(
-                    "user '{}' ({}:{}) is outside your subordinate range (0-{}): run with --userns single",
-                    spec.user, identity.uid, identity.gid, uids.count
-                )));
-            }
-            userns::Mapping::Subid { uids, gids }
-        }
-    };
-    spec.set_identity(identity);
-    log::debug!(
-        "user: {}:{} groups {:?}; {}; chown/setuid {}",
-        spec.identity.uid,
-        spec.identity.gid,
-        spec.identity.groups,
-        spec.mapping.describe(),
-        if spec.fake_root() {
-            "faked (fake root)"
-        } else {
-            "real"
-        }
-    );
-    let state = State::create(&spec)?;
-    if spec.detach {
-        return detach(&spec, &rootfs, state);
-    }
-    let code = process::run(&spec, &rootfs, &state, None);
-    state.remove();
-    code
+    container::run(&plan, &rootfs, mapping)
 }
 
 /// --cache-list, --cache-rm: where subordinate ids exist, inside a namespace that has
@@ -147,48 +100,14 @@ fn cache_command(flags: &cli::Flags) -> Result<i32> {
         None => None,
     };
     let work = || match &what {
-        Some(w) => cache::remove_entries(w).map(drop),
-        None => cache::list(),
+        Some(w) => rootfs::manage::remove_entries(w).map(drop),
+        None => rootfs::manage::list(),
     };
     match userns::subid_available() {
         Ok((uids, gids)) => userns::run_inside(&userns::Mapping::Subid { uids, gids }, work)?,
         Err(_) => work()?,
     }
     Ok(0)
-}
-
-/// -d: a detached monitor (own session, survives the terminal) runs the container; we
-/// return once it reports the command started (0), or its failure code.
-fn detach(spec: &RunSpec, rootfs: &cache::Rootfs, state: State) -> Result<i32> {
-    use std::io::Read;
-    let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-        .map_err(|e| error::Error::new(format!("cannot create a pipe: {e}")))?;
-    // SAFETY: the stub is single-threaded; the child carries on with its own copy.
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        return Err(error::Error::new("cannot fork the detached monitor"));
-    }
-    if pid == 0 {
-        drop(read_end);
-        let _ = nix::unistd::setsid();
-        let mut started = std::fs::File::from(write_end);
-        let result = process::run(spec, rootfs, &state, Some(&mut started));
-        if let Err(e) = &result {
-            e.report(spec.debug);
-        }
-        drop(started);
-        state.remove();
-        sys::exit_now(result.unwrap_or(EXIT_BINCTR));
-    }
-    drop(write_end);
-    // The child holds the id's lock now; our copy of the state goes without removal.
-    drop(state);
-    let mut byte = [0u8; 1];
-    match std::fs::File::from(read_end).read(&mut byte) {
-        Ok(1) => Ok(i32::from(byte[0])),
-        // The monitor failed before the container started, and said why.
-        _ => Ok(EXIT_BINCTR),
-    }
 }
 
 fn print_help(argh_text: &str) {
@@ -214,7 +133,7 @@ fn print_help(argh_text: &str) {
                 say!("  runs:   {}", default.join(" "));
             }
         }
-        Err(e) => say!("binctr {VERSION} (no image: {e})"),
+        Err(e) => say!("binctr {VERSION} (no image: {})", e.msg),
     }
     say!("");
     print!("{argh_text}");

@@ -1,9 +1,12 @@
-//! The raw system calls nix does not wrap (or wraps in a way we cannot use), each in a
-//! small function with its own `// SAFETY:` note. Everything else in the stub is safe Rust.
+//! The only place the stub calls the kernel through `libc` directly: what nix does not
+//! wrap, or wraps in a way the stub cannot use (said at each function). Every `unsafe`
+//! block of the stub is in this file, each with a `// SAFETY:` line; the rest of the
+//! stub is safe Rust over nix, std and these functions.
 
+use nix::sys::signal::SigSet;
 use std::ffi::CStr;
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 fn cvt(ret: libc::c_long) -> io::Result<libc::c_long> {
     if ret < 0 {
@@ -13,8 +16,18 @@ fn cvt(ret: libc::c_long) -> io::Result<libc::c_long> {
     }
 }
 
+/// Takes ownership of a descriptor that was just created for this process: returned by
+/// a nix call as a raw number, received over a socket (SCM_RIGHTS), or given up by a
+/// nix type (`PtyMaster::into_raw_fd`).
+pub fn take_fd(fd: RawFd) -> OwnedFd {
+    // SAFETY: only called on a descriptor that was just created for this process and
+    // that nothing else owns or will close.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
 /// `fork()` into new namespaces: `clone(flags | SIGCHLD)` with no new stack, so the
 /// child continues on a copy of the parent's, as after fork. Returns 0 in the child.
+/// (nix's `clone` insists on a new stack and a callback.)
 ///
 /// Only call this while the process is single-threaded (the stub always is).
 pub fn clone_into_namespaces(flags: libc::c_int) -> io::Result<libc::pid_t> {
@@ -34,46 +47,52 @@ pub fn clone_into_namespaces(flags: libc::c_int) -> io::Result<libc::pid_t> {
     cvt(ret).map(|pid| pid as libc::pid_t)
 }
 
-/// `struct open_how` of openat2(2).
-#[repr(C)]
-struct OpenHow {
-    flags: u64,
-    mode: u64,
-    resolve: u64,
+/// fork(2). nix marks it unsafe for the reason below; returns 0 in the child.
+pub fn fork() -> io::Result<libc::pid_t> {
+    // SAFETY: the stub is single-threaded, so the child's copy of memory holds no lock
+    // another thread was holding; the child only execs, exits, or carries on as the
+    // parent's sole continuation.
+    match unsafe { nix::unistd::fork() } {
+        Ok(nix::unistd::ForkResult::Child) => Ok(0),
+        Ok(nix::unistd::ForkResult::Parent { child }) => Ok(child.as_raw()),
+        Err(e) => Err(e.into()),
+    }
 }
 
-pub const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
-pub const RESOLVE_NO_SYMLINKS: u64 = 0x04;
-pub const RESOLVE_IN_ROOT: u64 = 0x10;
+pub use nix::fcntl::ResolveFlag;
 
-/// openat2(2): open `path` below `dir`, resolving every component as if `dir` were `/`
-/// (with `RESOLVE_IN_ROOT`), so neither `..` nor a symlink can lead out of it.
+/// openat2(2) (nix, which returns a raw descriptor): open `path` below `dir`, resolving
+/// it as `resolve` says (with `RESOLVE_IN_ROOT`, neither `..` nor a symlink leads out).
 pub fn openat2(
     dir: BorrowedFd<'_>,
     path: &CStr,
     flags: libc::c_int,
-    mode: libc::mode_t,
-    resolve: u64,
+    resolve: ResolveFlag,
 ) -> io::Result<OwnedFd> {
-    let how = OpenHow {
-        flags: (flags | libc::O_CLOEXEC) as u64,
-        mode: u64::from(mode),
-        resolve,
-    };
-    // SAFETY: `path` is NUL-terminated, `how` is a properly laid out open_how that lives
-    // for the call, and its size is passed alongside.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            dir.as_raw_fd(),
-            path.as_ptr(),
-            &how as *const OpenHow,
-            std::mem::size_of::<OpenHow>(),
-        )
-    };
-    let fd = cvt(ret)? as libc::c_int;
-    // SAFETY: the kernel just returned this descriptor to us and nothing else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    use nix::fcntl::{OFlag, OpenHow};
+    let how = OpenHow::new()
+        .flags(OFlag::from_bits_retain(flags) | OFlag::O_CLOEXEC)
+        .resolve(resolve);
+    let fd = nix::fcntl::openat2(dir.as_raw_fd(), path, how)?;
+    Ok(take_fd(fd))
+}
+
+/// openat(2) (nix, which returns a raw descriptor) of an entry of `dir`, close-on-exec.
+pub fn openat(
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+    flags: libc::c_int,
+    mode: u32,
+) -> io::Result<OwnedFd> {
+    use nix::fcntl::OFlag;
+    use nix::sys::stat::Mode;
+    let fd = nix::fcntl::openat(
+        Some(dir.as_raw_fd()),
+        name,
+        OFlag::from_bits_retain(flags) | OFlag::O_CLOEXEC,
+        Mode::from_bits_truncate(mode),
+    )?;
+    Ok(take_fd(fd))
 }
 
 /// `struct mount_attr` of mount_setattr(2).
@@ -90,8 +109,8 @@ pub const MOUNT_ATTR_NOSUID: u64 = 0x02;
 pub const MOUNT_ATTR_NODEV: u64 = 0x04;
 pub const MOUNT_ATTR_NOEXEC: u64 = 0x08;
 
-/// mount_setattr(2) with `AT_RECURSIVE`: set `attrs` on the mount at `path` and on every
-/// mount below it (a remount only reaches the top one).
+/// mount_setattr(2) with `AT_RECURSIVE` (not in nix): set `attrs` on the mount at `path`
+/// and on every mount below it (a remount only reaches the top one).
 pub fn mount_setattr_recursive(path: &CStr, attrs: u64) -> io::Result<()> {
     let attr = MountAttr {
         attr_set: attrs,
@@ -114,37 +133,25 @@ pub fn mount_setattr_recursive(path: &CStr, attrs: u64) -> io::Result<()> {
     cvt(ret).map(drop)
 }
 
-/// The calling process's signal mask, replaced by `set` (SIG_SETMASK).
-pub fn set_signal_mask(set: &libc::sigset_t) -> io::Result<()> {
-    // SAFETY: both pointers are valid for the call; the old mask is not asked for.
-    let ret = unsafe { libc::sigprocmask(libc::SIG_SETMASK, set, std::ptr::null_mut()) };
-    cvt(ret.into()).map(drop)
-}
-
-/// A signal set holding `signals`.
-pub fn sigset_of(signals: &[libc::c_int]) -> libc::sigset_t {
-    // SAFETY: sigemptyset/sigaddset only write into the set we pass; a zeroed sigset_t
-    // is a valid argument for sigemptyset to initialise.
+/// The first signal of `set` that is pending (blocked and waiting), if any (nix has no
+/// sigpending).
+pub fn pending_signal(set: &SigSet) -> Option<libc::c_int> {
+    // SAFETY: a zeroed sigset_t is a valid buffer for sigpending to fill; sigismember
+    // only reads the sets.
     unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        for &sig in signals {
-            libc::sigaddset(&mut set, sig);
+        let mut pending: libc::sigset_t = std::mem::zeroed();
+        if libc::sigpending(&mut pending) != 0 {
+            return None;
         }
-        set
+        (1..libc::SIGRTMIN()).find(|&s| {
+            libc::sigismember(&pending, s) == 1 && libc::sigismember(set.as_ref(), s) == 1
+        })
     }
 }
 
-/// A signal as a signalfd reports it.
-pub struct Received {
-    pub signal: libc::c_int,
-    /// True when the kernel raised it for a whole process group (the terminal's
-    /// Ctrl-C, Ctrl-\, hangup): the container's processes in that group got it too.
-    pub from_terminal: bool,
-}
-
 /// Resets every signal disposition to its default, as a freshly exec'd program expects
-/// (Rust's runtime ignores SIGPIPE, and ignored signals survive execve).
+/// (Rust's runtime ignores SIGPIPE, and ignored signals survive execve). nix's `signal`
+/// takes its `Signal` enum, which has no real-time signals.
 pub fn reset_signal_dispositions() {
     for sig in 1..libc::SIGRTMAX() {
         if sig == libc::SIGKILL || sig == libc::SIGSTOP {
@@ -157,161 +164,49 @@ pub fn reset_signal_dispositions() {
     }
 }
 
-/// prctl(2) with integer arguments.
-pub fn prctl(option: libc::c_int, arg: libc::c_ulong) -> io::Result<()> {
-    // SAFETY: the options we use (PDEATHSIG, DUMPABLE, NO_NEW_PRIVS) take integer
-    // arguments only; unused trailing arguments must be zero.
-    let ret = unsafe { libc::prctl(option, arg, 0 as libc::c_ulong, 0 as libc::c_ulong, 0) };
-    cvt(ret.into()).map(drop)
+/// kill(2) with any signal number, real-time ones included (nix's `Signal` has none).
+pub fn send_signal(pid: libc::pid_t, signal: libc::c_int) -> io::Result<()> {
+    // SAFETY: kill(2) takes two integers and touches no memory of ours.
+    cvt(unsafe { libc::kill(pid, signal) }.into()).map(drop)
 }
 
-/// Marks every descriptor from `first` up close-on-exec (close_range(2)), so nothing of
-/// the stub's reaches the container's command.
-pub fn cloexec_from(first: libc::c_int) -> io::Result<()> {
+/// close_range(2) (not in nix) from `first` up: close them, or with `cloexec` only mark
+/// them close-on-exec, so nothing of the stub's reaches the container's command.
+pub fn close_range_from(first: libc::c_int, cloexec: bool) -> io::Result<()> {
     const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
-    // SAFETY: close_range only changes flags of descriptors of this process.
+    let flags = if cloexec { CLOSE_RANGE_CLOEXEC } else { 0 };
+    // SAFETY: close_range only closes or flags descriptors of this process; the callers
+    // use none of them afterwards (or only until exec, with `cloexec`).
     let ret = unsafe {
         libc::syscall(
             libc::SYS_close_range,
             first as libc::c_uint,
             libc::c_uint::MAX,
-            CLOSE_RANGE_CLOEXEC,
+            flags,
         )
     };
     cvt(ret).map(drop)
 }
 
-/// execve(2); returns only on failure.
-pub fn execve(
-    path: &CStr,
-    argv: &[*const libc::c_char],
-    envp: &[*const libc::c_char],
-) -> io::Error {
-    debug_assert!(argv.last().is_some_and(|p| p.is_null()));
-    debug_assert!(envp.last().is_some_and(|p| p.is_null()));
-    // SAFETY: `path` is NUL-terminated; argv and envp are NULL-terminated arrays of
-    // pointers to NUL-terminated strings that the caller keeps alive.
-    unsafe { libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
-    io::Error::last_os_error()
-}
-
 /// _exit(2): leaves without running destructors or atexit handlers, as a forked child
-/// must (they belong to the parent's copy of the state).
+/// must (they belong to the parent's copy of the state). std has no such call.
 pub fn exit_now(code: i32) -> ! {
     // SAFETY: _exit never returns and touches no memory of ours.
     unsafe { libc::_exit(code) }
 }
 
-/// Whether this process's group is the foreground group of the terminal `fd`.
-pub fn in_foreground(fd: libc::c_int) -> bool {
-    // SAFETY: tcgetpgrp and getpgrp only read process attributes.
-    unsafe { libc::tcgetpgrp(fd) == libc::getpgrp() }
-}
-
-/// Whether `fd` is a terminal.
-pub fn is_terminal(fd: libc::c_int) -> bool {
-    // SAFETY: isatty only inspects the descriptor number.
-    unsafe { libc::isatty(fd) == 1 }
-}
-
-/// Closes every descriptor from 3 up (close_range(2)).
-pub fn close_from_3() -> io::Result<()> {
-    // SAFETY: closing descriptors of this process; none of ours is used afterwards.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_close_range,
-            3 as libc::c_uint,
-            libc::c_uint::MAX,
-            0 as libc::c_uint,
-        )
-    };
-    cvt(ret).map(drop)
-}
-
-/// The first signal of `set` that is pending (blocked and waiting), if any.
-pub fn pending_signal(set: &libc::sigset_t) -> Option<libc::c_int> {
-    // SAFETY: a zeroed sigset_t is a valid buffer for sigpending to fill; sigismember
-    // only reads the sets.
-    unsafe {
-        let mut pending: libc::sigset_t = std::mem::zeroed();
-        if libc::sigpending(&mut pending) != 0 {
-            return None;
-        }
-        (1..libc::SIGRTMIN())
-            .find(|&s| libc::sigismember(&pending, s) == 1 && libc::sigismember(set, s) == 1)
-    }
-}
-
-/// dup2(2): makes `target` a copy of `fd` (used for the standard descriptors).
-pub fn dup_onto(fd: libc::c_int, target: libc::c_int) -> io::Result<()> {
-    // SAFETY: dup2 only changes this process's descriptor table; the caller means to
-    // replace `target`.
-    cvt(unsafe { libc::dup2(fd, target) }.into()).map(drop)
-}
-
-/// A close-on-exec duplicate of `fd`, numbered above the standard descriptors.
-pub fn dup_cloexec(fd: libc::c_int) -> io::Result<std::os::fd::OwnedFd> {
-    // SAFETY: F_DUPFD_CLOEXEC returns a new descriptor that we then own.
-    let new = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
-    let new = cvt(new.into())? as libc::c_int;
-    // SAFETY: the descriptor was just created for us.
-    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(new) })
-}
-
-/// Brings the loopback interface up in the current network namespace (a new one starts
-/// with `lo` down; the kernel adds 127.0.0.1 and ::1 when it comes up).
-pub fn loopback_up() -> io::Result<()> {
-    // SAFETY: a plain socket(2) call; the descriptor is owned right below.
-    let sock = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    let sock = cvt(sock.into())? as libc::c_int;
-    // SAFETY: the descriptor was just created for us.
-    let sock = unsafe { std::os::fd::OwnedFd::from_raw_fd(sock) };
-    // SAFETY: a zeroed ifreq is valid; we fill in the name and read or write the flags
-    // member of the union, as SIOCGIFFLAGS/SIOCSIFFLAGS expect.
-    unsafe {
-        let mut req: libc::ifreq = std::mem::zeroed();
-        for (i, b) in b"lo".iter().enumerate() {
-            req.ifr_name[i] = *b as libc::c_char;
-        }
-        cvt(libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS as _, &mut req).into())?;
-        req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
-        cvt(libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS as _, &req).into())?;
-    }
-    Ok(())
-}
-
-/// signalfd(2) for the (blocked) signals of `set`, non-blocking.
-pub fn signal_fd(set: &libc::sigset_t) -> io::Result<std::os::fd::OwnedFd> {
-    // SAFETY: `set` is valid for the call; -1 asks for a new descriptor.
-    let fd = unsafe { libc::signalfd(-1, set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK) };
-    let fd = cvt(fd.into())? as libc::c_int;
-    // SAFETY: the descriptor was just created for us.
-    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
-}
-
-/// The next signal queued on a signalfd, if any.
-pub fn read_signal(fd: std::os::fd::BorrowedFd<'_>) -> Option<Received> {
-    // SAFETY: a zeroed signalfd_siginfo is a valid buffer of the size the kernel writes.
-    let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
-    let size = std::mem::size_of::<libc::signalfd_siginfo>();
-    // SAFETY: `info` is a writable buffer of `size` bytes.
-    let n = unsafe {
-        libc::read(
-            fd.as_raw_fd(),
-            &mut info as *mut _ as *mut libc::c_void,
-            size,
-        )
-    };
-    (n as usize == size).then_some(Received {
-        signal: info.ssi_signo as libc::c_int,
-        from_terminal: info.ssi_code == libc::SI_KERNEL,
-    })
+/// The stub's stdin, borrowed for the whole life of the process.
+pub fn stdin() -> BorrowedFd<'static> {
+    // SAFETY: descriptor 0 is never closed by the stub (only replaced with dup2, which
+    // keeps the number valid).
+    unsafe { BorrowedFd::borrow_raw(0) }
 }
 
 /// flock(2) exclusive on `fd`; `wait` false fails at once when someone else holds it.
-/// The lock belongs to the open file, so it lasts until every copy of it is closed
-/// (a forked monitor keeps it after its parent exits).
-pub fn lock_exclusive(fd: std::os::fd::BorrowedFd<'_>, wait: bool) -> io::Result<()> {
+/// The lock belongs to the open file, so it lasts until every copy of it is closed (a
+/// forked monitor keeps it after its parent exits). nix's `Flock` unlocks on drop,
+/// which would release it for every copy, so it cannot serve here.
+pub fn lock_exclusive(fd: BorrowedFd<'_>, wait: bool) -> io::Result<()> {
     let op = if wait {
         libc::LOCK_EX
     } else {
@@ -327,7 +222,8 @@ pub fn lock_exclusive(fd: std::os::fd::BorrowedFd<'_>, wait: bool) -> io::Result
     }
 }
 
-/// Installs a seccomp BPF program for the calling thread (prctl PR_SET_SECCOMP).
+/// Installs a seccomp BPF program for the calling thread (prctl PR_SET_SECCOMP, which
+/// nix's prctl module does not offer).
 pub fn seccomp_filter(filters: &[libc::sock_filter]) -> io::Result<()> {
     let prog = libc::sock_fprog {
         len: filters.len() as libc::c_ushort,
@@ -345,8 +241,8 @@ pub fn seccomp_filter(filters: &[libc::sock_filter]) -> io::Result<()> {
     cvt(ret.into()).map(drop)
 }
 
-/// fsetxattr(2) on an open file.
-pub fn set_xattr_fd(fd: std::os::fd::BorrowedFd<'_>, name: &CStr, value: &[u8]) -> io::Result<()> {
+/// fsetxattr(2) on an open file (nix has no xattr calls).
+pub fn set_xattr_fd(fd: BorrowedFd<'_>, name: &CStr, value: &[u8]) -> io::Result<()> {
     // SAFETY: `name` is NUL-terminated; `value` is valid for its length.
     let ret = unsafe {
         libc::fsetxattr(
@@ -362,7 +258,7 @@ pub fn set_xattr_fd(fd: std::os::fd::BorrowedFd<'_>, name: &CStr, value: &[u8]) 
 
 /// lsetxattr(2) on the entry `entry` of directory `dir` (a symlink itself, not followed).
 pub fn set_xattr_at(
-    dir: std::os::fd::BorrowedFd<'_>,
+    dir: BorrowedFd<'_>,
     entry: &CStr,
     name: &CStr,
     value: &[u8],
@@ -382,4 +278,60 @@ pub fn set_xattr_at(
         )
     };
     cvt(ret.into()).map(drop)
+}
+
+nix::ioctl_read_bad!(ioctl_get_winsize, libc::TIOCGWINSZ, libc::winsize);
+nix::ioctl_write_ptr_bad!(ioctl_set_winsize, libc::TIOCSWINSZ, libc::winsize);
+nix::ioctl_write_int_bad!(ioctl_set_controlling_tty, libc::TIOCSCTTY);
+nix::ioctl_readwrite_bad!(ioctl_get_if_flags, libc::SIOCGIFFLAGS, libc::ifreq);
+nix::ioctl_write_ptr_bad!(ioctl_set_if_flags, libc::SIOCSIFFLAGS, libc::ifreq);
+
+/// Copies the window size of the terminal `from` to the pty `to` (TIOCGWINSZ and
+/// TIOCSWINSZ: nix generates these ioctls as unsafe functions).
+pub fn copy_winsize(from: BorrowedFd<'_>, to: BorrowedFd<'_>) {
+    let mut size = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ fills the winsize we pass; TIOCSWINSZ reads it. Both fds are open.
+    unsafe {
+        if ioctl_get_winsize(from.as_raw_fd(), &mut size).is_ok() {
+            let _ = ioctl_set_winsize(to.as_raw_fd(), &size);
+        }
+    }
+}
+
+/// TIOCSCTTY: makes `terminal` the controlling terminal of the calling session leader.
+pub fn set_controlling_tty(terminal: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: TIOCSCTTY takes an integer (0: do not steal) and changes only our session.
+    unsafe { ioctl_set_controlling_tty(terminal.as_raw_fd(), 0) }
+        .map(drop)
+        .map_err(io::Error::from)
+}
+
+/// Brings the loopback interface up in the current network namespace (a new one starts
+/// with `lo` down; the kernel adds 127.0.0.1 and ::1 when it comes up).
+pub fn loopback_up() -> io::Result<()> {
+    use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
+    let sock = socket(
+        AddressFamily::Inet,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    // SAFETY: an all-zero ifreq is a valid value (a name of NULs, a zero union).
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (i, b) in b"lo".iter().enumerate() {
+        req.ifr_name[i] = *b as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS fills the flags member of the ifreq we own; SIOCSIFFLAGS reads
+    // it back; the socket is open for both calls.
+    unsafe {
+        ioctl_get_if_flags(sock.as_raw_fd(), &mut req)?;
+        req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+        ioctl_set_if_flags(sock.as_raw_fd(), &req)?;
+    }
+    Ok(())
 }

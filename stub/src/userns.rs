@@ -6,7 +6,7 @@
 //! as rootless podman does. Only subid lets an image keep its files' owners and switch
 //! users at run time.
 
-use crate::error::{Error, Result};
+use crate::error::{Context, Error, Result};
 use crate::log::debug;
 use std::fs;
 use std::path::Path;
@@ -232,22 +232,14 @@ fn spawn_map_helper(
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .map_err(|e| {
-            Error::new(format!(
-                "cannot run {}: {}",
-                helper.display(),
-                crate::error::plain(&e)
-            ))
-        })?;
+        .with_context(|| format!("cannot run {}", helper.display()))?;
     Ok(MapHelper { name, args, child })
 }
 
 /// Waits for a helper; youki ignores this status, but a failed helper means no mapping.
 fn finish_map_helper(helper: MapHelper) -> Result<()> {
     let MapHelper { name, args, child } = helper;
-    let out = child
-        .wait_with_output()
-        .map_err(|e| Error::new(format!("{name}: {}", crate::error::plain(&e))))?;
+    let out = child.wait_with_output().context(name)?;
     if !out.status.success() {
         let why = String::from_utf8_lossy(&out.stderr);
         return Err(Error::new(format!(
@@ -266,13 +258,9 @@ fn write_single_maps(pid: libc::pid_t, inside_uid: u32, inside_gid: u32) -> Resu
     let uid = nix::unistd::getuid().as_raw();
     let gid = nix::unistd::getgid().as_raw();
     let write = |file: &str, content: String| {
-        fs::write(format!("/proc/{pid}/{file}"), content).map_err(|e| {
-            Error::new(format!(
-                "cannot write the user namespace's {file}: {}{}",
-                crate::error::plain(&e),
-                blocked_hint()
-            ))
-        })
+        fs::write(format!("/proc/{pid}/{file}"), content)
+            .with_context(|| format!("cannot write the user namespace's {file}"))
+            .map_err(with_blocked_hint)
     };
     write("uid_map", format!("{inside_uid} {uid} 1\n"))?;
     write("setgroups", "deny".into())?;
@@ -283,12 +271,12 @@ fn read_sysctl(path: &str) -> Option<String> {
     fs::read_to_string(path).ok().map(|s| s.trim().to_string())
 }
 
-/// Why this machine may refuse unprivileged user namespaces, as a suffix for an error.
-pub fn blocked_hint() -> String {
-    match blocked_reason() {
-        Some(why) => format!(" ({why})"),
-        None => String::new(),
+/// `e`, with the reason this machine refuses unprivileged user namespaces, if one does.
+pub fn with_blocked_hint(mut e: Error) -> Error {
+    if let Some(why) = blocked_reason() {
+        e.msg = format!("{} ({why})", e.msg);
     }
+    e
 }
 
 /// The sysctl or AppArmor rule that blocks unprivileged user namespaces, if one does.
@@ -322,16 +310,12 @@ pub fn run_inside_with(
     use std::io::{Read, Write};
     let (go_read, go_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| Error::new(format!("cannot create a pipe: {e}")))?;
-    let pid = crate::sys::clone_into_namespaces(libc::CLONE_NEWUSER | extra).map_err(|e| {
-        Error::new(format!(
-            "cannot create a user namespace: {}{}",
-            crate::error::plain(&e),
-            blocked_hint()
-        ))
-    })?;
+    let pid = crate::sys::clone_into_namespaces(libc::CLONE_NEWUSER | extra)
+        .context("cannot create a user namespace")
+        .map_err(with_blocked_hint)?;
     if pid == 0 {
         drop(go_write);
-        let _ = crate::sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
+        let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
         let mut byte = [0u8; 1];
         if !matches!(fs::File::from(go_read).read(&mut byte), Ok(1)) {
             crate::sys::exit_now(crate::error::EXIT_BINCTR);

@@ -5,7 +5,7 @@
 //! test user, then exports `BINCTR_DIST`, `BINCTR_FIXTURES` and (when run as root)
 //! `BINCTR_TEST_USER`. A test that cannot run fails loudly; nothing is skipped.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsString;
 use std::fmt;
 use std::fs;
@@ -19,8 +19,21 @@ use std::sync::{mpsc, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
+mod procs;
+mod pty;
+
+pub use procs::{
+    all_processes, assert_no_process_left, find_descendant, is_live, live_descendants,
+    live_descendants_with_argv, live_with_argv, read_pid_file, send_signal, signal_group, Detached,
+    Proc,
+};
+pub use pty::{find_bytes, PtyRun};
+
 /// How long any one command may run before the test kills it and fails.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long anything that should be quick may take before the test fails.
+pub const QUICK: Duration = Duration::from_secs(5);
 
 /// The PATH the harness gives the packed binary, as a login shell would.
 pub const HOST_PATH: &str = "/usr/bin:/bin";
@@ -399,7 +412,16 @@ pub fn cache_entries(cache: &Path) -> Vec<(String, PathBuf)> {
     entries
 }
 
-/// 64 lowercase hex characters: a sha256 written out.
+/// The names of the extractions in progress (or left by a crashed run) in a cache dir:
+/// `.tmp-<digest>[-<mapping>].<pid>`.
+pub fn temp_entries(cache: &Path) -> Vec<String> {
+    cache_entries(cache)
+        .into_iter()
+        .map(|(name, _)| name)
+        .filter(|name| name.starts_with(".tmp-"))
+        .collect()
+}
+
 /// A cache entry's name: the payload digest, and a suffix naming the id mapping when
 /// it is not the single one (`-subid-START-COUNT-START-COUNT`).
 pub fn is_cache_entry(name: &str) -> bool {
@@ -408,6 +430,7 @@ pub fn is_cache_entry(name: &str) -> bool {
         && !name.ends_with(".lock")
 }
 
+/// 64 lowercase hex characters: a sha256 written out.
 pub fn is_digest(s: &str) -> bool {
     s.len() == 64
         && s.bytes()
@@ -520,18 +543,8 @@ impl Cmd {
     }
 
     fn command(&self) -> Command {
-        let mut command = match (&self.env.test_user, self.as_test_user) {
-            (Some(user), true) => {
-                let mut c = Command::new("/usr/bin/setpriv");
-                c.arg(format!("--reuid={}", user.uid))
-                    .arg(format!("--regid={}", user.gid))
-                    .arg("--init-groups")
-                    .arg("--")
-                    .arg(&self.program);
-                c
-            }
-            _ => Command::new(&self.program),
-        };
+        let user = self.env.test_user.as_ref().filter(|_| self.as_test_user);
+        let mut command = command_as(user, &self.program);
         command.args(&self.args).env_clear();
         for (key, value) in &self.vars {
             if let Some(value) = value {
@@ -587,6 +600,23 @@ impl Cmd {
     /// Runs to the end; fails the test when it outlives its timeout.
     pub fn run(self) -> Output {
         self.spawn().wait()
+    }
+}
+
+/// PROGRAM as `user` (through setpriv, which execs it in place), or as whoever runs the
+/// tests when there is none.
+fn command_as(user: Option<&User>, program: &Path) -> Command {
+    match user {
+        Some(user) => {
+            let mut c = Command::new("/usr/bin/setpriv");
+            c.arg(format!("--reuid={}", user.uid))
+                .arg(format!("--regid={}", user.gid))
+                .arg("--init-groups")
+                .arg("--")
+                .arg(program);
+            c
+        }
+        None => Command::new(program),
     }
 }
 
@@ -719,52 +749,6 @@ impl Drop for Running {
     }
 }
 
-/// Host pids of all processes, with their parent pid and name.
-fn process_table() -> Vec<(u32, u32, String)> {
-    let mut table = Vec::new();
-    let Ok(entries) = fs::read_dir("/proc") else {
-        return table;
-    };
-    for entry in entries.flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        // "pid (comm) state ppid ...": comm may hold spaces and parentheses.
-        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
-            continue;
-        };
-        let comm = stat[open + 1..close].to_string();
-        let mut rest = stat[close + 1..].split_whitespace();
-        let ppid = rest.nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
-        table.push((pid, ppid, comm));
-    }
-    table
-}
-
-fn find_descendant(ancestor: u32, comm: &str) -> Option<u32> {
-    let table = process_table();
-    let mut family: HashSet<u32> = HashSet::from([ancestor]);
-    // Grow the set of descendants until it stops changing.
-    loop {
-        let before = family.len();
-        for (pid, ppid, _) in &table {
-            if family.contains(ppid) {
-                family.insert(*pid);
-            }
-        }
-        if family.len() == before {
-            break;
-        }
-    }
-    table
-        .iter()
-        .find(|(pid, _, name)| *pid != ancestor && family.contains(pid) && name == comm)
-        .map(|(pid, _, _)| *pid)
-}
-
 /// How a command ended and what it wrote.
 pub struct Output {
     pub what: String,
@@ -798,6 +782,23 @@ impl Output {
     #[track_caller]
     pub fn assert_success(&self) -> &Output {
         self.assert_code(0)
+    }
+
+    /// Fails the test unless stderr is exactly one line (a final newline aside) that
+    /// starts with `prefix` (`"binctr: "`, `"binctr-pack:"`).
+    #[track_caller]
+    pub fn assert_one_error_line(&self, prefix: &str) -> &Output {
+        let err = self.stderr_text();
+        assert!(
+            err.starts_with(prefix),
+            "the error starts with '{prefix}':\n{self:?}"
+        );
+        assert_eq!(
+            err.trim_end().lines().count(),
+            1,
+            "exactly one error line:\n{self:?}"
+        );
+        self
     }
 
     #[track_caller]
@@ -871,21 +872,19 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     }
 }
 
-/// The pids descending from `ancestor` (not itself), given every process's
-/// (pid, parent pid).
-pub fn descendant_pids(ancestor: u32, parents: &[(u32, u32)]) -> Vec<u32> {
-    let mut family = vec![ancestor];
-    loop {
-        let before = family.len();
-        for &(pid, ppid) in parents {
-            if family.contains(&ppid) && !family.contains(&pid) {
-                family.push(pid);
-            }
-        }
-        if family.len() == before {
-            break;
-        }
-    }
-    family.retain(|&p| p != ancestor);
-    family
+/// Exit code `code` and one error line `binctr: ...` that mentions `mentions`.
+#[track_caller]
+pub fn assert_fails_with_one_line(out: &Output, code: i32, mentions: &str) {
+    out.assert_code(code).assert_one_error_line("binctr: ");
+    assert!(
+        out.stderr_text().contains(mentions),
+        "the error names {mentions}:\n{out:?}"
+    );
+}
+
+/// A path as a `&str` argument for a command line; fails the test on a non-UTF-8 path.
+pub fn s(path: &Path) -> String {
+    path.to_str()
+        .unwrap_or_else(|| panic!("non-UTF-8 path {}", path.display()))
+        .to_string()
 }

@@ -479,18 +479,11 @@ fn stub_without_payload_exits_125_with_one_line() {
     let stub = t.dir.join("binctr-stub");
     fs::copy(t.env.stub(), &stub).unwrap();
     t.env.give_to_user(&stub);
-    let out = t.cmd(&stub).arg("true").run();
-    out.assert_code(125);
-    let err = out.stderr_text();
-    assert_eq!(
-        err.trim_end().lines().count(),
-        1,
-        "one error line:\n{out:?}"
-    );
-    assert!(
-        err.starts_with("binctr:"),
-        "the error starts with 'binctr:':\n{out:?}"
-    );
+    t.cmd(&stub)
+        .arg("true")
+        .run()
+        .assert_code(125)
+        .assert_one_error_line("binctr:");
 }
 
 #[test]
@@ -744,16 +737,7 @@ fn assert_pack_failed_cleanly(out: &binctr_tests::Output, dir: &Path) {
         out.code.is_some_and(|c| c != 0),
         "the packer succeeded:\n{out:?}"
     );
-    let err = out.stderr_text();
-    assert!(
-        err.starts_with("binctr-pack:"),
-        "the error starts with 'binctr-pack:':\n{out:?}"
-    );
-    assert_eq!(
-        err.trim_end().lines().count(),
-        1,
-        "exactly one error line:\n{out:?}"
-    );
+    out.assert_one_error_line("binctr-pack:");
     let left: Vec<_> = fs::read_dir(dir)
         .unwrap()
         .flatten()

@@ -21,7 +21,7 @@ use std::sync::OnceLock;
 use std::thread;
 use std::time::Duration;
 
-use binctr_tests::{cache_entries, wait_until, Env, Output, Test};
+use binctr_tests::{cache_entries, s, temp_entries, wait_until, Env, Output, Test};
 
 // ---- a tar written by hand --------------------------------------------------------------
 
@@ -605,14 +605,6 @@ fn finished_entries(cache: &Path) -> Vec<String> {
         .collect()
 }
 
-fn temp_entries(cache: &Path) -> Vec<String> {
-    cache_entries(cache)
-        .into_iter()
-        .map(|(name, _)| name)
-        .filter(|name| name.starts_with(".tmp-"))
-        .collect()
-}
-
 /// After a successful run: one entry per mapping used, each holding only what the stub
 /// puts there, and no temp dir.
 #[track_caller]
@@ -736,10 +728,6 @@ fn expect_harmless(t: &Test, packed: &Path, script: &str, expected: &str) {
         );
         assert_entries_are_clean(t, &context);
     }
-}
-
-fn s(path: &Path) -> String {
-    path.to_str().expect("UTF-8 path").to_string()
 }
 
 /// `../` n times.

@@ -21,8 +21,8 @@ use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use binctr_tests::{
-    cache_entries, descendant_pids, find_sha256, is_cache_entry, wait_until, Cmd, Output, Test,
-    User,
+    assert_fails_with_one_line, cache_entries, find_sha256, is_cache_entry, is_live,
+    live_descendants, s, send_signal, wait_until, Cmd, Detached, Output, Proc, Test, User, QUICK,
 };
 
 /// The loopback port the nginx image listens on (scripts/make-nginx-image.sh).
@@ -37,9 +37,6 @@ const WWW_DATA: u32 = 33;
 /// The `USER app` image's user and its supplementary group (see `app_image`).
 const APP_UID: u32 = 1000;
 const STAFF_GID: u32 = 50;
-
-/// How long anything that should be quick may take before the test fails.
-const QUICK: Duration = Duration::from_secs(5);
 
 /// Timeout of one packed-binary run: a first run extracts the 180 MB nginx rootfs.
 const RUN_TIMEOUT: Duration = Duration::from_secs(120);
@@ -57,12 +54,6 @@ fn port_lock() -> MutexGuard<'static, ()> {
 }
 
 // ---- helpers ----------------------------------------------------------------------------
-
-fn s(path: &Path) -> String {
-    path.to_str()
-        .unwrap_or_else(|| panic!("non-UTF-8 path {}", path.display()))
-        .to_string()
-}
 
 /// The test user; fails the test when the tests do not run as root.
 #[track_caller]
@@ -332,77 +323,6 @@ fn app_image(t: &Test) -> PathBuf {
 
 // ---- host processes ---------------------------------------------------------------------
 
-/// One process of the host, from /proc.
-#[derive(Debug, Clone)]
-struct Proc {
-    pid: u32,
-    ppid: u32,
-    state: char,
-    /// Real, effective, saved and filesystem uid (the Uid: line of /proc/PID/status).
-    uids: Vec<u32>,
-    gids: Vec<u32>,
-    argv: String,
-}
-
-impl Proc {
-    fn read(pid: u32) -> Option<Proc> {
-        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        // "pid (comm) state ppid ...": comm may hold spaces and parentheses.
-        let close = stat.rfind(')')?;
-        let mut rest = stat[close + 1..].split_whitespace();
-        let state = rest.next()?.chars().next()?;
-        let ppid = rest.next()?.parse().ok()?;
-        let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-        let ids = |key: &str| -> Vec<u32> {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(key))
-                .map(|l| {
-                    l.split_whitespace()
-                        .filter_map(|u| u.parse().ok())
-                        .collect()
-                })
-                .unwrap_or_default()
-        };
-        let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        Some(Proc {
-            pid,
-            ppid,
-            state,
-            uids: ids("Uid:"),
-            gids: ids("Gid:"),
-            argv: String::from_utf8_lossy(&cmdline)
-                .trim_end_matches('\0')
-                .replace('\0', " "),
-        })
-    }
-
-    /// Neither a zombie nor dead.
-    fn is_live(&self) -> bool {
-        !matches!(self.state, 'Z' | 'X' | 'x')
-    }
-}
-
-fn is_live(pid: u32) -> bool {
-    Proc::read(pid).is_some_and(|p| p.is_live())
-}
-
-/// Live descendants of `ancestor`.
-fn descendants(ancestor: u32) -> Vec<Proc> {
-    let procs: Vec<Proc> = fs::read_dir("/proc")
-        .expect("read /proc")
-        .flatten()
-        .filter_map(|e| e.file_name().to_string_lossy().parse::<u32>().ok())
-        .filter_map(Proc::read)
-        .collect();
-    let parents: Vec<(u32, u32)> = procs.iter().map(|p| (p.pid, p.ppid)).collect();
-    let family = descendant_pids(ancestor, &parents);
-    procs
-        .into_iter()
-        .filter(|p| p.pid != ancestor && family.contains(&p.pid) && p.is_live())
-        .collect()
-}
-
 /// The id inside the user namespace of `pid` of a host id, through its uid_map/gid_map.
 fn id_inside(pid: u32, map: &str, host: u32) -> Option<u32> {
     let text = fs::read_to_string(format!("/proc/{pid}/{map}")).ok()?;
@@ -415,30 +335,6 @@ fn id_inside(pid: u32, map: &str, host: u32) -> Option<u32> {
         let host = u64::from(host);
         (host >= outside && host < outside + count).then(|| (inside + host - outside) as u32)
     })
-}
-
-fn send_signal(pid: u32, signal: i32) -> std::io::Result<()> {
-    // SAFETY: kill(2) has no memory-safety preconditions.
-    if unsafe { libc::kill(pid as libc::pid_t, signal) } == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
-}
-
-/// A detached container: SIGKILLed (with its whole pid namespace) if the test ends while
-/// it still runs, so a failing test leaves no nginx holding the port.
-struct Detached {
-    pid: u32,
-}
-
-impl Drop for Detached {
-    fn drop(&mut self) {
-        if is_live(self.pid) {
-            let _ = send_signal(self.pid, libc::SIGKILL);
-            wait_until(QUICK, || !is_live(self.pid));
-        }
-    }
 }
 
 // ---- HTTP -------------------------------------------------------------------------------
@@ -524,7 +420,7 @@ fn nginx_lifecycle(label: &str, start: Cmd, pid_file: &Path, log: &Path, ex: Exp
         answered,
         "{label}: no page with {NGINX_MARKER:?} on 127.0.0.1:{NGINX_PORT}: last answer {last:?}\n\
          processes: {:?}\nlog: {}",
-        descendants(pid),
+        live_descendants(pid),
         log_text()
     );
     let response = last.unwrap();
@@ -536,7 +432,7 @@ fn nginx_lifecycle(label: &str, start: Cmd, pid_file: &Path, log: &Path, ex: Exp
     // The master as the caller (container root), the workers as www-data.
     let mut procs = Vec::new();
     let found = wait_until(QUICK, || {
-        procs = descendants(pid);
+        procs = live_descendants(pid);
         procs.iter().any(|p| p.argv.starts_with("nginx: worker"))
     });
     assert!(found, "{label}: no nginx worker under {pid}: {procs:?}");
@@ -839,16 +735,8 @@ fn a_stale_subid_extraction_is_removed_by_the_next_run_and_by_cache_rm() {
 fn userns_subid_without_a_range_and_bad_userns_values_are_refused() {
     let t = Test::new("userns_refused");
     let out = without_subids(&t, t.busybox(), &["--userns", "subid", "true"]).run();
-    out.assert_code(125);
-    let err = out.stderr_text();
-    assert!(
-        err.starts_with("binctr: ") && err.trim_end().lines().count() == 1,
-        "one 'binctr:' line:\n{out:?}"
-    );
-    assert!(
-        err.contains("/etc/subuid"),
-        "the error names what is missing:\n{out:?}"
-    );
+    // One 'binctr:' line that names what is missing.
+    assert_fails_with_one_line(&out, 125, "/etc/subuid");
     let out = bb(&t, &["--userns", "bogus", "true"]).run();
     out.assert_code(125);
     assert!(

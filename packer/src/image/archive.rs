@@ -14,6 +14,7 @@
 //! Memory stays flat either way.
 use super::store::{normalize, Kind, Member};
 use crate::sys;
+use crate::util::BUF_SIZE;
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
@@ -141,7 +142,7 @@ pub fn index_stream<'p>(stream: Box<dyn BufRead + 'p>) -> io::Result<Indexed<'p>
     let spool = sys::anonymous_temp_file()?;
     let mut archive = tar::Archive::new(Spooling {
         inner: stream,
-        spool: BufWriter::with_capacity(super::BUF_SIZE, spool),
+        spool: BufWriter::with_capacity(BUF_SIZE, spool),
     });
     let members = scan(&mut archive);
     let Spooling { inner, spool } = archive.into_inner();
@@ -158,7 +159,7 @@ pub fn index_stream<'p>(stream: Box<dyn BufRead + 'p>) -> io::Result<Indexed<'p>
         _ => {
             spool.seek(SeekFrom::Start(0))?;
             Ok(Indexed::Flat(Box::new(BufReader::with_capacity(
-                super::BUF_SIZE,
+                BUF_SIZE,
                 spool.chain(inner),
             ))))
         }

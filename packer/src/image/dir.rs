@@ -3,7 +3,8 @@
 //! ctime, never user or group names), so the same tree always gives the same bytes.
 //! Symlinks stay symlinks, hard links become links to the first path seen, devices keep
 //! their numbers; sockets are skipped (they cannot be archived).
-use super::{ImageError, Stats};
+use super::error::ImageError;
+use super::Stats;
 use crate::progress::{Counting, Progress};
 use std::collections::HashMap;
 use std::ffi::OsString;

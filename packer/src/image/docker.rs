@@ -4,10 +4,11 @@
 //! check the layers, and a config named after its digest (`<hex>.json`,
 //! `blobs/sha256/<hex>`) is checked against it.
 use super::archive::is_hex64;
+use super::error::ImageError;
 use super::layer::{LayerCompression, LayerDesc};
 use super::oci::{parse, read_member, ref_matches, ConfigFile};
 use super::store::{normalize, Store};
-use super::{ImageError, ImageMeta, Selection};
+use super::{ImageMeta, Selection};
 use serde::Deserialize;
 
 #[derive(Deserialize)]

@@ -17,7 +17,8 @@
 //! Entries are rewritten with their own header (mode, owner, times, device numbers) and
 //! PAX records (xattrs), under a normalized path (`bin/sh`, directories `bin/`): the same
 //! layers always give the same bytes. Whiteout files never reach the output.
-use super::{ImageError, Stats};
+use super::error::ImageError;
+use super::Stats;
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsStr;
 use std::io::{self, Read, Write};

@@ -3,14 +3,15 @@
 //! (`sha256` of the compressed bytes, from the manifest) and, when the image config lists
 //! it, the layer's diff_id (`sha256` of the tar). A damaged blob usually breaks the
 //! decompressor first; the digest is still what is reported, because it names the cause.
+use super::error::ImageError;
 use super::flatten::Layers;
+use super::sniff::Compression;
 use super::store::Store;
-use super::{ImageError, BUF_SIZE};
+use super::zstd::ZstdReader;
 use crate::progress::{Counting, Progress};
+use crate::util::{os_error, BUF_SIZE};
+use binctr_format::HashingReader;
 use flate2::bufread::MultiGzDecoder;
-use ruzstd::decoding::errors::{FrameDecoderError, ReadFrameHeaderError};
-use ruzstd::decoding::{BlockDecodingStrategy, FrameDecoder};
-use sha2::{Digest, Sha256};
 use std::io::{self, BufRead, BufReader, Read};
 
 /// How a layer blob is compressed.
@@ -85,51 +86,21 @@ impl Layers for StoreLayers<'_> {
         f: &mut dyn FnMut(&mut dyn Read) -> Result<(), ImageError>,
     ) -> Result<(), ImageError> {
         let desc = &self.layers[index];
-        let read_error = |source| ImageError::Read {
-            image: self.image.to_string(),
-            source,
-        };
-        let (blob, _) = self
-            .store
-            .open(&desc.member)
-            .map_err(read_error)?
-            .ok_or_else(|| ImageError::MissingBlob {
-                image: self.image.to_string(),
-                blob: desc.name.clone(),
-            })?;
-        let mut raw = Hashing::new(Counting::new(blob, self.progress));
+        let mut raw = HashingReader::new(Counting::new(self.open_blob(desc)?, self.progress));
         let (result, diff_id) = {
-            let mut buffered = BufReader::with_capacity(BUF_SIZE, &mut raw);
-            let compression = match desc.compression {
-                LayerCompression::Detect => {
-                    let magic = buffered.fill_buf().map_err(read_error)?;
-                    if magic.starts_with(&[0x1f, 0x8b]) {
-                        LayerCompression::Gzip
-                    } else if magic.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-                        LayerCompression::Zstd
-                    } else {
-                        LayerCompression::Plain
-                    }
-                }
-                known => known,
-            };
-            let decoded: Box<dyn Read + '_> = match compression {
-                LayerCompression::Gzip => Box::new(MultiGzDecoder::new(buffered)),
-                LayerCompression::Zstd => Box::new(ZstdReader::new(buffered)),
-                _ => Box::new(buffered),
-            };
-            let mut tar = Hashing::new(decoded);
+            let buffered = BufReader::with_capacity(BUF_SIZE, &mut raw);
+            let mut tar = HashingReader::new(self.decoder(desc, buffered)?);
             let result = f(&mut tar).and_then(|()| {
                 // The zero blocks and padding after the end count for the diff_id.
                 io::copy(&mut tar, &mut io::sink())
                     .map(drop)
-                    .map_err(|e| self.damaged(index, crate::util::os_error(&e)))
+                    .map_err(|e| self.damaged(index, os_error(&e)))
             });
-            (result, tar.digest())
+            (result, tar.digest().to_string())
         };
         // Whatever the decompressor left unread still counts for the blob's digest.
         let drained = io::copy(&mut raw, &mut io::sink());
-        let actual = raw.digest();
+        let actual = raw.digest().to_string();
         if let Some(expected) = &desc.digest {
             if &actual != expected {
                 return Err(ImageError::Digest {
@@ -139,7 +110,7 @@ impl Layers for StoreLayers<'_> {
                 });
             }
         }
-        drained.map_err(read_error)?;
+        drained.map_err(|e| self.read_error(e))?;
         result?;
         if let Some(expected) = &desc.diff_id {
             if &diff_id != expected {
@@ -154,108 +125,50 @@ impl Layers for StoreLayers<'_> {
     }
 }
 
-/// Hashes what passes through.
-pub struct Hashing<R> {
-    inner: R,
-    hasher: Sha256,
-}
-
-impl<R> Hashing<R> {
-    pub fn new(inner: R) -> Self {
-        Hashing {
-            inner,
-            hasher: Sha256::new(),
-        }
-    }
-
-    /// `sha256:<hex>` of everything read so far.
-    pub fn digest(&self) -> String {
-        binctr_format::Sha256Digest(self.hasher.clone().finalize().into()).to_string()
-    }
-}
-
-impl<R: Read> Read for Hashing<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        Ok(n)
-    }
-}
-
-/// A zstd stream of one or more frames (skippable frames skipped), decoded by ruzstd.
-pub struct ZstdReader<R> {
-    source: R,
-    decoder: FrameDecoder,
-    /// A frame is being decoded.
-    in_frame: bool,
-}
-
-impl<R: BufRead> ZstdReader<R> {
-    pub fn new(source: R) -> Self {
-        ZstdReader {
+impl StoreLayers<'_> {
+    fn read_error(&self, source: io::Error) -> ImageError {
+        ImageError::Read {
+            image: self.image.to_string(),
             source,
-            decoder: FrameDecoder::new(),
-            in_frame: false,
         }
     }
 
-    /// Starts the next frame; `false` at the end of the input.
-    fn next_frame(&mut self) -> io::Result<bool> {
-        loop {
-            if self.source.fill_buf()?.is_empty() {
-                return Ok(false);
-            }
-            match self.decoder.reset(&mut self.source) {
-                Ok(()) => return Ok(true),
-                Err(FrameDecoderError::ReadFrameHeaderError(ReadFrameHeaderError::SkipFrame {
-                    length,
-                    ..
-                })) => {
-                    let skipped = io::copy(
-                        &mut (&mut self.source).take(u64::from(length)),
-                        &mut io::sink(),
-                    )?;
-                    if skipped != u64::from(length) {
-                        return Err(zstd_error("truncated skippable frame"));
-                    }
-                }
-                Err(e) => return Err(zstd_error(e)),
-            }
-        }
+    fn open_blob(&self, desc: &LayerDesc) -> Result<Box<dyn Read + '_>, ImageError> {
+        let (blob, _) = self
+            .store
+            .open(&desc.member)
+            .map_err(|e| self.read_error(e))?
+            .ok_or_else(|| ImageError::MissingBlob {
+                image: self.image.to_string(),
+                blob: desc.name.clone(),
+            })?;
+        Ok(blob)
     }
-}
 
-fn zstd_error(e: impl std::fmt::Display) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, format!("zstd: {e}"))
-}
-
-impl<R: BufRead> Read for ZstdReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if buf.is_empty() {
-            return Ok(0);
-        }
-        loop {
-            if !self.in_frame {
-                if !self.next_frame()? {
-                    return Ok(0);
+    /// The layer's tar: the blob decompressed as the manifest says or, when it does not
+    /// say (docker-archive), as the magic bytes say.
+    fn decoder<'r, R: BufRead + 'r>(
+        &self,
+        desc: &LayerDesc,
+        mut blob: R,
+    ) -> Result<Box<dyn Read + 'r>, ImageError> {
+        let compression = match desc.compression {
+            LayerCompression::Detect => {
+                let magic = blob.fill_buf().map_err(|e| self.read_error(e))?;
+                match Compression::of_magic(magic) {
+                    Some(Compression::Gzip) => LayerCompression::Gzip,
+                    Some(Compression::Zstd) => LayerCompression::Zstd,
+                    // Anything else is read as a tar, whose reader says what is wrong.
+                    _ => LayerCompression::Plain,
                 }
-                self.in_frame = true;
             }
-            // decode_blocks may only fill its window: loop until bytes can be collected.
-            while self.decoder.can_collect() < buf.len() && !self.decoder.is_finished() {
-                let wanted = buf.len() - self.decoder.can_collect();
-                self.decoder
-                    .decode_blocks(&mut self.source, BlockDecodingStrategy::UptoBytes(wanted))
-                    .map_err(zstd_error)?;
-            }
-            let n = self.decoder.read(buf)?;
-            if n > 0 {
-                return Ok(n);
-            }
-            if self.decoder.is_finished() && self.decoder.can_collect() == 0 {
-                self.in_frame = false;
-            }
-        }
+            known => known,
+        };
+        Ok(match compression {
+            LayerCompression::Gzip => Box::new(MultiGzDecoder::new(blob)),
+            LayerCompression::Zstd => Box::new(ZstdReader::new(blob)),
+            _ => Box::new(blob),
+        })
     }
 }
 
@@ -281,25 +194,5 @@ mod tests {
             Some(Gzip)
         );
         assert_eq!(of("application/vnd.oci.image.layer.v1.tar+lzma"), None);
-    }
-
-    #[test]
-    fn zstd_frames_decode() {
-        // `printf hello | zstd -c` followed by a skippable frame and `printf ' world' | zstd`.
-        let hello: &[u8] = &[
-            0x28, 0xb5, 0x2f, 0xfd, 0x04, 0x58, 0x29, 0x00, 0x00, 0x68, 0x65, 0x6c, 0x6c, 0x6f,
-            0xa3, 0x6d, 0x9f, 0x88,
-        ];
-        let skippable: &[u8] = &[0x50, 0x2a, 0x4d, 0x18, 0x03, 0x00, 0x00, 0x00, 1, 2, 3];
-        let world: &[u8] = &[
-            0x28, 0xb5, 0x2f, 0xfd, 0x00, 0x58, 0x31, 0x00, 0x00, 0x20, 0x77, 0x6f, 0x72, 0x6c,
-            0x64,
-        ];
-        let input = [hello, skippable, world].concat();
-        let mut out = String::new();
-        ZstdReader::new(&input[..])
-            .read_to_string(&mut out)
-            .unwrap();
-        assert_eq!(out, "hello world");
     }
 }

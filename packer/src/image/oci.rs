@@ -3,9 +3,10 @@
 //! layer blobs, all under `blobs/sha256/<hex>`. Docker's manifest list and schema 2
 //! media types are read the same way. Every JSON blob is checked against its digest
 //! before it is parsed; layers are checked as they stream (`layer.rs`).
+use super::error::ImageError;
 use super::layer::{LayerCompression, LayerDesc};
 use super::store::Store;
-use super::{ImageError, ImageMeta, Platform, Selection};
+use super::{ImageMeta, Platform, Selection};
 use binctr_format::Sha256Digest;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;

@@ -1,7 +1,7 @@
 //! Where an image's files are: a directory (an OCI layout or an unpacked docker-archive)
 //! or the members of a tar, read in place by offset. Both are addressed by the member
 //! names the image's own JSON uses (`blobs/sha256/<hex>`, `<id>/layer.tar`).
-use super::ImageError;
+use super::error::ImageError;
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read};

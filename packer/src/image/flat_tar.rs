@@ -7,7 +7,8 @@
 //! `Archive::entries().raw(true)` because raw mode does not apply a PAX `size` (files of
 //! 8 GiB and more written by PAX tools) and does not skip the extension blocks of a GNU
 //! sparse file; both would desynchronize the stream.
-use super::ImageError;
+use super::error::ImageError;
+use super::Stats;
 use std::io::{self, BufRead, Write};
 use tar::Header;
 
@@ -24,11 +25,18 @@ struct Copier<'a, R, W> {
     offset: u64,
 }
 
-pub fn copy<R: BufRead, W: Write>(
-    input: R,
-    image: &str,
-    out: &mut W,
-) -> Result<super::Stats, ImageError> {
+/// What extension entries (PAX headers, GNU long names) say about the next real entry.
+#[derive(Default)]
+struct Pending {
+    /// The size a PAX header gives the next entry, which overrides the header's own.
+    size: Option<u64>,
+    /// The name and hard-link target a GNU long-name/long-link entry or a PAX header
+    /// gives the next entry (checked, not changed: the bytes pass through as they are).
+    name: Option<Vec<u8>>,
+    link: Option<Vec<u8>>,
+}
+
+pub fn copy<R: BufRead, W: Write>(input: R, image: &str, out: &mut W) -> Result<Stats, ImageError> {
     let mut c = Copier {
         input,
         out,
@@ -36,12 +44,7 @@ pub fn copy<R: BufRead, W: Write>(
         offset: 0,
     };
     let mut entries = 0u64;
-    // The size a PAX header gives the next entry, which overrides the header's own.
-    let mut pax_size: Option<u64> = None;
-    // The name and hard-link target a GNU long-name/long-link entry or a PAX header
-    // gives the next entry (checked, not changed: the bytes pass through as they are).
-    let mut long_name: Option<Vec<u8>> = None;
-    let mut long_link: Option<Vec<u8>> = None;
+    let mut pending = Pending::default();
     let mut block = [0u8; BLOCK];
     loop {
         let at = c.offset;
@@ -59,73 +62,7 @@ pub fn copy<R: BufRead, W: Write>(
                 c.damaged(format!("bad header checksum at byte {at}"))
             });
         }
-        let kind = header.entry_type();
-        let is_extension = kind.is_pax_local_extensions()
-            || kind.is_pax_global_extensions()
-            || kind.is_gnu_longname()
-            || kind.is_gnu_longlink();
-        let header_size = header
-            .entry_size()
-            .map_err(|e| c.damaged(format!("bad size field at byte {at}: {e}")))?;
-        let size = match pax_size.take() {
-            Some(size) if !is_extension => size,
-            keep => {
-                pax_size = keep;
-                header_size
-            }
-        };
-        c.write(&block)?;
-        if kind.is_gnu_sparse() && header.as_gnu().is_some_and(|gnu| gnu.is_extended()) {
-            c.copy_sparse_extensions()?;
-        }
-        if kind.is_pax_local_extensions() {
-            if size > MAX_PAX_LEN {
-                return Err(c.damaged(format!("PAX header of {size} bytes at byte {at}")));
-            }
-            let mut data = vec![0u8; padded(size) as usize];
-            c.read_exact(&mut data)?;
-            c.write(&data)?;
-            let records = &data[..size as usize];
-            if let Some(size) = pax_record(records, b"size") {
-                let size = std::str::from_utf8(size)
-                    .ok()
-                    .and_then(|s| s.parse().ok())
-                    .ok_or_else(|| c.damaged(format!("bad PAX size at byte {at}")))?;
-                pax_size = Some(size);
-            }
-            if let Some(path) = pax_record(records, b"path") {
-                long_name = Some(path.to_vec());
-            }
-            if let Some(link) = pax_record(records, b"linkpath") {
-                long_link = Some(link.to_vec());
-            }
-        } else if kind.is_gnu_longname() || kind.is_gnu_longlink() {
-            if size > MAX_PAX_LEN {
-                return Err(c.damaged(format!("long name of {size} bytes at byte {at}")));
-            }
-            let mut data = vec![0u8; padded(size) as usize];
-            c.read_exact(&mut data)?;
-            c.write(&data)?;
-            let mut name = data[..size as usize].to_vec();
-            while name.last() == Some(&0) {
-                name.pop();
-            }
-            if kind.is_gnu_longname() {
-                long_name = Some(name);
-            } else {
-                long_link = Some(name);
-            }
-        } else {
-            c.copy_data(padded(size))?;
-        }
-        if !is_extension {
-            let name = long_name
-                .take()
-                .unwrap_or_else(|| header.path_bytes().into_owned());
-            let link = long_link
-                .take()
-                .or_else(|| header.link_name_bytes().map(|l| l.into_owned()));
-            check_entry(&c, &name, kind.is_hard_link().then_some(link).flatten())?;
+        if c.copy_entry(header, at, &mut pending)? {
             entries += 1;
         }
     }
@@ -136,7 +73,7 @@ pub fn copy<R: BufRead, W: Write>(
     // record padding after the zero blocks, and gzip checks its trailer there.
     c.drain()?;
     c.write(&[0u8; 2 * BLOCK])?;
-    Ok(super::Stats { entries })
+    Ok(Stats { entries })
 }
 
 /// Refuses an entry whose path, or hard-link target, has a `..` component: unpacked,
@@ -220,6 +157,107 @@ impl<R: BufRead, W: Write> Copier<'_, R, W> {
             image: self.image.to_string(),
             why,
         }
+    }
+
+    /// Copies one entry whose header (at input byte `at`) was read and checked: the
+    /// header, its extension blocks and its data. `true` for a real entry, `false` for an
+    /// extension entry, whose content is kept in `pending` for the next one.
+    fn copy_entry(
+        &mut self,
+        header: &Header,
+        at: u64,
+        pending: &mut Pending,
+    ) -> Result<bool, ImageError> {
+        let kind = header.entry_type();
+        let is_extension = kind.is_pax_local_extensions()
+            || kind.is_pax_global_extensions()
+            || kind.is_gnu_longname()
+            || kind.is_gnu_longlink();
+        let header_size = header
+            .entry_size()
+            .map_err(|e| self.damaged(format!("bad size field at byte {at}: {e}")))?;
+        let size = match pending.size.take() {
+            Some(size) if !is_extension => size,
+            keep => {
+                pending.size = keep;
+                header_size
+            }
+        };
+        self.write(header.as_bytes())?;
+        if kind.is_gnu_sparse() && header.as_gnu().is_some_and(|gnu| gnu.is_extended()) {
+            self.copy_sparse_extensions()?;
+        }
+        if kind.is_pax_local_extensions() {
+            self.copy_pax_header(size, at, pending)?;
+        } else if kind.is_gnu_longname() || kind.is_gnu_longlink() {
+            let name = self.copy_long_name(size, at)?;
+            if kind.is_gnu_longname() {
+                pending.name = Some(name);
+            } else {
+                pending.link = Some(name);
+            }
+        } else {
+            self.copy_data(padded(size))?;
+        }
+        if is_extension {
+            return Ok(false);
+        }
+        let name = pending
+            .name
+            .take()
+            .unwrap_or_else(|| header.path_bytes().into_owned());
+        let link = pending
+            .link
+            .take()
+            .or_else(|| header.link_name_bytes().map(|l| l.into_owned()));
+        check_entry(self, &name, kind.is_hard_link().then_some(link).flatten())?;
+        Ok(true)
+    }
+
+    /// A PAX extended header's records, copied; its `size`, `path` and `linkpath` apply
+    /// to the next entry.
+    fn copy_pax_header(
+        &mut self,
+        size: u64,
+        at: u64,
+        pending: &mut Pending,
+    ) -> Result<(), ImageError> {
+        if size > MAX_PAX_LEN {
+            return Err(self.damaged(format!("PAX header of {size} bytes at byte {at}")));
+        }
+        let mut data = vec![0u8; padded(size) as usize];
+        self.read_exact(&mut data)?;
+        self.write(&data)?;
+        let records = &data[..size as usize];
+        if let Some(size) = pax_record(records, b"size") {
+            let size = std::str::from_utf8(size)
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| self.damaged(format!("bad PAX size at byte {at}")))?;
+            pending.size = Some(size);
+        }
+        if let Some(path) = pax_record(records, b"path") {
+            pending.name = Some(path.to_vec());
+        }
+        if let Some(link) = pax_record(records, b"linkpath") {
+            pending.link = Some(link.to_vec());
+        }
+        Ok(())
+    }
+
+    /// A GNU long name or long link entry's data, copied; the name, without its NULs.
+    fn copy_long_name(&mut self, size: u64, at: u64) -> Result<Vec<u8>, ImageError> {
+        if size > MAX_PAX_LEN {
+            return Err(self.damaged(format!("long name of {size} bytes at byte {at}")));
+        }
+        let mut data = vec![0u8; padded(size) as usize];
+        self.read_exact(&mut data)?;
+        self.write(&data)?;
+        let mut name = data[..size as usize].to_vec();
+        while name.last() == Some(&0) {
+            name.pop();
+        }
+        Ok(name)
     }
 
     /// Reads one block; `false` at a clean end of input. `first`: a short input is then

@@ -22,7 +22,7 @@ impl Progress {
             total,
             start: Instant::now(),
             last_draw: None,
-            enabled: crate::sys::is_terminal(libc::STDERR_FILENO),
+            enabled: nix::unistd::isatty(libc::STDERR_FILENO).unwrap_or(false),
         }
     }
 

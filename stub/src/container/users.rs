@@ -2,7 +2,7 @@
 //! /etc/passwd and /etc/group (never the host's NSS), as docker does.
 
 use crate::error::{Error, Result};
-use crate::inroot;
+use crate::rootfs::inroot;
 use std::io::Read;
 use std::os::fd::AsFd;
 use std::path::Path;
@@ -33,16 +33,11 @@ fn read_in_root(rootfs: &Path, path: &str) -> String {
     let Ok(root) = std::fs::File::open(rootfs) else {
         return String::new();
     };
-    let Ok(fd) = inroot::open(root.as_fd(), path.as_bytes(), 0) else {
+    let Ok(fd) = inroot::open_file(root.as_fd(), path.as_bytes()) else {
         return String::new();
     };
-    // An O_PATH descriptor cannot be read; reopen through /proc.
     let mut text = String::new();
-    let _ = std::fs::File::open(format!(
-        "/proc/self/fd/{}",
-        std::os::fd::AsRawFd::as_raw_fd(&fd)
-    ))
-    .and_then(|mut f| f.read_to_string(&mut text));
+    let _ = std::fs::File::from(fd).read_to_string(&mut text);
     text
 }
 

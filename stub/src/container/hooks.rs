@@ -3,7 +3,7 @@
 //! poststop, each with the OCI state JSON on stdin.
 
 use crate::cli::{Hook, Stage};
-use crate::error::{Error, Result};
+use crate::error::{Context, Error, Result};
 use crate::log::debug;
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -17,24 +17,14 @@ pub fn run(hooks: &[Hook], stage: Stage, state_json: &str) -> Result<()> {
             .args(&hook.argv[1..])
             .stdin(Stdio::piped())
             .spawn()
-            .map_err(|e| {
-                Error::new(format!(
-                    "{name} hook {}: cannot run it: {}",
-                    hook.argv[0],
-                    crate::error::plain(&e)
-                ))
-            })?;
+            .with_context(|| format!("{name} hook {}: cannot run it", hook.argv[0]))?;
         if let Some(mut stdin) = child.stdin.take() {
             // A hook may not read its stdin: a broken pipe is not its failure.
             let _ = stdin.write_all(state_json.as_bytes());
         }
-        let status = child.wait().map_err(|e| {
-            Error::new(format!(
-                "{name} hook {}: {}",
-                hook.argv[0],
-                crate::error::plain(&e)
-            ))
-        })?;
+        let status = child
+            .wait()
+            .with_context(|| format!("{name} hook {}", hook.argv[0]))?;
         if !status.success() {
             let how = match (
                 status.code(),

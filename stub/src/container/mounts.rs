@@ -6,16 +6,16 @@
 //! mounted on through /proc/self/fd/N, so a symlink in the image cannot point a mount
 //! at a host path.
 
-use crate::cache::Rootfs;
-use crate::cli::RunSpec;
+use super::launch::Launch;
 use crate::error::{Context, Error, Result};
 use crate::log::debug;
-use crate::{inroot, sys};
+use crate::rootfs::{inroot, Rootfs};
+use crate::sys;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use std::ffi::CString;
 use std::fs;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::os::unix::fs::{symlink, DirBuilderExt};
+use std::os::unix::fs::{symlink, DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 const NONE: Option<&str> = None;
@@ -24,7 +24,8 @@ const NONE: Option<&str> = None;
 const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
 
 /// Builds the container's root and moves into it.
-pub fn setup(spec: &RunSpec, rootfs: &Rootfs) -> Result<()> {
+pub fn setup(launch: &Launch<'_>, rootfs: &Rootfs) -> Result<()> {
+    let plan = launch.plan;
     debug!("mounts: making all mounts private");
     mount(NONE, "/", NONE, MsFlags::MS_REC | MsFlags::MS_PRIVATE, NONE)
         .context("cannot make mounts private")?;
@@ -41,13 +42,13 @@ pub fn setup(spec: &RunSpec, rootfs: &Rootfs) -> Result<()> {
     .with_context(|| format!("cannot mount a tmpfs on {}", scratch.display()))?;
     let newroot = scratch.join("root");
     mkdir(&newroot, 0o755)?;
-    if spec.read_only {
+    if plan.read_only {
         mount_read_only_root(&rootfs.rootfs(), &scratch, &newroot)?;
     } else {
         mount_overlay_root(
             &rootfs.rootfs(),
             &scratch,
-            spec.overlay.as_deref(),
+            plan.overlay.as_deref(),
             &newroot,
         )?;
     }
@@ -55,16 +56,16 @@ pub fn setup(spec: &RunSpec, rootfs: &Rootfs) -> Result<()> {
     let root = open_path(&newroot)?;
     mount_proc(root.as_fd())?;
     setup_dev(root.as_fd())?;
-    mount_sys(root.as_fd(), spec.net_none)?;
+    mount_sys(root.as_fd(), plan.net_none)?;
     mask_paths(root.as_fd())?;
-    setup_etc(root.as_fd(), &scratch, spec)?;
-    for volume in &spec.volumes {
-        mount_volume(root.as_fd(), volume, spec.read_only)?;
+    setup_etc(root.as_fd(), &scratch, &plan.hostname, plan.read_only)?;
+    for volume in &plan.volumes {
+        mount_volume(root.as_fd(), volume, plan.read_only)?;
     }
-    for tmpfs in &spec.tmpfs {
-        mount_tmpfs(root.as_fd(), tmpfs, spec.read_only)?;
+    for tmpfs in &plan.tmpfs {
+        mount_tmpfs(root.as_fd(), tmpfs, plan.read_only)?;
     }
-    if spec.fake_root() && !spec.read_only {
+    if launch.fake_root && !plan.read_only {
         apt_without_sandbox(root.as_fd());
     }
     drop(root);
@@ -79,27 +80,17 @@ fn mkdir(path: &Path, mode: u32) -> Result<()> {
 }
 
 fn open_path(path: &Path) -> Result<OwnedFd> {
-    let c = CString::new(path.as_os_str().as_encoded_bytes()).context("path with a NUL byte")?;
-    sys::openat2(cwd(), &c, libc::O_PATH | libc::O_DIRECTORY, 0, 0)
+    fs::File::options()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
+        .open(path)
+        .map(OwnedFd::from)
         .with_context(|| format!("cannot open {}", path.display()))
-}
-
-fn cwd() -> BorrowedFd<'static> {
-    // SAFETY: AT_FDCWD is a constant the kernel understands as "the working directory";
-    // it is never closed.
-    unsafe { BorrowedFd::borrow_raw(libc::AT_FDCWD) }
 }
 
 /// Opens `path` inside the new root, as the container will resolve it.
 fn open_in_root(root: BorrowedFd<'_>, path: &str, flags: libc::c_int) -> std::io::Result<OwnedFd> {
-    let c = CString::new(path).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
-    sys::openat2(
-        root,
-        &c,
-        libc::O_PATH | flags,
-        0,
-        sys::RESOLVE_IN_ROOT | sys::RESOLVE_NO_MAGICLINKS,
-    )
+    inroot::open(root, path.as_bytes(), flags)
 }
 
 /// The path through which the kernel reaches an open descriptor.
@@ -126,7 +117,9 @@ fn escape_overlay(path: &Path) -> String {
     out
 }
 
-fn mount_overlay_root(
+/// The root as an overlay: the cached rootfs below, a writable layer above (on the
+/// scratch tmpfs, or kept in `keep`). `--check` mounts it too, to see that it works.
+pub fn mount_overlay_root(
     lower: &Path,
     scratch: &Path,
     keep: Option<&Path>,
@@ -164,11 +157,11 @@ fn mount_overlay_root(
             (e, Some(dir)) => Error::new(format!(
                 "cannot mount the overlay with the writable layer in {} ({}): it needs a filesystem with user xattrs (ext4, xfs, btrfs, tmpfs)",
                 dir.display(),
-                crate::error::plain(&e)
+                e.desc()
             )),
             (e, None) => Error::new(format!(
                 "the kernel refused overlayfs in a user namespace ({}; it needs Linux 5.11 or newer): run with --read-only",
-                crate::error::plain(&e)
+                e.desc()
             )),
         })
 }
@@ -191,7 +184,7 @@ fn mount_read_only_root(lower: &Path, scratch: &Path, newroot: &Path) -> Result<
             .map_err(|e| {
                 Error::new(format!(
                     "the cache is on a noexec or nosuid mount and the kernel refused overlayfs in a user namespace ({}): set BINCTR_CACHE to a directory where programs may run",
-                    crate::error::plain(&e)
+                    e.desc()
                 ))
             });
     }
@@ -361,7 +354,7 @@ fn mount_sys(root: BorrowedFd<'_>, own_net: bool) -> Result<()> {
 
 /// /etc/resolv.conf and /etc/hosts from the host, /etc/hostname with our hostname: copies
 /// on the scratch tmpfs, so the container may edit them without touching the host's.
-fn setup_etc(root: BorrowedFd<'_>, scratch: &Path, spec: &RunSpec) -> Result<()> {
+fn setup_etc(root: BorrowedFd<'_>, scratch: &Path, hostname: &str, read_only: bool) -> Result<()> {
     let files = [
         (
             "resolv.conf",
@@ -373,12 +366,12 @@ fn setup_etc(root: BorrowedFd<'_>, scratch: &Path, spec: &RunSpec) -> Result<()>
                 b"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n".to_vec()
             }),
         ),
-        ("hostname", format!("{}\n", spec.hostname).into_bytes()),
+        ("hostname", format!("{hostname}\n").into_bytes()),
     ];
     for (name, content) in files {
         let copy = scratch.join(name);
         fs::write(&copy, content).with_context(|| format!("cannot write {}", copy.display()))?;
-        let target = match etc_target(root, name, spec.read_only) {
+        let target = match etc_target(root, name, read_only) {
             Ok(fd) => fd,
             Err(e) => {
                 debug!("mounts: /etc/{name} left as the image has it ({e})");
@@ -434,7 +427,7 @@ fn volume_target(
         Err(e) if read_only || e.raw_os_error() != Some(libc::ENOENT) => {
             return Err(Error::new(format!(
                 "cannot mount on {target} in the container: {}{}",
-                crate::error::plain(&e),
+                crate::error::plain(&e.to_string()),
                 if read_only {
                     " (the root is read-only, so it cannot be created)"
                 } else {

@@ -2,13 +2,13 @@
 //! (flock'd by the running container, so a second container cannot take the id and a
 //! stale directory is recognised) and the OCI state JSON that hooks get.
 
-use crate::cli::RunSpec;
+use crate::cli::RunPlan;
 use crate::error::{Context, Error, Result};
+use crate::files::{private_dir, write_atomically};
 use crate::log::debug;
 use std::fs::{self, DirBuilder, File, OpenOptions};
-use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 pub struct State {
     pub id: String,
@@ -23,7 +23,7 @@ pub struct State {
 impl State {
     /// Takes the container id: refused while another container holds it. State is kept
     /// on disk only when something uses it: -d, --id, hooks.
-    pub fn create(spec: &RunSpec) -> Result<State> {
+    pub fn create(spec: &RunPlan) -> Result<State> {
         if !(spec.detach || spec.explicit_id || !spec.hooks.is_empty()) {
             return Ok(State {
                 id: spec.id.clone(),
@@ -31,18 +31,13 @@ impl State {
                 _lock: None,
             });
         }
-        crate::cache::private_dir(&spec.state_root, "state", "choose another with --root")?;
+        private_dir(&spec.state_root, "state", "choose another with --root")?;
         let dir = spec.state_root.join(&spec.id);
         match DirBuilder::new().mode(0o700).create(&dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => {
-                return Err(Error::new(format!(
-                    "cannot create {}: {}",
-                    dir.display(),
-                    crate::error::plain(&e)
-                )))
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                return Err(e).with_context(|| format!("cannot create {}", dir.display()))
             }
+            _ => {}
         }
         let lock_path = dir.join("lock");
         let lock = OpenOptions::new()
@@ -97,21 +92,4 @@ impl State {
             let _ = fs::remove_dir_all(dir);
         }
     }
-}
-
-/// Writes `path` through a temporary file in the same directory and a rename, so a
-/// reader never sees it half-written.
-pub fn write_atomically(path: &Path, content: &[u8]) -> Result<()> {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
-    let result = File::create(&tmp)
-        .and_then(|mut f| f.write_all(content))
-        .and_then(|()| fs::rename(&tmp, path));
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result.with_context(|| format!("cannot write {}", path.display()))
 }

@@ -1,0 +1,97 @@
+//! The config JSON (docs/FORMAT.md section 3): what the stub needs to know about the
+//! image, written after the payload.
+use crate::error::FormatError;
+use crate::layout::CONFIG_VERSION;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// What the stub needs to know about the image, stored as JSON after the payload.
+/// Every field has a default, and unknown fields are ignored, so older stubs read
+/// newer configs of the same `version`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ImageConfig {
+    /// Schema version, [`CONFIG_VERSION`] when written.
+    pub version: u32,
+    /// Short name used for the hostname, the help text and container ids.
+    pub name: String,
+    /// Where the image came from (file name or image reference).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub reference: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub manifest_digest: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub created: String,
+    pub packer_version: String,
+    pub entrypoint: Vec<String>,
+    pub cmd: Vec<String>,
+    pub env: Vec<String>,
+    pub working_dir: String,
+    pub user: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub exposed_ports: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub stop_signal: String,
+    /// Pack-time default: run with a read-only root unless the user asks otherwise.
+    pub read_only: bool,
+}
+
+impl ImageConfig {
+    pub fn new(name: &str) -> Self {
+        ImageConfig {
+            version: CONFIG_VERSION,
+            name: name.to_string(),
+            packer_version: String::new(),
+            ..Default::default()
+        }
+    }
+
+    pub fn from_json(bytes: &[u8]) -> Result<ImageConfig, FormatError> {
+        let config: ImageConfig =
+            serde_json::from_slice(bytes).map_err(|e| FormatError::BadConfig(e.to_string()))?;
+        if config.version > CONFIG_VERSION {
+            return Err(FormatError::NewerConfig(config.version));
+        }
+        Ok(config)
+    }
+
+    /// Compact JSON; field order is fixed by the struct, maps are sorted, so the same
+    /// config always gives the same bytes.
+    pub fn to_json(&self) -> Vec<u8> {
+        // Serializing a struct of strings, vectors and a BTreeMap cannot fail.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_round_trips_and_ignores_unknown_fields() {
+        let mut config = ImageConfig::new("nginx");
+        config.cmd = vec!["nginx".into(), "-g".into(), "daemon off;".into()];
+        config.env = vec!["PATH=/bin".into()];
+        config.labels.insert("a".into(), "b".into());
+        config.read_only = true;
+        let json = config.to_json();
+        assert_eq!(ImageConfig::from_json(&json).unwrap(), config);
+        let mut value: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        value["from_the_future"] = serde_json::json!(1);
+        let json = serde_json::to_vec(&value).unwrap();
+        assert_eq!(ImageConfig::from_json(&json).unwrap(), config);
+    }
+
+    #[test]
+    fn config_rejects_newer_version() {
+        let json = br#"{"version": 99, "name": "x"}"#;
+        assert_eq!(
+            ImageConfig::from_json(json).unwrap_err(),
+            FormatError::NewerConfig(99)
+        );
+    }
+}

@@ -1,0 +1,121 @@
+//! The container's environment, merged in docker's order: docker's defaults (PATH,
+//! HOSTNAME, TERM from the host), the image's Env, `--env-file`, then `-e`. A key set
+//! again replaces its entry in place (binctr_format::Env, linear in the entries).
+
+use crate::error::{Context, Error, Result};
+use binctr_format::Env;
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+
+/// The PATH a container gets when its image sets none (docker's default).
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// The environment before the container user is known ($HOME comes with the user).
+pub fn resolve(
+    hostname: &str,
+    image: &[String],
+    env_files: &[String],
+    flags: &[String],
+) -> Result<Env> {
+    let mut env = Env::new();
+    env.set(b"PATH", DEFAULT_PATH.as_bytes());
+    env.set(b"HOSTNAME", hostname.as_bytes());
+    if let Some(term) = std::env::var_os("TERM") {
+        env.set(b"TERM", term.as_bytes());
+    }
+    for entry in image {
+        env.push_entry(entry.as_bytes());
+    }
+    for file in env_files {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read --env-file {file}"))?;
+        for line in text.lines() {
+            let line = line.trim_start();
+            if !line.is_empty() && !line.starts_with('#') {
+                set_from_flag(&mut env, line)?;
+            }
+        }
+    }
+    for entry in flags {
+        set_from_flag(&mut env, entry)?;
+    }
+    Ok(env)
+}
+
+/// `KEY=VALUE`, or `KEY` alone: the host's value, and nothing when the host has none
+/// (as docker does).
+fn set_from_flag(env: &mut Env, entry: &str) -> Result<()> {
+    match entry.split_once('=') {
+        Some(("", _)) => Err(Error::new(format!(
+            "-e '{entry}': the variable has no name"
+        ))),
+        Some(_) => {
+            env.push_entry(entry.as_bytes());
+            Ok(())
+        }
+        None => {
+            if let Some(value) = std::env::var_os(entry) {
+                env.set(entry.as_bytes(), value.as_bytes());
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Passes the host's value of `key` on, when the host has one.
+pub fn pass_from_host(env: &mut Env, key: &str) {
+    if let Some(value) = std::env::var_os(key) {
+        env.set(key.as_bytes(), value.as_bytes());
+    }
+}
+
+/// The entries as the command's envp.
+pub fn to_os(env: &Env) -> Vec<OsString> {
+    env.entries()
+        .iter()
+        .map(|e| OsString::from_vec(e.clone()))
+        .collect()
+}
+
+/// The value of `key` in a final environment.
+pub fn lookup<'a>(env: &'a [OsString], key: &str) -> Option<&'a OsStr> {
+    env.iter().find_map(|e| {
+        let rest = e.as_bytes().strip_prefix(key.as_bytes())?;
+        rest.strip_prefix(b"=").map(OsStr::from_bytes)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entries(env: &Env) -> Vec<String> {
+        env.entries()
+            .iter()
+            .map(|e| String::from_utf8_lossy(e).into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn env_flags_take_host_values_and_refuse_empty_names() {
+        let mut env = Env::new();
+        env.set(b"A", b"image");
+        set_from_flag(&mut env, "A=flag").unwrap();
+        set_from_flag(&mut env, "BINCTR_SURELY_UNSET_VAR").unwrap();
+        assert!(set_from_flag(&mut env, "=x").is_err());
+        assert_eq!(entries(&env), vec!["A=flag"]);
+    }
+
+    #[test]
+    fn image_env_then_flags_in_docker_order() {
+        let image = vec!["PATH=/image/bin".to_string(), "X=1=2".to_string()];
+        let env = resolve("host", &image, &[], &["X=3".to_string()]).unwrap();
+        let env = entries(&env);
+        assert_eq!(env[0], "PATH=/image/bin");
+        assert_eq!(env[1], "HOSTNAME=host");
+        assert!(env.contains(&"X=3".to_string()));
+        let os = to_os(&resolve("h", &image, &[], &[]).unwrap());
+        assert_eq!(lookup(&os, "X"), Some(OsStr::new("1=2")));
+        assert_eq!(lookup(&os, "PAT"), None);
+    }
+}

@@ -1,0 +1,18 @@
+//! Flags in two stages, as ripgrep does: [`Flags`] mirrors the command line as typed
+//! (argh), [`RunPlan`] is the resolved run (image config + flags, precedence applied),
+//! built once and never changed after. No flag is looked at anywhere else.
+
+mod caps;
+pub mod env;
+mod flags;
+mod hooks;
+mod plan;
+mod volumes;
+
+pub use flags::{parse, Flags, Parsed};
+pub use hooks::{Hook, Stage};
+pub use plan::{default_state_root, RunPlan, Terminal};
+pub use volumes::{Tmpfs, Volume};
+
+/// The stub's version, shown by -v and --help.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,385 @@
+//! The run plan: image config + flags, precedence applied, resolved once into a
+//! [`RunPlan`] that is never changed afterwards. Each part comes from a small resolver
+//! (env, caps, volumes, hooks, terminal, systemd); what needs the rootfs (the user's
+//! ids, the id mapping) is resolved later, into the container's launch plan.
+
+use super::env;
+use super::hooks::{parse_hook, Hook};
+use super::volumes::{parse_tmpfs, parse_volume, Tmpfs, Volume};
+use super::Flags;
+use crate::error::{Context, Error, Result};
+use crate::signals::parse_signal;
+use crate::userns::Mode;
+use binctr_format::{Env, ImageConfig};
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+/// The resolved run.
+#[derive(Debug)]
+pub struct RunPlan {
+    pub debug: bool,
+    pub read_only: bool,
+    pub hostname: String,
+    /// argv of the container's command (never empty).
+    pub argv: Vec<OsString>,
+    /// Docker's defaults, the image's Env, --env-file and -e, merged; $HOME is added
+    /// once the user is known.
+    pub env: Env,
+    pub working_dir: String,
+    /// What SIGTERM to the stub becomes (the image's StopSignal).
+    pub stop_signal: libc::c_int,
+    pub detach: bool,
+    pub log: Option<PathBuf>,
+    pub pid_file: Option<PathBuf>,
+    /// The container's id.
+    pub id: String,
+    /// The user chose the id (so it must be unique among running containers).
+    pub explicit_id: bool,
+    pub state_root: PathBuf,
+    pub hooks: Vec<Hook>,
+    pub terminal: Terminal,
+    pub volumes: Vec<Volume>,
+    pub tmpfs: Vec<Tmpfs>,
+    pub net_none: bool,
+    /// binctr's init as PID 1 (else the command is PID 1).
+    pub init: bool,
+    /// Where the writable layer lives when it must survive the container.
+    pub overlay: Option<PathBuf>,
+    /// Descriptors 3..3+N passed on (systemd socket activation).
+    pub preserve_fds: i32,
+    /// The command's capabilities (the bounding set).
+    pub caps: Vec<caps::Capability>,
+    /// The default seccomp filter (off with --security-opt seccomp=unconfined).
+    pub seccomp: bool,
+    /// -u or the image's User ("" = root), resolved in the image once it is extracted.
+    pub user: String,
+    pub userns: Mode,
+    /// --fake-root / --no-fake-root; None: on with a single mapping.
+    pub fake_root: Option<bool>,
+}
+
+impl RunPlan {
+    pub fn new(flags: &Flags, command: Vec<OsString>, config: &ImageConfig) -> Result<RunPlan> {
+        let cwd = std::env::current_dir().context("cannot read the current directory")?;
+        let absolute = |p: &str| cwd.join(p);
+        let hostname = hostname(flags, config)?;
+        let net_none = net_none(&flags.net)?;
+        let mut env = env::resolve(&hostname, &config.env, &flags.env_file, &flags.env)?;
+        let mut volumes = flags
+            .volume
+            .iter()
+            .map(|v| parse_volume(v, &cwd))
+            .collect::<Result<Vec<_>>>()?;
+        volumes.extend(notify_socket(&mut env, net_none));
+        let preserve_fds = socket_activation(&mut env);
+        if flags.log.is_some() && !flags.detach {
+            return Err(Error::new(
+                "--log only applies to a detached container (-d)",
+            ));
+        }
+        if flags.rm && flags.overlay.is_some() {
+            return Err(Error::new(
+                "--rm and --overlay contradict each other: choose one",
+            ));
+        }
+        Ok(RunPlan {
+            debug: flags.debug,
+            read_only: (flags.read_only || config.read_only) && !flags.read_write,
+            argv: argv(flags, command, config),
+            env,
+            working_dir: working_dir(flags, config)?,
+            stop_signal: stop_signal(config)?,
+            detach: flags.detach,
+            log: flags.log.as_deref().map(absolute),
+            pid_file: flags.pid_file.as_deref().map(absolute),
+            explicit_id: flags.id.is_some(),
+            id: container_id(flags, config)?,
+            state_root: match &flags.root {
+                Some(root) => absolute(root),
+                None => default_state_root(),
+            },
+            hooks: flags
+                .hook
+                .iter()
+                .map(|h| parse_hook(h))
+                .collect::<Result<Vec<_>>>()?,
+            terminal: terminal(flags, &cwd),
+            volumes,
+            tmpfs: flags
+                .tmpfs
+                .iter()
+                .map(|t| parse_tmpfs(t))
+                .collect::<Result<Vec<_>>>()?,
+            net_none,
+            init: !flags.no_init,
+            overlay: flags.overlay.as_deref().map(absolute),
+            preserve_fds,
+            caps: super::caps::resolve_caps(&flags.cap_add, &flags.cap_drop)?,
+            seccomp: seccomp(&flags.security_opt)?,
+            user: flags.user.clone().unwrap_or_else(|| config.user.clone()),
+            userns: Mode::parse(&flags.userns)?,
+            fake_root: fake_root(flags)?,
+            hostname,
+        })
+    }
+}
+
+/// docker run: arguments replace Cmd and are appended to Entrypoint; --entrypoint
+/// replaces Entrypoint and drops Cmd; nothing at all runs /bin/sh.
+fn argv(flags: &Flags, command: Vec<OsString>, config: &ImageConfig) -> Vec<OsString> {
+    let (entrypoint, cmd) = match &flags.entrypoint {
+        Some(e) if e.is_empty() => (Vec::new(), Vec::new()),
+        Some(e) => (vec![e.clone()], Vec::new()),
+        None => (config.entrypoint.clone(), config.cmd.clone()),
+    };
+    let mut argv: Vec<OsString> = entrypoint.iter().map(OsString::from).collect();
+    if command.is_empty() {
+        argv.extend(cmd.iter().map(OsString::from));
+    } else {
+        argv.extend(command);
+    }
+    if argv.is_empty() {
+        argv.push("/bin/sh".into());
+    }
+    argv
+}
+
+fn fake_root(flags: &Flags) -> Result<Option<bool>> {
+    match (flags.fake_root, flags.no_fake_root) {
+        (true, true) => Err(Error::new(
+            "--fake-root and --no-fake-root contradict each other",
+        )),
+        (true, false) => Ok(Some(true)),
+        (false, true) => Ok(Some(false)),
+        (false, false) => Ok(None),
+    }
+}
+
+fn hostname(flags: &Flags, config: &ImageConfig) -> Result<String> {
+    match &flags.hostname {
+        Some(h) if valid_hostname(h) => Ok(h.clone()),
+        Some(h) => Err(Error::new(format!(
+            "--hostname '{h}' is not a valid hostname (letters, digits, '-' and '.', at most 64)"
+        ))),
+        None => Ok(hostname_for(&config.name)),
+    }
+}
+
+fn working_dir(flags: &Flags, config: &ImageConfig) -> Result<String> {
+    match &flags.workdir {
+        Some(dir) if dir.starts_with('/') => Ok(dir.clone()),
+        Some(dir) => Err(Error::new(format!(
+            "-w {dir}: the working directory must be an absolute path"
+        ))),
+        None if config.working_dir.is_empty() => Ok("/".to_string()),
+        None => Ok(config.working_dir.clone()),
+    }
+}
+
+fn stop_signal(config: &ImageConfig) -> Result<libc::c_int> {
+    match config.stop_signal.as_str() {
+        "" => Ok(libc::SIGTERM),
+        name => parse_signal(name).ok_or_else(|| {
+            Error::new(format!(
+                "the image's StopSignal '{name}' is not a signal this stub knows"
+            ))
+        }),
+    }
+}
+
+fn net_none(net: &str) -> Result<bool> {
+    match net {
+        "host" => Ok(false),
+        "none" => Ok(true),
+        other => Err(Error::new(format!(
+            "--net {other}: only 'host' and 'none' are available rootless here"
+        ))),
+    }
+}
+
+/// The command's stdio.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Terminal {
+    /// The stub's own stdin, stdout and stderr, as they are.
+    Inherit,
+    /// A pseudo-terminal of the container's devpts, relayed to the stub's terminal.
+    Pty,
+    /// This pty slave on the host (binctr's --console).
+    Console(PathBuf),
+}
+
+fn terminal(flags: &Flags, cwd: &Path) -> Terminal {
+    let is_terminal = |fd| nix::unistd::isatty(fd).unwrap_or(false);
+    // Only in the terminal's foreground: a background job (`./img cmd &`) taking the
+    // terminal into raw mode would be stopped by SIGTTOU.
+    let in_foreground =
+        || nix::unistd::tcgetpgrp(crate::sys::stdin()).is_ok_and(|g| g == nix::unistd::getpgrp());
+    match &flags.console {
+        Some(path) => Terminal::Console(cwd.join(path)),
+        None if flags.detach => Terminal::Inherit,
+        None if flags.tty => Terminal::Pty,
+        None if is_terminal(0) && is_terminal(1) && in_foreground() => Terminal::Pty,
+        None => Terminal::Inherit,
+    }
+}
+
+fn container_id(flags: &Flags, config: &ImageConfig) -> Result<String> {
+    match &flags.id {
+        Some(id) if valid_id(id) => Ok(id.clone()),
+        Some(id) => Err(Error::new(format!(
+            "--id '{id}': use letters, digits, '.', '_' and '-' (at most 64)"
+        ))),
+        None => Ok(format!(
+            "{}-{}",
+            hostname_for(&config.name),
+            unique_suffix()
+        )),
+    }
+}
+
+fn seccomp(options: &[String]) -> Result<bool> {
+    let mut seccomp = true;
+    for opt in options {
+        match opt.as_str() {
+            "seccomp=unconfined" => seccomp = false,
+            "seccomp=default" | "no-new-privileges" | "no-new-privileges=true" => {}
+            other => {
+                return Err(Error::new(format!(
+                    "--security-opt {other}: known options are seccomp=unconfined, seccomp=default, no-new-privileges"
+                )))
+            }
+        }
+    }
+    Ok(seccomp)
+}
+
+/// Where a path NOTIFY_SOCKET is bind-mounted inside the container.
+const NOTIFY_SOCKET_PATH: &str = "/run/binctr/notify.sock";
+
+/// systemd's Type=notify: a path socket is bound into the container, an abstract one is
+/// reachable through the host's network namespace.
+fn notify_socket(env: &mut Env, net_none: bool) -> Option<Volume> {
+    let sock = std::env::var_os("NOTIFY_SOCKET")?;
+    if sock.as_bytes().starts_with(b"/") {
+        env.set(b"NOTIFY_SOCKET", NOTIFY_SOCKET_PATH.as_bytes());
+        return Some(Volume {
+            source: PathBuf::from(&sock),
+            target: NOTIFY_SOCKET_PATH.into(),
+            read_only: false,
+        });
+    }
+    if !net_none {
+        env.set(b"NOTIFY_SOCKET", sock.as_bytes());
+    }
+    None
+}
+
+/// systemd's socket activation: how many descriptors from 3 on stay open.
+fn socket_activation(env: &mut Env) -> i32 {
+    let n = listen_fds();
+    if n > 0 {
+        env::pass_from_host(env, "LISTEN_FDS");
+        env::pass_from_host(env, "LISTEN_FDNAMES");
+    }
+    n
+}
+
+/// A hostname from the image name: letters, digits and '-', at most 63 bytes.
+fn hostname_for(name: &str) -> String {
+    let mut host: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    host = host.trim_matches('-').to_string();
+    host.truncate(63);
+    if host.is_empty() {
+        host = "binctr".into();
+    }
+    host
+}
+
+/// The descriptors systemd passed for socket activation, when they are meant for us.
+fn listen_fds() -> i32 {
+    let ours = std::env::var("LISTEN_PID")
+        .ok()
+        .and_then(|p| p.parse::<u32>().ok())
+        .is_some_and(|p| p == std::process::id());
+    let n = std::env::var("LISTEN_FDS")
+        .ok()
+        .and_then(|n| n.parse::<i32>().ok())
+        .unwrap_or(0);
+    if ours {
+        n.clamp(0, 1024)
+    } else {
+        0
+    }
+}
+
+fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && !id.starts_with('.')
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// 8 hex digits from the kernel's random pool (the pid and time if that fails).
+fn unique_suffix() -> String {
+    let mut bytes = [0u8; 4];
+    let filled = std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
+        .is_ok();
+    let n = if filled {
+        u32::from_ne_bytes(bytes)
+    } else {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        t ^ std::process::id().rotate_left(16)
+    };
+    format!("{n:08x}")
+}
+
+/// $XDG_RUNTIME_DIR/binctr, else /tmp/binctr-UID (DESIGN.md).
+pub fn default_state_root() -> PathBuf {
+    match std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+        Some(dir) if Path::new(&dir).is_dir() => PathBuf::from(dir).join("binctr"),
+        _ => PathBuf::from(format!("/tmp/binctr-{}", nix::unistd::getuid())),
+    }
+}
+
+fn valid_hostname(h: &str) -> bool {
+    !h.is_empty()
+        && h.len() <= 64
+        && h.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_checked() {
+        assert!(valid_id("web-1.a_b"));
+        assert!(!valid_id("../x"));
+        assert!(!valid_id(".hidden"));
+        assert!(!valid_id(""));
+    }
+
+    #[test]
+    fn hostname_is_a_valid_label() {
+        assert_eq!(hostname_for("busybox"), "busybox");
+        assert_eq!(hostname_for("My_Image.v2"), "my-image-v2");
+        assert_eq!(hostname_for("..."), "binctr");
+    }
+}

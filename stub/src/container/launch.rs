@@ -1,0 +1,60 @@
+//! The launch plan: the run plan plus what only the extracted image can tell, resolved
+//! once before the clone: the container user (from the image's /etc/passwd and
+//! /etc/group), the id mapping that fits them, the final environment, and whether
+//! chown/setuid are faked. Nothing changes it afterwards.
+
+use super::users::{self, Identity};
+use crate::cli::{env, RunPlan};
+use crate::error::{Error, Result};
+use crate::rootfs::Rootfs;
+use crate::userns::Mapping;
+use std::ffi::OsString;
+
+pub struct Launch<'a> {
+    pub plan: &'a RunPlan,
+    pub mapping: Mapping,
+    pub identity: Identity,
+    /// The command's environment: the plan's, with $HOME from the user's passwd entry
+    /// unless the image or the flags set one.
+    pub env: Vec<OsString>,
+    /// chown/setuid calls succeed without effect (default with a single mapping).
+    pub fake_root: bool,
+}
+
+impl<'a> Launch<'a> {
+    /// `mapping` is the one the rootfs was extracted for; a single mapping becomes
+    /// podman's keep-id when the image runs as another user, so it still runs.
+    pub fn resolve(plan: &'a RunPlan, rootfs: &Rootfs, mapping: Mapping) -> Result<Launch<'a>> {
+        let identity = match plan.user.as_str() {
+            "" => Identity::root(),
+            user => users::resolve(&rootfs.rootfs(), user)?,
+        };
+        let mapping = match mapping {
+            Mapping::Single { .. } => Mapping::Single {
+                uid: identity.uid,
+                gid: identity.gid,
+            },
+            Mapping::Subid { uids, gids } => {
+                if identity.uid > uids.count || identity.gid > gids.count {
+                    return Err(Error::new(format!(
+                        "user '{}' ({}:{}) is outside your subordinate range (0-{}): run with --userns single",
+                        plan.user, identity.uid, identity.gid, uids.count
+                    )));
+                }
+                Mapping::Subid { uids, gids }
+            }
+        };
+        let mut env = plan.env.clone();
+        if !env.has(b"HOME") {
+            let home = identity.home.as_deref().unwrap_or("/");
+            env.set(b"HOME", home.as_bytes());
+        }
+        Ok(Launch {
+            fake_root: plan.fake_root.unwrap_or(!mapping.is_subid()),
+            env: env::to_os(&env),
+            plan,
+            mapping,
+            identity,
+        })
+    }
+}

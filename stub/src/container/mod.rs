@@ -1,0 +1,107 @@
+//! The container: the launch plan (user and mapping resolved), the processes and their
+//! steps. Three processes, one file each:
+//!
+//! ```text
+//! stub = monitor (host)          spawn.rs: clone(NEWUSER|NEWNS|NEWPID|NEWUTS|NEWIPC[|NEWNET])
+//!   id maps, prestart hooks  ->  PID 1 (init.rs): waits for "go", mounts.rs, pivot_root,
+//!   "go"                           hostname; [pty: opens one, sends the master back]
+//!   monitor.rs: waits for the    fork -> command (exec.rs): stdio, env, cwd, caps, user,
+//!   exec, pid file, poststart,             no_new_privs, seccomp, exec (a failure code
+//!   relays signals and the pty,            goes back on a pipe)
+//!   poststop, exit code            forwards signals, reaps, exits with the command's code
+//! ```
+
+mod children;
+mod exec;
+mod hooks;
+mod init;
+pub mod launch;
+mod monitor;
+pub mod mounts;
+mod seccomp;
+mod spawn;
+mod state;
+mod tty;
+pub mod users;
+
+use crate::cli::RunPlan;
+use crate::error::{Context, Result, EXIT_BINCTR};
+use crate::log::debug;
+use crate::rootfs::Rootfs;
+use crate::userns::Mapping;
+use crate::{signals, sys};
+use launch::Launch;
+use state::State;
+use std::fs::File;
+use std::io::Read;
+
+/// Runs the container to its end (or, with -d, until its command started) and returns
+/// the stub's exit code.
+pub fn run(plan: &RunPlan, rootfs: &Rootfs, mapping: Mapping) -> Result<i32> {
+    let launch = Launch::resolve(plan, rootfs, mapping)?;
+    debug!(
+        "user: {}:{} groups {:?}; {}; chown/setuid {}",
+        launch.identity.uid,
+        launch.identity.gid,
+        launch.identity.groups,
+        launch.mapping.describe(),
+        if launch.fake_root {
+            "faked (fake root)"
+        } else {
+            "real"
+        }
+    );
+    let state = State::create(plan)?;
+    if plan.detach {
+        return detach(&launch, rootfs, state);
+    }
+    let code = start_and_watch(&launch, rootfs, &state, None);
+    state.remove();
+    code
+}
+
+/// Spawns the container and watches it. The signals the monitor forwards (and SIGCHLD,
+/// SIGWINCH) are blocked before the clone, so one that arrives while the container
+/// starts is kept for the monitor instead of killing the stub.
+fn start_and_watch(
+    launch: &Launch<'_>,
+    rootfs: &Rootfs,
+    state: &State,
+    started: Option<&mut File>,
+) -> Result<i32> {
+    let mut watched = signals::FORWARDED.to_vec();
+    watched.extend([libc::SIGCHLD, libc::SIGWINCH]);
+    let watched = signals::set_of(&watched);
+    watched.thread_set_mask().context("cannot block signals")?;
+    let spawned = spawn::spawn(launch, rootfs, state)?;
+    monitor::watch(launch.plan, spawned, state, &watched, started)
+}
+
+/// -d: a detached monitor (own session, survives the terminal) runs the container; we
+/// return once it reports the command started (0), or its failure code.
+fn detach(launch: &Launch<'_>, rootfs: &Rootfs, state: State) -> Result<i32> {
+    let (read_end, write_end) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("cannot create a pipe")?;
+    let pid = sys::fork().context("cannot fork the detached monitor")?;
+    if pid == 0 {
+        drop(read_end);
+        let _ = nix::unistd::setsid();
+        let mut started = File::from(write_end);
+        let result = start_and_watch(launch, rootfs, &state, Some(&mut started));
+        if let Err(e) = &result {
+            e.report(launch.plan.debug);
+        }
+        drop(started);
+        state.remove();
+        sys::exit_now(result.unwrap_or(EXIT_BINCTR));
+    }
+    drop(write_end);
+    // The child holds the id's lock now; our copy of the state goes without removal.
+    drop(state);
+    let mut byte = [0u8; 1];
+    match File::from(read_end).read(&mut byte) {
+        Ok(1) => Ok(i32::from(byte[0])),
+        // The monitor failed before the container started, and said why.
+        _ => Ok(EXIT_BINCTR),
+    }
+}

@@ -1,0 +1,149 @@
+//! Creating the container (RUNTIME-NOTES steps 4-7): the sync channels, one
+//! `clone(NEWUSER|NEWNS|NEWPID|NEWUTS|NEWIPC[|NEWNET])`, the id maps written from
+//! outside, the prestart hooks, then "go". The child becomes PID 1 (init.rs).
+
+use super::launch::Launch;
+use super::state::State;
+use super::{hooks, init};
+use crate::cli::{Stage, Terminal};
+use crate::error::{Context, Error, Result};
+use crate::log::debug;
+use crate::rootfs::Rootfs;
+use crate::{sys, userns};
+use nix::fcntl::OFlag;
+use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+use nix::unistd::{pipe2, Pid};
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::OpenOptionsExt;
+
+/// What the container side inherits from the monitor across the clone.
+pub struct ChildEnds {
+    /// "go": one byte once the maps are written and the prestart hooks ran; EOF means
+    /// the monitor failed (and said why).
+    pub go: File,
+    /// Exec status: a failure code is written here; EOF means the exec happened.
+    pub status: OwnedFd,
+    /// Pty mode: where PID 1 sends the pty master.
+    pub pty_sock: Option<OwnedFd>,
+    /// --console: the host pty slave the command uses.
+    pub console: Option<OwnedFd>,
+    /// -d: what the command's stdio becomes (the log or /dev/null).
+    pub detached_stdio: Option<OwnedFd>,
+}
+
+/// The monitor's side of a started container.
+pub struct Spawned {
+    pub pid: Pid,
+    /// Read end of the exec-status pipe.
+    pub status: File,
+    /// Pty mode: where the master arrives.
+    pub pty_sock: Option<OwnedFd>,
+}
+
+impl Spawned {
+    /// Kills the container (before it ran anything of the user's) and passes `e` on.
+    pub fn abort(&self, e: Error) -> Error {
+        let _ = nix::sys::signal::kill(self.pid, nix::sys::signal::SIGKILL);
+        let _ = nix::sys::wait::waitpid(self.pid, None);
+        e
+    }
+}
+
+/// Clones the container and lets it go. The forwarded signals must already be blocked,
+/// so one that arrives while the container starts is kept for the monitor.
+pub fn spawn(launch: &Launch<'_>, rootfs: &Rootfs, state: &State) -> Result<Spawned> {
+    let plan = launch.plan;
+    let (go_read, go_write) = pipe2(OFlag::O_CLOEXEC).context("cannot create a pipe")?;
+    let (status_read, status_write) = pipe2(OFlag::O_CLOEXEC).context("cannot create a pipe")?;
+    let (pty_parent, pty_child) = match plan.terminal {
+        Terminal::Pty => {
+            let (a, b) = socketpair(
+                AddressFamily::Unix,
+                SockType::SeqPacket,
+                None,
+                SockFlag::SOCK_CLOEXEC,
+            )
+            .context("cannot create a socket pair")?;
+            (Some(a), Some(b))
+        }
+        _ => (None, None),
+    };
+    let console = match &plan.terminal {
+        Terminal::Console(path) => Some(OwnedFd::from(
+            File::options()
+                .read(true)
+                .write(true)
+                .custom_flags(libc::O_NOCTTY)
+                .open(path)
+                .with_context(|| format!("cannot open the console {}", path.display()))?,
+        )),
+        _ => None,
+    };
+    let detached_stdio = if plan.detach {
+        Some(OwnedFd::from(detached_output(plan.log.as_deref())?))
+    } else {
+        None
+    };
+
+    let mut flags = libc::CLONE_NEWUSER
+        | libc::CLONE_NEWNS
+        | libc::CLONE_NEWPID
+        | libc::CLONE_NEWUTS
+        | libc::CLONE_NEWIPC;
+    if plan.net_none {
+        flags |= libc::CLONE_NEWNET;
+    }
+    debug!(
+        "namespaces: clone(user, mount, pid, uts, ipc{})",
+        if plan.net_none { ", net" } else { "" }
+    );
+    let pid = sys::clone_into_namespaces(flags)
+        .context("cannot create the container's namespaces")
+        .map_err(userns::with_blocked_hint)?;
+    if pid == 0 {
+        drop((go_write, status_read, pty_parent));
+        let ends = ChildEnds {
+            go: File::from(go_read),
+            status: status_write,
+            pty_sock: pty_child,
+            console,
+            detached_stdio,
+        };
+        init::container_init(ends, launch, rootfs);
+    }
+    drop((go_read, status_write, pty_child, console, detached_stdio));
+    let spawned = Spawned {
+        pid: Pid::from_raw(pid),
+        status: File::from(status_read),
+        pty_sock: pty_parent,
+    };
+    userns::write_maps(pid, &launch.mapping).map_err(|e| spawned.abort(e))?;
+    hooks::run(
+        &plan.hooks,
+        Stage::Prestart,
+        &state.oci_json("created", pid),
+    )
+    .map_err(|e| spawned.abort(e))?;
+    // "go": the maps are written and the prestart hooks are done.
+    let _ = File::from(go_write).write_all(b"1");
+    debug!("process: container pid {pid} on the host");
+    Ok(spawned)
+}
+
+/// -d: the command's stdout and stderr go to the log (appended) or /dev/null.
+fn detached_output(log: Option<&std::path::Path>) -> Result<File> {
+    match log {
+        Some(log) => File::options()
+            .create(true)
+            .append(true)
+            .open(log)
+            .with_context(|| format!("cannot open the log {}", log.display())),
+        None => File::options()
+            .read(true)
+            .write(true)
+            .open("/dev/null")
+            .context("cannot open /dev/null"),
+    }
+}

@@ -1,0 +1,169 @@
+//! Paths inside a root directory, resolved as the container will resolve them:
+//! openat2(RESOLVE_IN_ROOT) makes `/`, `..` and every symlink stay below the root, so a
+//! hostile image cannot send one of our writes or mounts to a host path. Below that, the
+//! `*_at` calls each name one entry of an open directory and never follow a symlink in
+//! the last component.
+
+use crate::sys::{self, ResolveFlag};
+use nix::sys::stat::{Mode, SFlag};
+use nix::sys::time::TimeSpec;
+use std::ffi::{CStr, CString};
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+
+fn cstr(path: &[u8]) -> io::Result<CString> {
+    let path = if path.is_empty() { &b"."[..] } else { path };
+    CString::new(path).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
+}
+
+/// Opens `path` (relative, or absolute meaning relative to the root) below `root`,
+/// with O_PATH added to `flags`.
+pub fn open(root: BorrowedFd<'_>, path: &[u8], flags: libc::c_int) -> io::Result<OwnedFd> {
+    sys::openat2(
+        root,
+        &cstr(path)?,
+        libc::O_PATH | flags,
+        ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS,
+    )
+}
+
+/// Opens the file `path` below `root` for reading (never blocking on a FIFO).
+pub fn open_file(root: BorrowedFd<'_>, path: &[u8]) -> io::Result<OwnedFd> {
+    sys::openat2(
+        root,
+        &cstr(path)?,
+        libc::O_RDONLY | libc::O_NONBLOCK,
+        ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS,
+    )
+}
+
+/// Opens the directory `path` below `root` for reading its attributes and setting
+/// them, refusing any symlink on the way (used once the tree is complete).
+pub fn open_dir_no_symlinks(root: BorrowedFd<'_>, path: &[u8]) -> io::Result<File> {
+    sys::openat2(
+        root,
+        &cstr(path)?,
+        libc::O_RDONLY | libc::O_DIRECTORY,
+        ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_SYMLINKS,
+    )
+    .map(File::from)
+}
+
+/// `path` split into its parent and its last component.
+pub fn split_parent(path: &[u8]) -> (&[u8], &[u8]) {
+    let path = path.strip_suffix(b"/").unwrap_or(path);
+    match path.iter().rposition(|&b| b == b'/') {
+        Some(i) => (&path[..i], &path[i + 1..]),
+        None => (b"", path),
+    }
+}
+
+/// mkdirat(2) of one entry of `dir`; an existing entry is not an error.
+pub fn mkdir_at(dir: BorrowedFd<'_>, name: &[u8], mode: u32) -> io::Result<()> {
+    match mkdir_new_at(dir, &cstr(name)?, mode) {
+        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(()),
+        other => other,
+    }
+}
+
+/// mkdirat(2) of one entry of `dir`; an existing entry is an error (EEXIST).
+pub fn mkdir_new_at(dir: BorrowedFd<'_>, name: &CStr, mode: u32) -> io::Result<()> {
+    nix::sys::stat::mkdirat(Some(dir.as_raw_fd()), name, Mode::from_bits_truncate(mode))
+        .map_err(io::Error::from)
+}
+
+/// `mkdir -p` below the root; returns the directory, opened O_PATH.
+pub fn mkdir_all(root: BorrowedFd<'_>, path: &[u8], mode: u32) -> io::Result<OwnedFd> {
+    match open(root, path, libc::O_DIRECTORY) {
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+        other => return other,
+    }
+    let (parent, name) = split_parent(path);
+    let parent = if parent.is_empty() || parent == b"/" {
+        open(root, b".", libc::O_DIRECTORY)?
+    } else {
+        mkdir_all(root, parent, mode)?
+    };
+    mkdir_at(parent.as_fd(), name, mode)?;
+    open(root, path, libc::O_DIRECTORY)
+}
+
+/// Creates an empty regular file `name` in `dir` unless one exists.
+pub fn create_file_at(dir: BorrowedFd<'_>, name: &[u8], mode: u32) -> io::Result<()> {
+    let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_NOFOLLOW;
+    sys::openat(dir, &cstr(name)?, flags, mode).map(drop)
+}
+
+/// Creates `name` with its permission bits `mode` (as the umask lets them through); the
+/// descriptor is writable whatever the bits say. Fails if anything is there.
+pub fn create_new_file_at(dir: BorrowedFd<'_>, name: &CStr, mode: u32) -> io::Result<File> {
+    let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW;
+    sys::openat(dir, name, flags, mode & 0o777).map(File::from)
+}
+
+pub fn symlink_at(target: &CStr, dir: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
+    nix::unistd::symlinkat(target, Some(dir.as_raw_fd()), name).map_err(io::Error::from)
+}
+
+/// A hard link `dir/name` to `from_dir/from` (a symlink is linked itself, not followed).
+pub fn link_at(
+    from_dir: BorrowedFd<'_>,
+    from: &CStr,
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+) -> io::Result<()> {
+    nix::unistd::linkat(
+        Some(from_dir.as_raw_fd()),
+        from,
+        Some(dir.as_raw_fd()),
+        name,
+        nix::fcntl::AtFlags::empty(),
+    )
+    .map_err(io::Error::from)
+}
+
+pub fn mkfifo_at(dir: BorrowedFd<'_>, name: &CStr, mode: u32) -> io::Result<()> {
+    nix::sys::stat::mknodat(
+        Some(dir.as_raw_fd()),
+        name,
+        SFlag::S_IFIFO,
+        Mode::from_bits_truncate(mode),
+        0,
+    )
+    .map_err(io::Error::from)
+}
+
+/// Removes whatever `name` is, a file or an empty directory.
+pub fn remove_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
+    use nix::unistd::{unlinkat, UnlinkatFlags};
+    match unlinkat(Some(dir.as_raw_fd()), name, UnlinkatFlags::NoRemoveDir) {
+        Err(nix::errno::Errno::EISDIR) => {
+            unlinkat(Some(dir.as_raw_fd()), name, UnlinkatFlags::RemoveDir)
+        }
+        other => other,
+    }
+    .map_err(io::Error::from)
+}
+
+/// Sets the mtime of `name` itself (a symlink is not followed).
+pub fn set_mtime_at(dir: BorrowedFd<'_>, name: &CStr, mtime: i64) -> io::Result<()> {
+    nix::sys::stat::utimensat(
+        Some(dir.as_raw_fd()),
+        name,
+        &TimeSpec::UTIME_OMIT,
+        &TimeSpec::new(mtime, 0),
+        nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+    )
+    .map_err(io::Error::from)
+}
+
+/// Sets the mtime of an open file.
+pub fn set_file_mtime(file: &File, mtime: i64) -> io::Result<()> {
+    nix::sys::stat::futimens(
+        file.as_raw_fd(),
+        &TimeSpec::UTIME_OMIT,
+        &TimeSpec::new(mtime, 0),
+    )
+    .map_err(io::Error::from)
+}
