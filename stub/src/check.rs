@@ -14,38 +14,9 @@ fn line(what: &str, ok: bool, text: &str) {
 /// Runs every check; returns the exit code.
 pub fn run() -> i32 {
     say!("binctr {} check", crate::cli::VERSION);
-    let uname = nix::sys::utsname::uname().ok();
-    let release = uname
-        .as_ref()
-        .map(|u| {
-            format!(
-                "{} ({})",
-                u.release().to_string_lossy(),
-                u.machine().to_string_lossy()
-            )
-        })
-        .unwrap_or_else(|| "?".into());
-    line("kernel", true, &release);
-
+    check_kernel();
     let single = Mapping::Single { uid: 0, gid: 0 };
-    let userns_ok = match userns::run_inside(&single, || Ok(())) {
-        Ok(()) => {
-            let max = fs::read_to_string("/proc/sys/user/max_user_namespaces").unwrap_or_default();
-            line(
-                "user namespaces",
-                true,
-                &format!("unprivileged (user.max_user_namespaces={})", max.trim()),
-            );
-            true
-        }
-        Err(_) => {
-            let why = userns::blocked_reason()
-                .unwrap_or_else(|| "the kernel refused to create one".into());
-            line("user namespaces", false, &why);
-            false
-        }
-    };
-
+    let userns_ok = check_userns(&single);
     let overlay_ok = userns_ok && overlay_works(&single);
     line(
         "overlayfs",
@@ -56,47 +27,7 @@ pub fn run() -> i32 {
             "not in a user namespace (Linux 5.11+ needed): run with --read-only"
         },
     );
-
-    let subid = userns::subid_available();
-    let mapping = match &subid {
-        Ok((uids, gids)) => {
-            let m = Mapping::Subid {
-                uids: *uids,
-                gids: *gids,
-            };
-            let works = userns_ok && userns::run_inside(&m, || Ok(())).is_ok();
-            line(
-                "subordinate ids",
-                works,
-                &format!(
-                    "uids {}-{}, gids {}-{} via newuidmap/newgidmap{}",
-                    uids.start,
-                    uids.start + uids.count - 1,
-                    gids.start,
-                    gids.start + gids.count - 1,
-                    if works {
-                        ""
-                    } else {
-                        ", but the helpers failed (see above)"
-                    }
-                ),
-            );
-            if works {
-                m
-            } else {
-                single.clone()
-            }
-        }
-        Err(why) => {
-            line(
-                "subordinate ids",
-                false,
-                &format!("{why}: single mapping, chown/setuid faked"),
-            );
-            single.clone()
-        }
-    };
-
+    let mapping = check_subid(userns_ok).unwrap_or(single);
     let cache_ok = match crate::rootfs::cache_root() {
         Ok(dir) => dir_check("cache", &dir),
         Err(e) => {
@@ -105,24 +36,7 @@ pub fn run() -> i32 {
         }
     };
     let state_ok = dir_check("state", &crate::cli::default_state_root());
-
-    let openat2 = std::fs::File::open("/")
-        .ok()
-        .map(|root| {
-            crate::rootfs::inroot::open(std::os::fd::AsFd::as_fd(&root), b".", libc::O_DIRECTORY)
-                .is_ok()
-        })
-        .unwrap_or(false);
-    line(
-        "openat2",
-        openat2,
-        if openat2 {
-            "safe extraction"
-        } else {
-            "missing (Linux 5.6+ needed)"
-        },
-    );
-
+    let openat2 = check_openat2();
     let can_start = userns_ok && cache_ok && state_ok && openat2;
     say!(
         "{}: {}{}",
@@ -139,6 +53,93 @@ pub fn run() -> i32 {
     } else {
         crate::error::EXIT_BINCTR
     }
+}
+
+fn check_kernel() {
+    let release = nix::sys::utsname::uname()
+        .map(|u| {
+            format!(
+                "{} ({})",
+                u.release().to_string_lossy(),
+                u.machine().to_string_lossy()
+            )
+        })
+        .unwrap_or_else(|_| "?".into());
+    line("kernel", true, &release);
+}
+
+fn check_userns(single: &Mapping) -> bool {
+    match userns::run_inside(single, || Ok(())) {
+        Ok(()) => {
+            let max = fs::read_to_string("/proc/sys/user/max_user_namespaces").unwrap_or_default();
+            line(
+                "user namespaces",
+                true,
+                &format!("unprivileged (user.max_user_namespaces={})", max.trim()),
+            );
+            true
+        }
+        Err(_) => {
+            let why = userns::blocked_reason()
+                .unwrap_or_else(|| "the kernel refused to create one".into());
+            line("user namespaces", false, &why);
+            false
+        }
+    }
+}
+
+/// The subordinate-id mapping, when this machine grants one and its helpers work.
+fn check_subid(userns_ok: bool) -> Option<Mapping> {
+    let (uids, gids) = match userns::subid_available() {
+        Ok(ranges) => ranges,
+        Err(why) => {
+            line(
+                "subordinate ids",
+                false,
+                &format!("{why}: single mapping, chown/setuid faked"),
+            );
+            return None;
+        }
+    };
+    let m = Mapping::Subid { uids, gids };
+    let works = userns_ok && userns::run_inside(&m, || Ok(())).is_ok();
+    line(
+        "subordinate ids",
+        works,
+        &format!(
+            "uids {}-{}, gids {}-{} via newuidmap/newgidmap{}",
+            uids.start,
+            uids.start + uids.count - 1,
+            gids.start,
+            gids.start + gids.count - 1,
+            if works {
+                ""
+            } else {
+                ", but the helpers failed (see above)"
+            }
+        ),
+    );
+    works.then_some(m)
+}
+
+fn check_openat2() -> bool {
+    let openat2 = std::fs::File::open("/")
+        .ok()
+        .map(|root| {
+            crate::rootfs::inroot::open(std::os::fd::AsFd::as_fd(&root), b".", libc::O_DIRECTORY)
+                .is_ok()
+        })
+        .unwrap_or(false);
+    line(
+        "openat2",
+        openat2,
+        if openat2 {
+            "safe extraction"
+        } else {
+            "missing (Linux 5.6+ needed)"
+        },
+    );
+    openat2
 }
 
 /// A directory binctr must create files in (and, for the cache, run programs from).

@@ -1,6 +1,7 @@
 //! binctr stub: the runtime at the front of every packed file.
 //!
-//! flags -> locate payload -> ensure rootfs -> container -> exit code (DESIGN.md).
+//! flags -> locate payload -> ensure rootfs -> container -> exit code
+//! (docs/STUB.md: the steps, the three wings, the processes).
 
 mod check;
 mod cli;

@@ -1,4 +1,4 @@
-//! The user namespace's id maps (RUNTIME-NOTES A1, A3, A5).
+//! The user namespace's id maps (docs/STUB.md steps 4 and 9).
 //!
 //! Two mappings: *single* (the caller becomes one id inside, root by default) written by
 //! ourselves, and *subid* (the caller becomes root, 1..N the caller's subordinate range
@@ -143,10 +143,10 @@ fn group_name(gid: u32) -> Option<String> {
     })
 }
 
-/// Chooses the mapping (a single one maps the caller to root; main.rs moves it to the
-/// container user later). `known_good` tells whether a mapping already served this
+/// Chooses the mapping (a single one maps the caller to root; container/launch.rs
+/// moves it to the container user later). `known_good` tells whether a mapping already served this
 /// image (its cache entry exists); otherwise `auto` first tries the helpers once and
-/// falls back to a single mapping, with a warning, when they fail (RUNTIME-NOTES A3).
+/// falls back to a single mapping, with a warning, when they fail.
 pub fn choose(mode: Mode, known_good: impl Fn(&Mapping) -> bool) -> Result<Mapping> {
     let single = Mapping::Single { uid: 0, gid: 0 };
     match mode {

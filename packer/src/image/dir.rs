@@ -4,7 +4,7 @@
 //! Symlinks stay symlinks, hard links become links to the first path seen, devices keep
 //! their numbers; sockets are skipped (they cannot be archived).
 use super::error::ImageError;
-use super::Stats;
+use super::types::Stats;
 use crate::progress::{Counting, Progress};
 use std::collections::HashMap;
 use std::ffi::OsString;

@@ -8,7 +8,7 @@ use super::error::ImageError;
 use super::layer::{LayerCompression, LayerDesc};
 use super::oci::{parse, read_member, ref_matches, ConfigFile};
 use super::store::{normalize, Store};
-use super::{ImageMeta, Selection};
+use super::types::{ImageMeta, Selection};
 use serde::Deserialize;
 
 #[derive(Deserialize)]

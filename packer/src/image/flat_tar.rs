@@ -8,7 +8,7 @@
 //! 8 GiB and more written by PAX tools) and does not skip the extension blocks of a GNU
 //! sparse file; both would desynchronize the stream.
 use super::error::ImageError;
-use super::Stats;
+use super::types::Stats;
 use std::io::{self, BufRead, Write};
 use tar::Header;
 

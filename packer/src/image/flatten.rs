@@ -18,7 +18,7 @@
 //! PAX records (xattrs), under a normalized path (`bin/sh`, directories `bin/`): the same
 //! layers always give the same bytes. Whiteout files never reach the output.
 use super::error::ImageError;
-use super::Stats;
+use super::types::Stats;
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsStr;
 use std::io::{self, Read, Write};

@@ -13,7 +13,8 @@
 //!   flattened (`flatten.rs`), each read and verified by `layer.rs`.
 //!
 //! This file is the module's face: the types the rest of the packer sees, and [`open`].
-//! Errors are in `error.rs`, the names an input gives the packed file in `naming.rs`.
+//! The types shared with the readers are in `types.rs`, errors in `error.rs`, the
+//! names an input gives the packed file in `naming.rs`.
 mod archive;
 mod dir;
 mod docker;
@@ -25,14 +26,12 @@ mod naming;
 mod oci;
 mod sniff;
 mod store;
+mod types;
 mod zstd;
 
 use crate::progress::{Counting, Progress};
 use crate::util::BUF_SIZE;
-use binctr_format::ImageConfig;
 use sniff::{decompress, read_up_to, Compression};
-use std::collections::BTreeMap;
-use std::fmt;
 use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, IsTerminal, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -41,125 +40,7 @@ use store::{Kind, Store};
 pub use error::ImageError;
 pub use naming::{default_name, reference_of, sanitize_name};
 pub use sniff::input_size;
-
-/// IMAGE as given on the command line.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ImageArg {
-    Stdin,
-    Path(PathBuf),
-}
-
-impl fmt::Display for ImageArg {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ImageArg::Stdin => f.write_str("standard input"),
-            ImageArg::Path(path) => write!(f, "{}", path.display()),
-        }
-    }
-}
-
-/// Which image of a multi-image input, for which platform.
-#[derive(Clone, Debug, Default)]
-pub struct Selection {
-    /// `--image NAME[:TAG]`.
-    pub image: Option<String>,
-    /// `--platform OS/ARCH[/VARIANT]`; `None`: the stub's.
-    pub platform: Option<Platform>,
-    /// The stub's platform.
-    pub stub_platform: Platform,
-}
-
-/// An OCI platform: `linux/amd64`, `linux/arm64/v8`.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Platform {
-    pub os: String,
-    pub architecture: String,
-    pub variant: String,
-}
-
-impl Platform {
-    /// The platform a stub of `arch` ("x86_64", "aarch64") runs.
-    pub fn of_stub(arch: &str) -> Platform {
-        let architecture = match arch {
-            "x86_64" => "amd64",
-            "aarch64" => "arm64",
-            other => other,
-        };
-        Platform {
-            os: "linux".into(),
-            architecture: architecture.into(),
-            variant: String::new(),
-        }
-    }
-
-    /// `OS/ARCH[/VARIANT]`.
-    pub fn parse(text: &str) -> Option<Platform> {
-        let parts: Vec<&str> = text.split('/').collect();
-        if parts.len() < 2 || parts.len() > 3 || parts.iter().any(|p| p.is_empty()) {
-            return None;
-        }
-        Some(Platform {
-            os: parts[0].into(),
-            architecture: parts[1].into(),
-            variant: parts.get(2).copied().unwrap_or_default().into(),
-        })
-    }
-
-    /// Whether an image for `self` runs here, wanted `want`: an empty variant matches any
-    /// (arm64 is v8 whether it says so or not).
-    pub fn matches(&self, want: &Platform) -> bool {
-        self.os == want.os
-            && self.architecture == want.architecture
-            && (want.variant.is_empty() || self.variant.is_empty() || self.variant == want.variant)
-    }
-}
-
-impl fmt::Display for Platform {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.os, self.architecture)?;
-        if !self.variant.is_empty() {
-            write!(f, "/{}", self.variant)?;
-        }
-        Ok(())
-    }
-}
-
-/// The image's own config and provenance, before the pack-time overrides.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct ImageMeta {
-    pub reference: String,
-    pub manifest_digest: String,
-    pub created: String,
-    pub entrypoint: Vec<String>,
-    pub cmd: Vec<String>,
-    pub env: Vec<String>,
-    pub working_dir: String,
-    pub user: String,
-    pub exposed_ports: Vec<String>,
-    pub volumes: Vec<String>,
-    pub labels: BTreeMap<String, String>,
-    pub stop_signal: String,
-}
-
-impl ImageMeta {
-    /// Writes the image's fields into `config` (a flat rootfs has none but provenance).
-    pub fn apply(&self, config: &mut ImageConfig) {
-        if !self.reference.is_empty() {
-            config.reference = self.reference.clone();
-        }
-        config.manifest_digest = self.manifest_digest.clone();
-        config.created = self.created.clone();
-        config.entrypoint = self.entrypoint.clone();
-        config.cmd = self.cmd.clone();
-        config.env = self.env.clone();
-        config.working_dir = self.working_dir.clone();
-        config.user = self.user.clone();
-        config.exposed_ports = self.exposed_ports.clone();
-        config.volumes = self.volumes.clone();
-        config.labels = self.labels.clone();
-        config.stop_signal = self.stop_signal.clone();
-    }
-}
+pub use types::{ImageArg, ImageMeta, Platform, Selection, Stats};
 
 /// An image resolved to its layers: what `flatten` needs.
 pub struct Image {
@@ -183,12 +64,6 @@ enum Source<'p> {
     Stream(Box<dyn BufRead + 'p>),
     Dir(PathBuf),
     Image(Image),
-}
-
-/// What was written.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Stats {
-    pub entries: u64,
 }
 
 /// Opens IMAGE (a directory, a file, or standard input), tells what it is and, for an

@@ -1,6 +1,6 @@
 //! The names an input gives the packed file: the default `name` (hostname, help text,
 //! container ids) and the `reference` recorded in the config.
-use super::ImageArg;
+use super::types::ImageArg;
 use std::fs;
 use std::path::Path;
 

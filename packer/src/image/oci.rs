@@ -6,7 +6,7 @@
 use super::error::ImageError;
 use super::layer::{LayerCompression, LayerDesc};
 use super::store::Store;
-use super::{ImageMeta, Platform, Selection};
+use super::types::{ImageMeta, Platform, Selection};
 use binctr_format::Sha256Digest;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;

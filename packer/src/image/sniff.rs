@@ -2,8 +2,8 @@
 //! magic bytes (gzip and zstd are undone, xz and bzip2 refused with the command that
 //! undoes them), and its size when it is a regular file.
 use super::error::ImageError;
+use super::types::ImageArg;
 use super::zstd::ZstdReader;
-use super::ImageArg;
 use crate::util::BUF_SIZE;
 use flate2::bufread::MultiGzDecoder;
 use std::fs::{self, File};

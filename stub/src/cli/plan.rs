@@ -4,9 +4,9 @@
 //! ids, the id mapping) is resolved later, into the container's launch plan.
 
 use super::env;
+use super::flags::Flags;
 use super::hooks::{parse_hook, Hook};
 use super::volumes::{parse_tmpfs, parse_volume, Tmpfs, Volume};
-use super::Flags;
 use crate::error::{Context, Error, Result};
 use crate::signals::parse_signal;
 use crate::userns::Mode;
@@ -349,7 +349,7 @@ fn unique_suffix() -> String {
     format!("{n:08x}")
 }
 
-/// $XDG_RUNTIME_DIR/binctr, else /tmp/binctr-UID (DESIGN.md).
+/// $XDG_RUNTIME_DIR/binctr, else /tmp/binctr-UID.
 pub fn default_state_root() -> PathBuf {
     match std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
         Some(dir) if Path::new(&dir).is_dir() => PathBuf::from(dir).join("binctr"),

@@ -1,4 +1,4 @@
-//! The command's process, from the fork to execve (RUNTIME-NOTES step 14): default
+//! The command's process, from the fork to execve (docs/STUB.md step 12): default
 //! signal dispositions, its stdio, umask, working dir, capabilities, user, no fd of the
 //! stub's, seccomp last, then exec with a PATH lookup. A failure is reported on stderr
 //! and as a code on the exec-status pipe: 127 not found, 126 cannot run, 125 setup.
@@ -75,7 +75,7 @@ fn prepare_and_exec(
         ))));
     }
     debug!("process: exec {:?}", plan.argv);
-    // Last, so the filter need not allow anything of the setup above (RUNTIME-NOTES C3).
+    // Last, so the filter need not allow anything of the setup above.
     if let Some(filter) = seccomp::filter(plan.seccomp, launch.fake_root) {
         seccomp::install(&filter)
             .context("cannot install the seccomp filter")
@@ -201,7 +201,7 @@ fn switch_user(launch: &Launch<'_>) -> Result<()> {
 }
 
 /// The bounding set cut to `keep` (docker's default unless --cap-add/--cap-drop), and
-/// no_new_privs (RUNTIME-NOTES C1, C2).
+/// no_new_privs.
 fn drop_privileges(keep: &[caps::Capability]) -> Result<()> {
     use caps::CapSet;
     for cap in caps::all() {

@@ -5,7 +5,6 @@
 use super::children::{self, Skip};
 use super::exec::{self, Stdio};
 use super::launch::Launch;
-use super::spawn::ChildEnds;
 use super::{mounts, tty};
 use crate::cli::Terminal;
 use crate::error::{Context, Error, Result, EXIT_BINCTR};
@@ -13,8 +12,24 @@ use crate::rootfs::Rootfs;
 use crate::sys;
 use nix::sys::signal::{SigSet, Signal};
 use nix::unistd::Pid;
+use std::fs::File;
 use std::io::Read;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+
+/// What the container side inherits from the monitor across the clone.
+pub struct ChildEnds {
+    /// "go": one byte once the maps are written and the prestart hooks ran; EOF means
+    /// the monitor failed (and said why).
+    pub go: File,
+    /// Exec status: a failure code is written here; EOF means the exec happened.
+    pub status: OwnedFd,
+    /// Pty mode: where PID 1 sends the pty master.
+    pub pty_sock: Option<OwnedFd>,
+    /// --console: the host pty slave the command uses.
+    pub console: Option<OwnedFd>,
+    /// -d: what the command's stdio becomes (the log or /dev/null).
+    pub detached_stdio: Option<OwnedFd>,
+}
 
 /// PID 1 of the container. Never returns.
 pub fn container_init(ends: ChildEnds, launch: &Launch<'_>, rootfs: &Rootfs) -> ! {
@@ -63,7 +78,7 @@ pub fn container_init(ends: ChildEnds, launch: &Launch<'_>, rootfs: &Rootfs) -> 
     };
     // The init keeps nothing of the host: no descriptors beyond stdio (and those on
     // /dev/null when detached), no capabilities, and it is not dumpable, so the
-    // container cannot reach the stub file through /proc/1/exe (RUNTIME-NOTES G1).
+    // container cannot reach the stub file through /proc/1/exe (docs/STUB.md, departures).
     if let Some(null) = &detached_stdio {
         for fd in 0..=2 {
             let _ = nix::unistd::dup2(null.as_raw_fd(), fd);

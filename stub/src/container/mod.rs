@@ -63,6 +63,7 @@ pub fn run(plan: &RunPlan, rootfs: &Rootfs, mapping: Mapping) -> Result<i32> {
 /// Spawns the container and watches it. The signals the monitor forwards (and SIGCHLD,
 /// SIGWINCH) are blocked before the clone, so one that arrives while the container
 /// starts is kept for the monitor instead of killing the stub.
+#[inline(never)] // called twice (foreground, detached): one copy keeps the stub small
 fn start_and_watch(
     launch: &Launch<'_>,
     rootfs: &Rootfs,

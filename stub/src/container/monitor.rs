@@ -1,4 +1,4 @@
-//! The host side (RUNTIME-NOTES D1, D3, D4): once the container is spawned, the monitor
+//! The host side (docs/STUB.md step 13): once the container is spawned, the monitor
 //! learns whether the command started, writes the pid file, runs the poststart hooks,
 //! tells a waiting `-d` caller, then relays signals and the terminal until PID 1 exits,
 //! runs the poststop hooks and returns the exit code.

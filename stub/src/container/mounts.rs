@@ -1,5 +1,5 @@
-//! The container's filesystem, built inside its new mount namespace (RUNTIME-NOTES
-//! steps 8-11): private propagation, a scratch tmpfs, the root (overlay or read-only
+//! The container's filesystem, built inside its new mount namespace (docs/STUB.md
+//! step 11): private propagation, a scratch tmpfs, the root (overlay or read-only
 //! bind), /proc, /dev, /sys, the /etc files, then pivot_root.
 //!
 //! Every mount target inside the new root is opened with openat2(RESOLVE_IN_ROOT) and

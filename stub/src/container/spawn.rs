@@ -1,10 +1,11 @@
-//! Creating the container (RUNTIME-NOTES steps 4-7): the sync channels, one
+//! Creating the container (docs/STUB.md step 9): the sync channels, one
 //! `clone(NEWUSER|NEWNS|NEWPID|NEWUTS|NEWIPC[|NEWNET])`, the id maps written from
 //! outside, the prestart hooks, then "go". The child becomes PID 1 (init.rs).
 
+use super::hooks;
+use super::init::{self, ChildEnds};
 use super::launch::Launch;
 use super::state::State;
-use super::{hooks, init};
 use crate::cli::{Stage, Terminal};
 use crate::error::{Context, Error, Result};
 use crate::log::debug;
@@ -17,21 +18,6 @@ use std::fs::File;
 use std::io::Write;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::OpenOptionsExt;
-
-/// What the container side inherits from the monitor across the clone.
-pub struct ChildEnds {
-    /// "go": one byte once the maps are written and the prestart hooks ran; EOF means
-    /// the monitor failed (and said why).
-    pub go: File,
-    /// Exec status: a failure code is written here; EOF means the exec happened.
-    pub status: OwnedFd,
-    /// Pty mode: where PID 1 sends the pty master.
-    pub pty_sock: Option<OwnedFd>,
-    /// --console: the host pty slave the command uses.
-    pub console: Option<OwnedFd>,
-    /// -d: what the command's stdio becomes (the log or /dev/null).
-    pub detached_stdio: Option<OwnedFd>,
-}
 
 /// The monitor's side of a started container.
 pub struct Spawned {

@@ -1,4 +1,4 @@
-//! Per-container state under the state root (DESIGN.md): `<root>/<id>/` holds a lock
+//! Per-container state under the state root (docs/STUB.md step 8): `<root>/<id>/` holds a lock
 //! (flock'd by the running container, so a second container cannot take the id and a
 //! stale directory is recognised) and the OCI state JSON that hooks get.
 

@@ -1,4 +1,4 @@
-//! The terminal (RUNTIME-NOTES D3, mode B): a pseudo-terminal from the container's own
+//! The terminal (docs/STUB.md, pty): a pseudo-terminal from the container's own
 //! devpts, its master handed to the monitor over a socket (SCM_RIGHTS), the host terminal
 //! in raw mode while the monitor relays bytes and window sizes.
 

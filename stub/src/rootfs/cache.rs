@@ -1,4 +1,4 @@
-//! The rootfs cache (DESIGN.md step 3): one directory per payload digest and mapping.
+//! The rootfs cache (docs/STUB.md step 5): one directory per payload digest and mapping.
 //!
 //! ```text
 //! $CACHE/<key>/rootfs        the extracted image, never written after the rename
@@ -11,7 +11,6 @@
 //! A warm start is one stat of `<key>/rootfs`: the payload is neither read nor hashed.
 
 use super::payload::{Packed, PayloadStream};
-use super::Rootfs;
 use crate::error::{Context, Error, Result};
 use crate::files::{private_dir, remove_tree};
 use crate::log::debug;
@@ -21,6 +20,23 @@ use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::os::fd::AsFd;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+
+/// A cache entry that holds a finished extraction.
+pub struct Rootfs {
+    /// The cache entry: holds `rootfs/` and `mnt/`.
+    pub entry: PathBuf,
+}
+
+impl Rootfs {
+    /// The extracted image, never written after its rename into place.
+    pub fn rootfs(&self) -> PathBuf {
+        self.entry.join("rootfs")
+    }
+    /// An empty directory the container mounts its scratch tmpfs on.
+    pub fn scratch(&self) -> PathBuf {
+        self.entry.join("mnt")
+    }
+}
 
 /// Where the extracted images live: $BINCTR_CACHE, $XDG_CACHE_HOME/binctr, ~/.cache/binctr.
 pub fn cache_root() -> Result<PathBuf> {

@@ -81,7 +81,7 @@ pub fn remove_entries(what: &str) -> Result<Vec<PathBuf>> {
 
 /// Bytes on disk below `path` (du), hard links counted once.
 fn disk_usage(path: &Path) -> u64 {
-    let mut seen = std::collections::HashSet::new();
+    let mut seen = std::collections::BTreeSet::new();
     let mut total = 0;
     let mut stack = vec![path.to_path_buf()];
     while let Some(p) = stack.pop() {
