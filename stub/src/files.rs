@@ -1,17 +1,29 @@
 //! Files and directories binctr keeps beside the user's own: the private directories it
-//! trusts (cache, state root), files replaced atomically, and `rm -rf` of what it made.
+//! trusts (cache, state root, a kept writable layer), files replaced atomically (pid
+//! file, state), and `rm -rf` of what it made.
+//!
+//! Another local user may own or write a directory on the way (a shared scratch disk,
+//! /tmp): nothing here follows a symlink in the last component, a temporary name is
+//! unpredictable and created exclusively, and a private directory is checked through
+//! the descriptor that was opened, never by its name again.
 
 use crate::error::{Context, Error, Result};
+use nix::fcntl::{renameat, OFlag};
+use nix::sys::stat::{fchmod, fstat, Mode};
+use std::ffi::CString;
 use std::fs::{self, DirBuilder, File};
 use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 /// Creates `dir` (0700) or checks that an existing one is ours, and makes it private.
 /// The cache holds setuid files of the user's images, the state root the locks of
 /// running containers: nobody else may reach either. `what` names it in errors, `fix`
-/// says how to choose another.
-pub fn private_dir(dir: &Path, what: &str, fix: &str) -> Result<()> {
+/// says how to choose another. Returns the directory, opened (O_PATH): callers work
+/// below this descriptor, so the checked directory is the one they use.
+pub fn private_dir(dir: &Path, what: &str, fix: &str) -> Result<OwnedFd> {
     DirBuilder::new()
         .recursive(true)
         .mode(0o700)
@@ -22,20 +34,54 @@ pub fn private_dir(dir: &Path, what: &str, fix: &str) -> Result<()> {
                 dir.display()
             )
         })?;
-    let meta = fs::metadata(dir).with_context(|| format!("cannot stat {}", dir.display()))?;
+    let fd = open_dir_nofollow(dir).with_context(|| {
+        format!(
+            "the {what} directory {} cannot be used ({fix})",
+            dir.display()
+        )
+    })?;
+    check_private(&fd, dir, what, fix, true)?;
+    Ok(fd)
+}
+
+/// Opens a directory, refusing a symlink as its last component (parents may be links:
+/// `~/.cache -> /data/cache` is the user's choice).
+pub fn open_dir_nofollow(dir: &Path) -> io::Result<OwnedFd> {
+    File::options()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW)
+        .open(dir)
+        .map(OwnedFd::from)
+}
+
+/// The directory behind `fd` belongs to the caller and nobody else may write in it.
+/// With `repair`, a directory of ours that others may enter is made 0700 (through the
+/// descriptor, never a path); otherwise that is refused too.
+pub fn check_private(fd: &OwnedFd, dir: &Path, what: &str, fix: &str, repair: bool) -> Result<()> {
+    let st = fstat(fd.as_raw_fd()).with_context(|| format!("cannot stat {}", dir.display()))?;
     let uid = nix::unistd::geteuid().as_raw();
-    if meta.uid() != uid {
+    if st.st_uid != uid {
         return Err(Error::new(format!(
             "the {what} directory {} belongs to uid {}, not to you (uid {uid}): {fix}",
             dir.display(),
-            meta.uid()
+            st.st_uid
         )));
     }
-    if meta.mode() & 0o077 != 0 {
-        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
-            .with_context(|| format!("cannot make {} private (chmod 700)", dir.display()))?;
+    if st.st_mode & 0o077 == 0 {
+        return Ok(());
     }
-    Ok(())
+    if !repair {
+        return Err(Error::new(format!(
+            "the {what} directory {} may be written or entered by others (mode {:o}): {fix}",
+            dir.display(),
+            st.st_mode & 0o7777
+        )));
+    }
+    // An O_PATH descriptor cannot be fchmod'ed; reopen the very same inode through it.
+    let real = File::open(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+        .with_context(|| format!("cannot open {}", dir.display()))?;
+    fchmod(real.as_raw_fd(), Mode::from_bits_truncate(0o700))
+        .with_context(|| format!("cannot make {} private (chmod 700)", dir.display()))
 }
 
 /// `rm -rf`, making directories writable on the way (images hold read-only ones).
@@ -58,18 +104,76 @@ pub fn remove_tree(path: &Path) -> io::Result<()> {
 }
 
 /// Writes `path` through a temporary file in the same directory and a rename, so a
-/// reader never sees it half-written.
+/// reader never sees it half-written. The parent is opened once and everything
+/// happens relative to it; the temporary name is random and created with
+/// O_EXCL|O_NOFOLLOW, so whoever else can write that directory can neither predict it
+/// nor plant a link there; the rename replaces whatever `path` was (a symlink is
+/// replaced, not followed). The file gets 0666 less the umask, as `>` in a shell.
 pub fn write_atomically(path: &Path, content: &[u8]) -> Result<()> {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
-    let result = File::create(&tmp)
+    let fail =
+        |e: io::Error| Err::<(), _>(e).with_context(|| format!("cannot write {}", path.display()));
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+        return fail(io::Error::from_raw_os_error(libc::EISDIR));
+    };
+    let parent = if parent.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        parent
+    };
+    let dir = match File::options()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY)
+        .open(parent)
+    {
+        Ok(dir) => dir,
+        Err(e) => return fail(e),
+    };
+    let mut tmp_name = b".".to_vec();
+    tmp_name.extend_from_slice(name.as_bytes());
+    tmp_name.extend_from_slice(format!(".tmp-{}", random_hex()).as_bytes());
+    let tmp = CString::new(tmp_name).map_err(|_| Error::new("a path with a NUL byte"))?;
+    let name = CString::new(name.as_bytes()).map_err(|_| Error::new("a path with a NUL byte"))?;
+    let result = create_exclusive(&dir, &tmp)
         .and_then(|mut f| f.write_all(content))
-        .and_then(|()| fs::rename(&tmp, path));
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
+        .and_then(|()| {
+            renameat(
+                Some(dir.as_raw_fd()),
+                tmp.as_c_str(),
+                Some(dir.as_raw_fd()),
+                name.as_c_str(),
+            )
+            .map_err(io::Error::from)
+        });
+    if let Err(e) = result {
+        let _ = nix::unistd::unlinkat(
+            Some(dir.as_raw_fd()),
+            tmp.as_c_str(),
+            nix::unistd::UnlinkatFlags::NoRemoveDir,
+        );
+        return fail(e);
     }
-    result.with_context(|| format!("cannot write {}", path.display()))
+    Ok(())
+}
+
+fn create_exclusive(dir: &File, name: &CString) -> io::Result<File> {
+    let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW;
+    crate::sys::openat(dir.as_fd(), name, flags.bits(), 0o666).map(File::from)
+}
+
+/// 16 hex digits from the kernel's random pool (the pid and time if that fails).
+pub fn random_hex() -> String {
+    let mut bytes = [0u8; 8];
+    let filled = File::open("/dev/urandom")
+        .and_then(|mut f| io::Read::read_exact(&mut f, &mut bytes))
+        .is_ok();
+    let n = if filled {
+        u64::from_ne_bytes(bytes)
+    } else {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        t ^ u64::from(std::process::id()).rotate_left(32)
+    };
+    format!("{n:016x}")
 }

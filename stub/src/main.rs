@@ -16,7 +16,7 @@ mod userns;
 
 use cli::{Parsed, RunPlan, VERSION};
 use error::{Result, EXIT_BINCTR};
-use log::say;
+use log::{printable, say};
 use rootfs::payload;
 use std::ffi::OsString;
 
@@ -118,10 +118,10 @@ fn print_help(argh_text: &str) {
             let c = &packed.config;
             say!(
                 "binctr {VERSION}: the container image '{}' in one executable",
-                c.name
+                printable(c.name.as_bytes())
             );
             if !c.reference.is_empty() {
-                say!("  image:  {}", c.reference);
+                say!("  image:  {}", printable(c.reference.as_bytes()));
             }
             say!("  digest: {}", packed.footer.payload_sha256);
             if !c.entrypoint.is_empty() || !c.cmd.is_empty() {
@@ -131,7 +131,7 @@ fn print_help(argh_text: &str) {
                     .chain(&c.cmd)
                     .map(String::as_str)
                     .collect();
-                say!("  runs:   {}", default.join(" "));
+                say!("  runs:   {}", printable(default.join(" ").as_bytes()));
             }
         }
         Err(e) => say!("binctr {VERSION} (no image: {})", e.msg),

@@ -30,6 +30,13 @@ pub fn set_of(signals: &[libc::c_int]) -> SigSet {
     set
 }
 
+/// Takes a signal of `set` that is pending (blocked and waiting), if there is one, so
+/// that unblocking `set` afterwards does not act on it.
+pub fn take_pending(set: &SigSet) -> Option<libc::c_int> {
+    crate::sys::pending_signal(set)?;
+    set.wait().ok().map(|s| s as libc::c_int)
+}
+
 /// "SIGQUIT", "QUIT", "3" -> 3.
 pub fn parse_signal(name: &str) -> Option<libc::c_int> {
     if let Ok(n) = name.parse::<libc::c_int>() {

@@ -15,6 +15,7 @@
 //! - `read.rs`: footer and config read from the end of a file;
 //! - `hash.rs`: sha256 digests, and a reader that hashes what passes through;
 //! - `env.rs`: the `KEY=VALUE` environment, merged in order;
+//! - `tar_reader.rs`: a tar reader with bounded memory, for archives from anywhere;
 //! - `error.rs`: why a file is not a usable packed file.
 #![forbid(unsafe_code)]
 
@@ -25,6 +26,7 @@ mod footer;
 mod hash;
 mod layout;
 mod read;
+pub mod tar_reader;
 
 pub use config::ImageConfig;
 pub use env::{key_of, Env};

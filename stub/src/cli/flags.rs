@@ -180,18 +180,23 @@ pub fn parse(args: &[OsString]) -> Parsed {
                 .into_owned()
         })
         .unwrap_or_else(|| "binctr".into());
+    let flags_end = flags_end(args);
+    if let Some(bad) = args[1..flags_end].iter().find(|a| a.to_str().is_none()) {
+        return Parsed::Usage(format!(
+            "flags and their values must be UTF-8 text, not '{}' (put such bytes in the command, which passes through untouched)",
+            crate::log::printable(std::os::unix::ffi::OsStrExt::as_bytes(bad.as_os_str()))
+        ));
+    }
     let mut lossy: Vec<String> = args
         .iter()
         .skip(1)
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
     // argh knows --help only; -h among our flags (before the command) means the same.
-    if let Some(h) = lossy
-        .iter()
-        .take_while(|a| a.starts_with('-') && a.as_str() != "--")
-        .position(|a| a == "-h")
-    {
-        lossy[h] = "--help".into();
+    for arg in &mut lossy[..flags_end - 1] {
+        if arg == "-h" {
+            *arg = "--help".into();
+        }
     }
     let refs: Vec<&str> = lossy.iter().map(String::as_str).collect();
     match Flags::from_args(&[&prog], &refs) {
@@ -203,6 +208,48 @@ pub fn parse(args: &[OsString]) -> Parsed {
         Err(exit) if exit.status.is_ok() => Parsed::Help(exit.output),
         Err(exit) => Parsed::Usage(exit.output),
     }
+}
+
+/// The options that take a value (the next argument), as argh spells them.
+const WITH_VALUE: [&str; 24] = [
+    "-e",
+    "--env",
+    "--env-file",
+    "-w",
+    "--workdir",
+    "--entrypoint",
+    "--hostname",
+    "--log",
+    "--pid-file",
+    "--id",
+    "--root",
+    "--hook",
+    "--console",
+    "--volume",
+    "--tmpfs",
+    "--net",
+    "--overlay",
+    "--cap-add",
+    "--cap-drop",
+    "--security-opt",
+    "-u",
+    "--user",
+    "--userns",
+    "--cache-rm",
+];
+
+/// Where the flags end in `args` (argv[0] included): at `--`, or at the first argument
+/// that is neither a flag nor a flag's value (the command).
+fn flags_end(args: &[OsString]) -> usize {
+    let mut i = 1;
+    while let Some(arg) = args.get(i).map(|a| a.as_encoded_bytes()) {
+        if arg == b"--" || !arg.starts_with(b"-") || arg == b"-" {
+            break;
+        }
+        let takes_value = WITH_VALUE.iter().any(|f| f.as_bytes() == arg);
+        i += if takes_value { 2 } else { 1 };
+    }
+    i.min(args.len())
 }
 
 #[cfg(test)]
@@ -238,6 +285,34 @@ mod tests {
         };
         assert!(flags.read_only);
         assert_eq!(command, vec![OsString::from("cat"), odd]);
+    }
+
+    #[test]
+    fn every_option_with_a_value_is_known() {
+        for flag in WITH_VALUE {
+            let Parsed::Run(..) = parse(&os(&["x", flag, "v", "true"])) else {
+                panic!("{flag} does not take a value");
+            };
+        }
+        // `-h` after an option's value still asks for help; a value that is `-h` does not.
+        assert!(matches!(
+            parse(&os(&["x", "-e", "A=1", "-h"])),
+            Parsed::Help(_)
+        ));
+        assert!(matches!(
+            parse(&os(&["x", "--hostname", "h", "-h", "ls"])),
+            Parsed::Help(_)
+        ));
+    }
+
+    #[test]
+    fn flag_values_must_be_utf8_but_the_command_need_not() {
+        use std::os::unix::ffi::OsStringExt;
+        let odd = OsString::from_vec(vec![b'A', b'=', 0xff]);
+        let args = vec!["x".into(), "-e".into(), odd.clone(), "true".into()];
+        assert!(matches!(parse(&args), Parsed::Usage(_)));
+        let args = vec!["x".into(), "-e".into(), "A=1".into(), "echo".into(), odd];
+        assert!(matches!(parse(&args), Parsed::Run(..)));
     }
 
     #[test]

@@ -177,15 +177,37 @@ fn working_dir(flags: &Flags, config: &ImageConfig) -> Result<String> {
     }
 }
 
+/// The image's StopSignal. One whose default action does not end a process (SIGSTOP,
+/// SIGCONT, SIGCHLD...) would never stop the container: SIGTERM is used instead, with
+/// a warning.
 fn stop_signal(config: &ImageConfig) -> Result<libc::c_int> {
-    match config.stop_signal.as_str() {
-        "" => Ok(libc::SIGTERM),
-        name => parse_signal(name).ok_or_else(|| {
-            Error::new(format!(
-                "the image's StopSignal '{name}' is not a signal this stub knows"
-            ))
-        }),
+    let name = config.stop_signal.as_str();
+    if name.is_empty() {
+        return Ok(libc::SIGTERM);
     }
+    let signal = parse_signal(name).ok_or_else(|| {
+        Error::new(format!(
+            "the image's StopSignal '{}' is not a signal this stub knows",
+            crate::log::printable(name.as_bytes())
+        ))
+    })?;
+    if matches!(
+        signal,
+        libc::SIGSTOP
+            | libc::SIGTSTP
+            | libc::SIGTTIN
+            | libc::SIGTTOU
+            | libc::SIGCONT
+            | libc::SIGCHLD
+            | libc::SIGWINCH
+            | libc::SIGURG
+    ) {
+        eprintln!(
+            "binctr: warning: the image's StopSignal {name} does not end a process; SIGTERM stops this container"
+        );
+        return Ok(libc::SIGTERM);
+    }
+    Ok(signal)
 }
 
 fn net_none(net: &str) -> Result<bool> {

@@ -96,10 +96,12 @@ pub fn container_init(ends: ChildEnds, launch: &Launch<'_>, rootfs: &Rootfs) -> 
     } else {
         Skip::Nothing
     };
+    // SIGTERM becomes the image's StopSignal here too: a detached container is
+    // stopped by a signal to the pid in its pid file, which is this process.
     sys::exit_now(children::forward_and_wait(
         command,
         &all_but_faults(),
-        libc::SIGTERM,
+        plan.stop_signal,
         skip,
     ));
 }

@@ -27,7 +27,10 @@ impl<'a> Launch<'a> {
     pub fn resolve(plan: &'a RunPlan, rootfs: &Rootfs, mapping: Mapping) -> Result<Launch<'a>> {
         let identity = match plan.user.as_str() {
             "" => Identity::root(),
-            user => users::resolve(&rootfs.rootfs(), user)?,
+            user => {
+                let upper = plan.overlay.as_ref().map(|d| d.join("upper"));
+                users::resolve(&rootfs.rootfs(), upper.as_deref(), user)?
+            }
         };
         let mapping = match mapping {
             Mapping::Single { .. } => Mapping::Single {

@@ -15,6 +15,7 @@ mod children;
 mod exec;
 mod hooks;
 mod init;
+mod kept;
 pub mod launch;
 mod monitor;
 pub mod mounts;
@@ -51,6 +52,13 @@ pub fn run(plan: &RunPlan, rootfs: &Rootfs, mapping: Mapping) -> Result<i32> {
             "real"
         }
     );
+    // Held (with the state's lock) until the container ends; a detached monitor keeps
+    // its own copy of both after the caller returns.
+    let _kept = plan
+        .overlay
+        .as_deref()
+        .map(kept::KeptLayer::take)
+        .transpose()?;
     let state = State::create(plan)?;
     if plan.detach {
         return detach(&launch, rootfs, state);

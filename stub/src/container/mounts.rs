@@ -42,15 +42,11 @@ pub fn setup(launch: &Launch<'_>, rootfs: &Rootfs) -> Result<()> {
     .with_context(|| format!("cannot mount a tmpfs on {}", scratch.display()))?;
     let newroot = scratch.join("root");
     mkdir(&newroot, 0o755)?;
+    let lower = rootfs.rootfs_for_mount()?;
     if plan.read_only {
-        mount_read_only_root(&rootfs.rootfs(), &scratch, &newroot)?;
+        mount_read_only_root(&lower, &scratch, &newroot)?;
     } else {
-        mount_overlay_root(
-            &rootfs.rootfs(),
-            &scratch,
-            plan.overlay.as_deref(),
-            &newroot,
-        )?;
+        mount_overlay_root(&lower, &scratch, plan.overlay.as_deref(), &newroot)?;
     }
 
     let root = open_path(&newroot)?;
@@ -59,14 +55,15 @@ pub fn setup(launch: &Launch<'_>, rootfs: &Rootfs) -> Result<()> {
     mount_sys(root.as_fd(), plan.net_none)?;
     mask_paths(root.as_fd())?;
     setup_etc(root.as_fd(), &scratch, &plan.hostname, plan.read_only)?;
+    // Before the volumes: this writes into the root, never into a volume.
+    if launch.fake_root && !plan.read_only {
+        apt_without_sandbox(root.as_fd());
+    }
     for volume in &plan.volumes {
         mount_volume(root.as_fd(), volume, plan.read_only)?;
     }
     for tmpfs in &plan.tmpfs {
         mount_tmpfs(root.as_fd(), tmpfs, plan.read_only)?;
-    }
-    if launch.fake_root && !plan.read_only {
-        apt_without_sandbox(root.as_fd());
     }
     drop(root);
     pivot_into(&newroot)
@@ -131,14 +128,13 @@ pub fn mount_overlay_root(
         Some(dir) => (dir.to_path_buf(), ""),
         None => (scratch.to_path_buf(), ",volatile"),
     };
+    // A kept layer's directories were made (0700) and locked by the monitor.
     let upper = base.join("upper");
     let work = base.join("work");
-    for dir in [&upper, &work] {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o755)
-            .create(dir)
-            .with_context(|| format!("cannot create {}", dir.display()))?;
+    if keep.is_none() {
+        for dir in [&upper, &work] {
+            mkdir(dir, 0o755)?;
+        }
     }
     // userxattr: the only mode an unprivileged overlay has (5.11+).
     let options = format!(
@@ -166,29 +162,44 @@ pub fn mount_overlay_root(
         })
 }
 
+/// `--read-only`: an overlay with two lower layers (the rootfs, an empty directory) and
+/// no upper. Without an upper layer overlayfs has nowhere to write, whatever the
+/// container does (even with CAP_SYS_ADMIN and seccomp off, a remount cannot make it
+/// writable), and it does not inherit the cache filesystem's locked noexec/nosuid.
+/// Where the kernel refuses overlayfs, a bind of the rootfs remounted read-only.
 fn mount_read_only_root(lower: &Path, scratch: &Path, newroot: &Path) -> Result<()> {
+    let empty = scratch.join("empty");
+    mkdir(&empty, 0o755)?;
+    let options = format!(
+        "lowerdir={}:{},userxattr",
+        escape_overlay(lower),
+        escape_overlay(&empty)
+    );
+    debug!("mounts: read-only overlay root ({options})");
+    let refused = match mount(
+        Some("overlay"),
+        newroot,
+        Some("overlay"),
+        MsFlags::MS_RDONLY,
+        Some(options.as_str()),
+    ) {
+        Ok(()) => return Ok(()),
+        Err(e) => e,
+    };
     let locked = locked_flags(lower)?;
     if locked.intersects(MsFlags::MS_NOEXEC | MsFlags::MS_NOSUID) {
         // A bind keeps the cache filesystem's noexec/nosuid (the kernel locks them), so
-        // nothing could run: an overlay without an upper layer is read-only too, and
-        // does not inherit them. It needs two lower layers; the second is empty.
-        let empty = scratch.join("empty");
-        mkdir(&empty, 0o755)?;
-        let options = format!(
-            "lowerdir={}:{},userxattr",
-            escape_overlay(lower),
-            escape_overlay(&empty)
-        );
-        debug!("mounts: read-only overlay root, the cache is on a noexec/nosuid mount ({options})");
-        return mount(Some("overlay"), newroot, Some("overlay"), MsFlags::MS_RDONLY, Some(options.as_str()))
-            .map_err(|e| {
-                Error::new(format!(
-                    "the cache is on a noexec or nosuid mount and the kernel refused overlayfs in a user namespace ({}): set BINCTR_CACHE to a directory where programs may run",
-                    e.desc()
-                ))
-            });
+        // nothing could run.
+        return Err(Error::new(format!(
+            "the cache is on a noexec or nosuid mount and the kernel refused overlayfs in a user namespace ({}): set BINCTR_CACHE to a directory where programs may run",
+            refused.desc()
+        )));
     }
-    debug!("mounts: read-only bind of {}", lower.display());
+    debug!(
+        "mounts: overlayfs refused ({}), read-only bind of {} (a container given CAP_SYS_ADMIN could remount it)",
+        refused.desc(),
+        lower.display()
+    );
     mount(
         Some(lower),
         newroot,
@@ -389,16 +400,13 @@ fn setup_etc(root: BorrowedFd<'_>, scratch: &Path, hostname: &str, read_only: bo
 /// is replaced by an empty file (in the ephemeral upper layer).
 fn etc_target(root: BorrowedFd<'_>, name: &str, read_only: bool) -> std::io::Result<OwnedFd> {
     let path = format!("etc/{name}");
-    match open_in_root(root, &path, 0) {
+    match inroot::open_same_fs(root, path.as_bytes(), 0) {
         Ok(fd) => return Ok(fd),
         Err(e) if read_only => return Err(e),
         Err(_) => {}
     }
-    let etc = open_in_root(root, "etc", libc::O_DIRECTORY)?;
-    let file = fd_path(&etc).join(name);
-    let _ = fs::remove_file(&file);
-    fs::File::create(&file)?;
-    open_in_root(root, &path, 0)
+    inroot::replace_file(root, b"etc", name.as_bytes(), b"", 0o644)?;
+    inroot::open_same_fs(root, path.as_bytes(), 0)
 }
 
 /// pivot_root(".", ".") then detach the old root under it (bubblewrap's way: no
@@ -595,15 +603,17 @@ fn mask_paths(root: BorrowedFd<'_>) -> Result<()> {
 /// that it really became its sandbox user _apt, would stop ("Method http has died").
 /// As charliecloud does, tell apt to stay root, in a file of this run's writable layer.
 fn apt_without_sandbox(root: BorrowedFd<'_>) {
-    let Ok(dir) = inroot::open(root, b"etc/apt/apt.conf.d", libc::O_DIRECTORY) else {
+    let dir = b"etc/apt/apt.conf.d";
+    if inroot::open_same_fs(root, dir, libc::O_DIRECTORY).is_err() {
         return; // not a Debian-family image
-    };
-    let file = fd_path(&dir).join("99binctr-fake-root");
+    }
     let text = "// Written by binctr for this run only: with a single id mapping the fake-root\n\
                 // filter makes setuid() a no-op, so apt must not drop to its sandbox user.\n\
                 APT::Sandbox::User \"root\";\n";
-    match fs::write(&file, text) {
+    // Replaced, never written through: the image (or an earlier run's kept layer) may
+    // have put a symlink or a FIFO there.
+    match inroot::replace_file(root, dir, b"99binctr-fake-root", text.as_bytes(), 0o644) {
         Ok(()) => debug!("mounts: apt told to keep root (fake root)"),
-        Err(e) => debug!("mounts: cannot write {}: {e}", file.display()),
+        Err(e) => debug!("mounts: cannot write /etc/apt/apt.conf.d/99binctr-fake-root: {e}"),
     }
 }

@@ -29,23 +29,32 @@ impl Identity {
 }
 
 /// Reads a file of the rootfs, resolved inside it.
-fn read_in_root(rootfs: &Path, path: &str) -> String {
-    let Ok(root) = std::fs::File::open(rootfs) else {
-        return String::new();
-    };
-    let Ok(fd) = inroot::open_file(root.as_fd(), path.as_bytes()) else {
-        return String::new();
-    };
-    let mut text = String::new();
-    let _ = std::fs::File::from(fd).read_to_string(&mut text);
-    text
+/// The biggest /etc/passwd or /etc/group read (a hostile image's could be any size).
+const MAX_DB_BYTES: u64 = 16 << 20;
+
+/// Reads a file of a layer, resolved inside it: None when the layer does not have it.
+/// Never blocks (a FIFO reads as empty) and reads at most [`MAX_DB_BYTES`].
+fn read_in_root(layer: &Path, path: &str) -> Option<String> {
+    let root = std::fs::File::open(layer).ok()?;
+    let fd = inroot::open_file(root.as_fd(), path.as_bytes()).ok()?;
+    let mut bytes = Vec::new();
+    let _ = std::fs::File::from(fd)
+        .take(MAX_DB_BYTES)
+        .read_to_end(&mut bytes);
+    Some(String::from_utf8_lossy(&bytes).into_owned())
 }
 
-/// Resolves `spec` (`name`, `uid`, `name:group`, `uid:gid`) against the image.
-pub fn resolve(rootfs: &Path, spec: &str) -> Result<Identity> {
-    let passwd = read_in_root(rootfs, "etc/passwd");
-    let group = read_in_root(rootfs, "etc/group");
-    resolve_in(&passwd, &group, spec)
+/// Resolves `spec` (`name`, `uid`, `name:group`, `uid:gid`) against the image: its
+/// /etc/passwd and /etc/group as the container will see them, from the kept writable
+/// layer `upper` (--overlay) when that holds them, else from the rootfs.
+pub fn resolve(rootfs: &Path, upper: Option<&Path>, spec: &str) -> Result<Identity> {
+    let read = |path| {
+        upper
+            .and_then(|u| read_in_root(u, path))
+            .or_else(|| read_in_root(rootfs, path))
+            .unwrap_or_default()
+    };
+    resolve_in(&read("etc/passwd"), &read("etc/group"), spec)
 }
 
 fn resolve_in(passwd: &str, group: &str, spec: &str) -> Result<Identity> {

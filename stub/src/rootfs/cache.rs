@@ -12,30 +12,109 @@
 
 use super::payload::{Packed, PayloadStream};
 use crate::error::{Context, Error, Result};
-use crate::files::{private_dir, remove_tree};
+use crate::files::{check_private, open_dir_nofollow, private_dir, remove_tree};
 use crate::log::debug;
 use crate::sys;
 use crate::userns::{self, Mapping};
 use std::fs::{self, DirBuilder, File, OpenOptions};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-/// A cache entry that holds a finished extraction.
+/// A cache entry that holds a finished extraction, checked to be the caller's.
 pub struct Rootfs {
     /// The cache entry: holds `rootfs/` and `mnt/`.
     pub entry: PathBuf,
+    /// `rootfs/`, opened (O_PATH) when it was checked: the container's lower layer is
+    /// this very directory, whatever happens to the path afterwards.
+    rootfs: OwnedFd,
 }
 
 impl Rootfs {
-    /// The extracted image, never written after its rename into place.
+    /// The extracted image, never written after its rename into place: the checked
+    /// directory, reached through its descriptor (for reading it from this process).
     pub fn rootfs(&self) -> PathBuf {
-        self.entry.join("rootfs")
+        PathBuf::from(format!("/proc/self/fd/{}", self.rootfs.as_raw_fd()))
     }
+
+    /// The extracted image by its path, for a mount in the container's own mount
+    /// namespace (a mount cannot take a directory opened in another namespace as its
+    /// source): checked to still be the directory that was checked on the host.
+    pub fn rootfs_for_mount(&self) -> Result<PathBuf> {
+        let path = self.entry.join("rootfs");
+        let held =
+            nix::sys::stat::fstat(self.rootfs.as_raw_fd()).context("cannot stat the rootfs")?;
+        let now = nix::sys::stat::lstat(&path)
+            .with_context(|| format!("cannot stat {}", path.display()))?;
+        if (held.st_dev, held.st_ino) != (now.st_dev, now.st_ino) {
+            return Err(Error::new(format!(
+                "{} was replaced while the container started: remove the cache entry and run again",
+                path.display()
+            )));
+        }
+        Ok(path)
+    }
+
     /// An empty directory the container mounts its scratch tmpfs on.
     pub fn scratch(&self) -> PathBuf {
         self.entry.join("mnt")
     }
+}
+
+const CACHE_FIX: &str = "set BINCTR_CACHE to a directory of your own";
+
+/// Opens the finished entry `key` and checks, through the descriptors, that nobody but
+/// the caller could have made or changed it: the cache root is the caller's (and made
+/// 0700 if it is not), the entry and its `rootfs/` are the caller's and closed to
+/// writes by others. A warm start trusts
+/// nothing else (another user who could create the cache directory, or an entry in it,
+/// could otherwise plant a rootfs under the right digest). None: no such entry.
+fn open_entry(root: &Path, key: &str) -> Result<Option<Rootfs>> {
+    let root_fd = match open_dir_nofollow(root) {
+        Ok(fd) => fd,
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(None),
+        Err(e) => {
+            return Err(e).with_context(|| {
+                format!(
+                    "the cache directory {} cannot be used ({CACHE_FIX})",
+                    root.display()
+                )
+            })
+        }
+    };
+    check_private(&root_fd, root, "cache", CACHE_FIX, true)?;
+    let entry = root.join(key);
+    let open = |dir: &OwnedFd, name: &str| {
+        crate::sys::openat(
+            dir.as_fd(),
+            &std::ffi::CString::new(name).unwrap_or_default(),
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW,
+            0,
+        )
+    };
+    let entry_fd = match open(&root_fd, key) {
+        Ok(fd) => fd,
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(None),
+        Err(e) => {
+            return Err(e)
+                .with_context(|| format!("cannot open the cache entry {}", entry.display()))
+        }
+    };
+    check_private(&entry_fd, &entry, "cache entry", CACHE_FIX, false)?;
+    let rootfs = match open(&entry_fd, "rootfs") {
+        Ok(fd) => fd,
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("cannot open {}/rootfs", entry.display())),
+    };
+    let st = nix::sys::stat::fstat(rootfs.as_raw_fd())
+        .with_context(|| format!("cannot stat {}/rootfs", entry.display()))?;
+    if st.st_uid != nix::unistd::geteuid().as_raw() || st.st_mode & 0o022 != 0 {
+        return Err(Error::new(format!(
+            "the cache entry {}/rootfs was not made by you, or others may write it: {CACHE_FIX}, or remove the entry",
+            entry.display()
+        )));
+    }
+    Ok(Some(Rootfs { entry, rootfs }))
 }
 
 /// Where the extracted images live: $BINCTR_CACHE, $XDG_CACHE_HOME/binctr, ~/.cache/binctr.
@@ -66,13 +145,7 @@ fn key_for(packed: &Packed, mapping: &Mapping) -> String {
 
 /// Whether this image is already extracted for `mapping` (one stat).
 pub fn is_extracted(packed: &Packed, mapping: &Mapping) -> bool {
-    cache_root().is_ok_and(|root| {
-        Rootfs {
-            entry: root.join(key_for(packed, mapping)),
-        }
-        .rootfs()
-        .is_dir()
-    })
+    cache_root().is_ok_and(|root| root.join(key_for(packed, mapping)).join("rootfs").is_dir())
 }
 
 /// Returns the extracted rootfs of this packed file, extracting it on the first run.
@@ -81,28 +154,22 @@ pub fn is_extracted(packed: &Packed, mapping: &Mapping) -> bool {
 pub fn ensure_rootfs(packed: &Packed, mapping: &Mapping) -> Result<Rootfs> {
     let root = cache_root()?;
     let key = key_for(packed, mapping);
-    let rootfs = Rootfs {
-        entry: root.join(&key),
-    };
-    if rootfs.rootfs().is_dir() {
+    if let Some(rootfs) = open_entry(&root, &key)? {
         debug!("rootfs: cached at {}", rootfs.entry.display());
         touch(&root.join(format!("{key}.lock")));
         return Ok(rootfs);
     }
-    private_dir(
-        &root,
-        "cache",
-        "set BINCTR_CACHE to a directory of your own",
-    )?;
+    let root_fd = private_dir(&root, "cache", CACHE_FIX)?;
     let _lock = lock(&root.join(format!("{key}.lock")))?;
     // Another run may have finished the extraction while we waited.
-    if rootfs.rootfs().is_dir() {
+    if let Some(rootfs) = open_entry(&root, &key)? {
         debug!(
             "rootfs: cached at {} (extracted by another run)",
             rootfs.entry.display()
         );
         return Ok(rootfs);
     }
+    let entry = root.join(&key);
     remove_stale_temps(&root, &key, mapping);
     let tmp = root.join(format!(".tmp-{key}.{}", std::process::id()));
     debug!(
@@ -112,20 +179,25 @@ pub fn ensure_rootfs(packed: &Packed, mapping: &Mapping) -> Result<Rootfs> {
     );
     let result = prepare_entry(packed, &tmp, mapping)
         .and_then(|()| extract(packed, &tmp, mapping))
-        .and_then(|()| {
-            fs::rename(&tmp, &rootfs.entry).with_context(|| {
-                format!(
-                    "cannot rename {} to {}",
-                    tmp.display(),
-                    rootfs.entry.display()
-                )
-            })
-        });
+        .and_then(|()| make_durable(&root_fd, &tmp, &entry));
     if result.is_err() && !mapping.is_subid() {
         let _ = remove_tree(&tmp);
     }
     result?;
-    Ok(rootfs)
+    open_entry(&root, &key)?
+        .ok_or_else(|| Error::new(format!("{} vanished after its extraction", entry.display())))
+}
+
+/// The extraction reaches the disk before it becomes visible: syncfs of the cache's
+/// filesystem, the rename, then an fsync of the cache directory for the rename itself.
+/// A power loss never leaves a renamed but incomplete entry.
+fn make_durable(root: &OwnedFd, tmp: &Path, entry: &Path) -> Result<()> {
+    let dir = File::open(format!("/proc/self/fd/{}", root.as_raw_fd()))
+        .context("cannot open the cache directory")?;
+    nix::unistd::syncfs(dir.as_raw_fd()).context("cannot sync the extracted image to disk")?;
+    fs::rename(tmp, entry)
+        .with_context(|| format!("cannot rename {} to {}", tmp.display(), entry.display()))?;
+    nix::unistd::fsync(dir.as_raw_fd()).context("cannot sync the cache directory")
 }
 
 /// The cache lock of one key, held (flock) until the returned file is dropped.
@@ -150,15 +222,30 @@ fn extract(packed: &Packed, tmp: &Path, mapping: &Mapping) -> Result<()> {
     if !mapping.is_subid() {
         return extract_here(packed, tmp, false);
     }
-    // The child blocks the stop signals itself; blocked here too, a Ctrl-C waits for it.
-    let _ = crate::signals::forwarded().thread_block();
-    userns::run_inside(mapping, || {
+    // The child blocks the stop signals itself; blocked here too, a Ctrl-C waits for it
+    // (and then acts, once the mask is back).
+    let old_mask =
+        crate::signals::forwarded().thread_swap_mask(nix::sys::signal::SigmaskHow::SIG_BLOCK);
+    let done = userns::run_inside(mapping, || {
         let done = extract_here(packed, tmp, true);
         if done.is_err() {
             let _ = remove_tree(tmp);
         }
         done
-    })
+    });
+    // A stop signal sent to us alone (kill, not the terminal) waited for the child.
+    let done = match crate::signals::take_pending(&crate::signals::forwarded()) {
+        Some(signal) if done.is_ok() => Err(Error::interrupted(
+            signal,
+            "while extracting the image; the cache is left as it was",
+        )),
+        Some(signal) => Err(Error::reported(128 + signal)),
+        None => done,
+    };
+    if let Ok(mask) = old_mask {
+        let _ = mask.thread_set_mask();
+    }
+    done
 }
 
 fn extract_here(packed: &Packed, tmp: &Path, keep_owners: bool) -> Result<()> {

@@ -8,10 +8,13 @@
 
 use super::inroot::{self, split_parent};
 use crate::error::{Context, Error, Result};
+use crate::log::printable;
 use crate::sys;
+use binctr_format::tar_reader::{Header, Kind, Limits, TarReader};
+use std::collections::BTreeMap;
 use std::ffi::{CStr, CString};
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 
@@ -34,10 +37,14 @@ struct Attrs {
     xattrs: Vec<(CString, Vec<u8>)>,
 }
 
+/// The most directory metadata an extraction keeps for [`Extractor::finish`]: a Debian
+/// image needs well under 1 MiB; a hostile one listing millions of directories is
+/// refused rather than allowed to take the machine's memory.
+const DIR_META_BYTES: usize = 24 << 20;
+
 /// Directory metadata applied once everything below it is written (a read-only
 /// directory would otherwise stop its own children from being created).
 struct DirMeta {
-    path: Vec<u8>,
     mode: u32,
     mtime: i64,
     attrs: Attrs,
@@ -57,7 +64,10 @@ pub struct Extractor {
     root: OwnedFd,
     /// The last parent directory opened, reused while entries stay in one directory.
     parent: Option<(Vec<u8>, OwnedFd)>,
-    dirs: Vec<DirMeta>,
+    /// By path: a directory listed again replaces its metadata.
+    dirs: BTreeMap<Vec<u8>, DirMeta>,
+    /// What `dirs` holds, roughly, in bytes.
+    dir_bytes: usize,
     buf: Vec<u8>,
     /// Inside a user namespace with subordinate ids: give files the image's owners.
     keep_owners: bool,
@@ -70,12 +80,6 @@ fn refuse(name: &[u8], why: &str) -> Error {
         printable(name),
         crate::error::plain(why)
     ))
-}
-
-/// A name from the image as one line of plain text: control characters (a newline, a
-/// terminal escape) are escaped, so a hostile name cannot forge lines or colours.
-pub fn printable(name: &[u8]) -> String {
-    String::from_utf8_lossy(name).escape_debug().to_string()
 }
 
 /// The entry's path as clean relative components: `./` and leading `/` dropped,
@@ -162,7 +166,8 @@ impl Extractor {
         Ok(Extractor {
             root,
             parent: None,
-            dirs: Vec::new(),
+            dirs: BTreeMap::new(),
+            dir_bytes: 0,
             buf: vec![0u8; 256 * 1024],
             keep_owners,
             summary: Summary::default(),
@@ -191,86 +196,75 @@ impl Extractor {
     }
 
     /// The owner (when we keep owners) and xattrs an entry asks for.
-    fn attrs_of<R: Read>(&self, entry: &mut tar::Entry<'_, R>) -> Attrs {
-        let header = entry.header();
-        let owner = self.keep_owners.then(|| {
-            (
-                header.uid().unwrap_or(0) as u32,
-                header.gid().unwrap_or(0) as u32,
-            )
-        });
-        let mut xattrs = Vec::new();
-        if let Ok(Some(pax)) = entry.pax_extensions() {
-            for ext in pax.flatten() {
-                if let Some(name) = ext.key_bytes().strip_prefix(b"SCHILY.xattr.") {
-                    if let Ok(name) = CString::new(name) {
-                        xattrs.push((name, ext.value_bytes().to_vec()));
-                    }
-                }
-            }
-        }
+    fn attrs_of(&self, header: &Header) -> Attrs {
+        let owner = self
+            .keep_owners
+            .then_some((header.uid as u32, header.gid as u32));
+        let xattrs = header
+            .xattrs
+            .iter()
+            .filter_map(|(name, value)| Some((CString::new(name.clone()).ok()?, value.clone())))
+            .collect();
         Attrs { owner, xattrs }
     }
 
-    /// Writes one entry of the tar.
-    pub fn entry<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<()> {
-        let raw = entry.path_bytes().into_owned();
-        let path = clean_path(&raw)?;
-        let header = entry.header();
-        let kind = header.entry_type();
-        let mode = header.mode().map_err(|e| refuse(&raw, &e.to_string()))? & 0o7777;
-        let mtime = header.mtime().unwrap_or(0) as i64;
-        let attrs = self.attrs_of(entry);
+    /// Writes one entry of the tar; its data is read from `tar`.
+    pub fn entry<R: Read>(&mut self, header: &Header, tar: &mut TarReader<R>) -> Result<()> {
+        let raw = &header.path;
+        let path = clean_path(raw)?;
+        let kind = header.kind();
+        let attrs = self.attrs_of(header);
         self.summary.entries += 1;
         if path.is_empty() {
-            if kind.is_dir() {
-                self.dirs.push(DirMeta {
-                    path,
-                    mode,
-                    mtime,
-                    attrs,
-                });
+            if kind == Kind::Dir {
+                self.remember_dir(path, header.mode, header.mtime, attrs)?;
             }
             return Ok(());
         }
-        let link_target = match kind {
-            tar::EntryType::Symlink | tar::EntryType::Link => Some(
-                entry
-                    .link_name_bytes()
-                    .ok_or_else(|| refuse(&raw, "link without a target"))?
-                    .into_owned(),
-            ),
-            _ => None,
-        };
-        let target = link_target.as_deref().unwrap_or_default();
         let item = Item {
-            raw: &raw,
+            raw,
             path: &path,
-            mode,
-            mtime,
+            mode: header.mode,
+            mtime: header.mtime,
             attrs: &attrs,
         };
         match kind {
-            tar::EntryType::Directory => {
+            Kind::Dir => {
                 self.write_dir(&item)?;
-                self.dirs.push(DirMeta {
-                    path: path.clone(),
-                    mode,
-                    mtime,
-                    attrs: attrs.clone(),
-                });
+                self.remember_dir(path.clone(), header.mode, header.mtime, attrs.clone())?;
             }
-            tar::EntryType::Regular | tar::EntryType::Continuous => {
-                self.write_file(&item, entry)?
-            }
-            tar::EntryType::Symlink => self.write_symlink(&item, target)?,
-            tar::EntryType::Link => self.write_hard_link(&item, target)?,
-            tar::EntryType::Fifo => self.write_fifo(&item)?,
+            Kind::File => self.write_file(&item, header, tar)?,
+            Kind::Symlink => self.write_symlink(&item, &header.link)?,
+            Kind::HardLink => self.write_hard_link(&item, &header.link)?,
+            Kind::Fifo => self.write_fifo(&item)?,
             // An unprivileged user cannot create device nodes; /dev is set up at run time.
-            tar::EntryType::Char | tar::EntryType::Block => self.summary.skipped_devices += 1,
-            // PAX global headers, GNU volume labels and the like carry no file.
-            _ => self.summary.skipped_other += 1,
+            Kind::CharDevice | Kind::BlockDevice => self.summary.skipped_devices += 1,
+            // GNU volume labels and the like carry no file.
+            Kind::Other(_) => self.summary.skipped_other += 1,
         }
+        Ok(())
+    }
+
+    /// Keeps a directory's metadata for [`Self::finish`]; the same directory listed
+    /// again replaces it. Refused past [`DIR_META_BYTES`].
+    fn remember_dir(&mut self, path: Vec<u8>, mode: u32, mtime: i64, attrs: Attrs) -> Result<()> {
+        let cost = path.len()
+            + attrs
+                .xattrs
+                .iter()
+                .map(|(n, v)| n.as_bytes().len() + v.len())
+                .sum::<usize>()
+            + 64;
+        if !self.dirs.contains_key(&path) {
+            self.dir_bytes += cost;
+            if self.dir_bytes > DIR_META_BYTES {
+                return Err(refuse(
+                    &path,
+                    "the image lists more directory metadata than binctr keeps (over 24 MiB)",
+                ));
+            }
+        }
+        self.dirs.insert(path, DirMeta { mode, mtime, attrs });
         Ok(())
     }
 
@@ -319,7 +313,8 @@ impl Extractor {
     fn write_file<R: Read>(
         &mut self,
         item: &Item<'_>,
-        entry: &mut tar::Entry<'_, R>,
+        header: &Header,
+        tar: &mut TarReader<R>,
     ) -> Result<()> {
         let (parent, name) = split_parent(item.path);
         let name = cstr(name);
@@ -331,27 +326,16 @@ impl Extractor {
             other => other,
         }
         .map_err(|e| refuse(raw, &format!("cannot create file: {e}")))?;
-        let size = entry.header().size().unwrap_or(0);
-        let buf = &mut self.buf;
-        let mut written = 0u64;
-        loop {
-            let n = match entry.read(buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(refuse(raw, &format!("cannot read it: {e}"))),
-            };
-            file.write_all(&buf[..n])
+        let whole = [(0, header.stored)];
+        // A sparse file's holes are left unwritten (and take no disk), as tar -S does.
+        for &(offset, len) in header.sparse.as_deref().unwrap_or(&whole) {
+            file.seek(io::SeekFrom::Start(offset))
                 .map_err(|e| refuse(raw, &format!("cannot write: {e}")))?;
-            written += n as u64;
+            self.copy_data(&mut file, len, raw, tar)?;
         }
-        if written != size {
-            return Err(refuse(
-                raw,
-                &format!(
-                    "the payload ends inside it ({written} of {size} bytes): the file is damaged"
-                ),
-            ));
+        if header.sparse.is_some() {
+            file.set_len(header.size)
+                .map_err(|e| refuse(raw, &format!("cannot write: {e}")))?;
         }
         let counts = apply_attrs(AttrTarget::File(&file), item.attrs, self.keep_owners);
         // The permission bits came with the create; setuid, setgid and sticky do not
@@ -363,6 +347,46 @@ impl Extractor {
         inroot::set_file_mtime(&file, item.mtime)
             .map_err(|e| refuse(raw, &format!("cannot set mtime: {e}")))?;
         self.summary.add(counts);
+        Ok(())
+    }
+
+    /// Copies `len` stored bytes of the current entry into `file`.
+    fn copy_data<R: Read>(
+        &mut self,
+        file: &mut File,
+        len: u64,
+        raw: &[u8],
+        tar: &mut TarReader<R>,
+    ) -> Result<()> {
+        let mut left = len;
+        while left > 0 {
+            let want = left.min(self.buf.len() as u64) as usize;
+            let n = match tar.read_data(&mut self.buf[..want]) {
+                Ok(0) => 0,
+                Ok(n) => n,
+                Err(e) => {
+                    return Err(refuse(
+                        raw,
+                        &format!(
+                        "the payload ends inside it ({} of {len} bytes): the file is damaged ({e})",
+                        len - left
+                    ),
+                    ))
+                }
+            };
+            if n == 0 {
+                return Err(refuse(
+                    raw,
+                    &format!(
+                        "the payload ends inside it ({} of {len} bytes): the file is damaged",
+                        len - left
+                    ),
+                ));
+            }
+            file.write_all(&self.buf[..n])
+                .map_err(|e| refuse(raw, &format!("cannot write: {e}")))?;
+            left -= n as u64;
+        }
         Ok(())
     }
 
@@ -422,32 +446,20 @@ impl Extractor {
         let name = cstr(name);
         // A symlink or file in the way is left alone: the container sees the image as is.
         if inroot::mkdir_new_at(dir, &name, 0o700).is_ok() {
-            self.dirs.push(DirMeta {
-                path: path.to_vec(),
-                mode,
-                mtime: 0,
-                attrs: Attrs::default(),
-            });
+            self.remember_dir(path.to_vec(), mode, 0, Attrs::default())?;
         }
         Ok(())
     }
 
-    /// Applies directory modes and mtimes, deepest first.
+    /// Applies directory modes and mtimes, deepest first: a directory's descendants
+    /// have it as a prefix, so they sort after it, and reverse order visits them first.
     pub fn finish(mut self) -> Result<Summary> {
         self.parent = None;
-        self.dirs.sort_by_key(|d| {
-            std::cmp::Reverse(
-                d.path.iter().filter(|&&b| b == b'/').count() + usize::from(!d.path.is_empty()),
-            )
-        });
-        for dir in &self.dirs {
-            let path = if dir.path.is_empty() {
-                &b"."[..]
-            } else {
-                &dir.path
-            };
+        let dirs = std::mem::take(&mut self.dirs);
+        for (path, dir) in dirs.iter().rev() {
+            let shown = if path.is_empty() { &b"."[..] } else { path };
             // A directory later replaced by another kind of entry has nothing to apply.
-            let Ok(file) = inroot::open_dir_no_symlinks(self.root.as_fd(), path) else {
+            let Ok(file) = inroot::open_dir_no_symlinks(self.root.as_fd(), shown) else {
                 continue;
             };
             let counts = apply_attrs(AttrTarget::File(&file), &dir.attrs, self.keep_owners);
@@ -455,9 +467,9 @@ impl Extractor {
             file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(
                 dir.mode | 0o700,
             ))
-            .map_err(|e| refuse(&dir.path, &format!("cannot set mode: {e}")))?;
+            .map_err(|e| refuse(path, &format!("cannot set mode: {e}")))?;
             inroot::set_file_mtime(&file, dir.mtime)
-                .map_err(|e| refuse(&dir.path, &format!("cannot set mtime: {e}")))?;
+                .map_err(|e| refuse(path, &format!("cannot set mtime: {e}")))?;
         }
         Ok(self.summary)
     }
@@ -481,13 +493,34 @@ impl Extractor {
 /// then the caller removes the half-made extraction and the stub exits 128+N.
 pub fn unpack<R: Read>(payload: &mut R, rootfs: &Path, keep_owners: bool) -> Result<Summary> {
     let stop = crate::signals::forwarded();
-    let _ = stop.thread_block();
+    let old_mask = stop.thread_swap_mask(nix::sys::signal::SigmaskHow::SIG_BLOCK);
+    let mut result = unpack_blocked(payload, rootfs, keep_owners, &stop);
+    // A stop signal that came after the last check still stops us, as 128+N.
+    if let Some(signal) = crate::signals::take_pending(&stop) {
+        result = Err(Error::interrupted(
+            signal,
+            "while extracting the image; the cache is left as it was",
+        ));
+    }
+    // The mask the caller had.
+    if let Ok(mask) = old_mask {
+        let _ = mask.thread_set_mask();
+    }
+    result
+}
+
+fn unpack_blocked<R: Read>(
+    payload: &mut R,
+    rootfs: &Path,
+    keep_owners: bool,
+    stop: &nix::sys::signal::SigSet,
+) -> Result<Summary> {
     let mut decoder = lz4_flex::frame::FrameDecoder::new(payload);
     let mut extractor = Extractor::new(rootfs, keep_owners)?;
     // Files are created with their final permission bits (no chmod per file); the
     // user's umask must not trim them. Only this process extracts, and it restores it.
     let umask = nix::sys::stat::umask(nix::sys::stat::Mode::empty());
-    let result = unpack_entries(&mut decoder, &mut extractor, &stop);
+    let result = unpack_entries(&mut decoder, &mut extractor, stop);
     nix::sys::stat::umask(umask);
     result?;
     add_mount_points(&mut extractor)?;
@@ -508,10 +541,9 @@ fn unpack_entries<R: Read>(
     extractor: &mut Extractor,
     stop: &nix::sys::signal::SigSet,
 ) -> Result<()> {
-    let mut archive = tar::Archive::new(decoder);
-    let entries = archive.entries().context("payload is not a tar")?;
+    let mut tar = TarReader::new(decoder, Limits::default());
     let mut last = Vec::new();
-    for (n, entry) in entries.enumerate() {
+    for n in 0.. {
         // Checked every few entries: a syscall per entry is measurable on large images.
         if n % 32 == 0 {
             if let Some(signal) = sys::pending_signal(stop) {
@@ -521,14 +553,17 @@ fn unpack_entries<R: Read>(
                 ));
             }
         }
-        let mut entry = entry.with_context(|| {
+        let header = tar.next_entry().with_context(|| {
             format!(
                 "damaged packed file: the payload tar breaks after '{}'",
                 printable(&last)
             )
         })?;
-        last = entry.path_bytes().into_owned();
-        extractor.entry(&mut entry)?;
+        let Some(header) = header else {
+            return Ok(());
+        };
+        extractor.entry(&header, &mut tar)?;
+        last = header.path;
     }
     Ok(())
 }

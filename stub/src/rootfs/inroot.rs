@@ -50,6 +50,51 @@ pub fn open_dir_no_symlinks(root: BorrowedFd<'_>, path: &[u8]) -> io::Result<Fil
     .map(File::from)
 }
 
+/// Opens `path` below `root` like [`open`], but only on the root's own filesystem: a
+/// path that leads onto another mount (/proc, a volume) is refused (EXDEV).
+pub fn open_same_fs(root: BorrowedFd<'_>, path: &[u8], flags: libc::c_int) -> io::Result<OwnedFd> {
+    sys::openat2(
+        root,
+        &cstr(path)?,
+        libc::O_PATH | flags,
+        ResolveFlag::RESOLVE_IN_ROOT
+            | ResolveFlag::RESOLVE_NO_MAGICLINKS
+            | ResolveFlag::RESOLVE_NO_XDEV,
+    )
+}
+
+/// Puts a regular file holding `content` at `dir/name` below `root`, replacing what is
+/// there (a file, a symlink, a FIFO: replaced, never written through or opened). The
+/// directory is resolved inside the root and must be on the root's own filesystem; the
+/// file is written under a random name (O_EXCL|O_NOFOLLOW) and renamed into place.
+pub fn replace_file(
+    root: BorrowedFd<'_>,
+    dir: &[u8],
+    name: &[u8],
+    content: &[u8],
+    mode: u32,
+) -> io::Result<()> {
+    use std::io::Write;
+    let dir = open_same_fs(root, dir, libc::O_DIRECTORY)?;
+    let tmp = cstr(format!(".binctr-{}", crate::files::random_hex()).as_bytes())?;
+    let name = cstr(name)?;
+    let written = create_new_file_at(dir.as_fd(), &tmp, mode)
+        .and_then(|mut f| f.write_all(content))
+        .and_then(|()| {
+            nix::fcntl::renameat(
+                Some(dir.as_raw_fd()),
+                tmp.as_c_str(),
+                Some(dir.as_raw_fd()),
+                name.as_c_str(),
+            )
+            .map_err(io::Error::from)
+        });
+    if written.is_err() {
+        let _ = remove_at(dir.as_fd(), &tmp);
+    }
+    written
+}
+
 /// `path` split into its parent and its last component.
 pub fn split_parent(path: &[u8]) -> (&[u8], &[u8]) {
     let path = path.strip_suffix(b"/").unwrap_or(path);
@@ -91,7 +136,8 @@ pub fn mkdir_all(root: BorrowedFd<'_>, path: &[u8], mode: u32) -> io::Result<Own
 
 /// Creates an empty regular file `name` in `dir` unless one exists.
 pub fn create_file_at(dir: BorrowedFd<'_>, name: &[u8], mode: u32) -> io::Result<()> {
-    let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_NOFOLLOW;
+    // O_NONBLOCK: a FIFO already there must not hang us (ENXIO without a reader).
+    let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_NOFOLLOW | libc::O_NONBLOCK;
     sys::openat(dir, &cstr(name)?, flags, mode).map(drop)
 }
 

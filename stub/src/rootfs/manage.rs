@@ -26,7 +26,13 @@ pub fn list() -> Result<()> {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let info: serde_json::Value = fs::read(path.join("info"))
+        // Small, written by us; still never read whole if someone made it huge.
+        let info: serde_json::Value = fs::File::open(path.join("info"))
+            .and_then(|f| {
+                let mut text = Vec::new();
+                std::io::Read::read_to_end(&mut std::io::Read::take(f, 64 * 1024), &mut text)
+                    .map(|_| text)
+            })
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or_default();
@@ -34,7 +40,8 @@ pub fn list() -> Result<()> {
             .as_str()
             .filter(|r| !r.is_empty())
             .or(info["name"].as_str())
-            .unwrap_or("?");
+            .map(|i| crate::log::printable(i.as_bytes()))
+            .unwrap_or_else(|| "?".into());
         let ids = if name.contains("-subid-") {
             "subid"
         } else {
