@@ -189,13 +189,17 @@ fn overlay_works(mapping: &Mapping) -> bool {
             None::<&str>,
         )
         .map_err(quiet)?;
-        for sub in ["lower", "root"] {
+        for sub in ["lower", "root", "upper", "work"] {
             fs::create_dir(dir.join(sub)).map_err(|_| crate::error::Error::reported(1))?;
         }
+        let upper = crate::container::Upper::Disk {
+            dir: dir.clone(),
+            kept: false,
+        };
         crate::container::mounts::mount_overlay_root(
             &dir.join("lower"),
             &dir,
-            None,
+            &upper,
             &dir.join("root"),
         )
         .map_err(|_| crate::error::Error::reported(1))

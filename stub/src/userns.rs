@@ -308,8 +308,8 @@ pub fn run_inside_with(
     work: impl FnOnce() -> Result<()>,
 ) -> Result<()> {
     use std::io::{Read, Write};
-    let (go_read, go_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-        .map_err(|e| Error::new(format!("cannot create a pipe: {e}")))?;
+    let (go_read, go_write) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("cannot create a pipe")?;
     let pid = crate::sys::clone_into_namespaces(libc::CLONE_NEWUSER | extra)
         .context("cannot create a user namespace")
         .map_err(with_blocked_hint)?;
@@ -320,14 +320,7 @@ pub fn run_inside_with(
         if !matches!(fs::File::from(go_read).read(&mut byte), Ok(1)) {
             crate::sys::exit_now(crate::error::EXIT_BINCTR);
         }
-        let code = match work() {
-            Ok(()) => 0,
-            Err(e) => {
-                e.report(crate::log::debug_enabled());
-                e.code
-            }
-        };
-        crate::sys::exit_now(code);
+        crate::sys::exit_now(exit_code_of(work()));
     }
     drop(go_read);
     let child = nix::unistd::Pid::from_raw(pid);
@@ -337,15 +330,43 @@ pub fn run_inside_with(
         return Err(e);
     }
     let _ = fs::File::from(go_write).write_all(b"1");
+    wait_for(child)
+}
+
+/// Runs `work` in a child process that joins the user namespace `ns` (a descriptor
+/// of /proc/PID/ns/user of a namespace the caller owns): its root there, with its
+/// capabilities over the namespace's ids. No helper runs: the maps exist already.
+pub fn run_joined(ns: &fs::File, work: impl FnOnce() -> Result<()>) -> Result<()> {
+    let pid = crate::sys::fork().context("cannot fork")?;
+    if pid == 0 {
+        let joined = nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWUSER)
+            .context("cannot join the container's user namespace");
+        crate::sys::exit_now(exit_code_of(joined.and_then(|()| work())));
+    }
+    wait_for(nix::unistd::Pid::from_raw(pid))
+}
+
+/// A child's result as its exit code (it reports its own error).
+fn exit_code_of(result: Result<()>) -> i32 {
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            e.report(crate::log::debug_enabled());
+            e.code
+        }
+    }
+}
+
+/// Waits for a child of [`run_inside`] or [`run_joined`]: Ok when it exited 0.
+fn wait_for(child: nix::unistd::Pid) -> Result<()> {
+    use nix::sys::wait::{waitpid, WaitStatus};
     loop {
-        match nix::sys::wait::waitpid(child, None) {
-            Ok(nix::sys::wait::WaitStatus::Exited(_, 0)) => return Ok(()),
-            Ok(nix::sys::wait::WaitStatus::Exited(_, code)) => return Err(Error::reported(code)),
-            Ok(nix::sys::wait::WaitStatus::Signaled(_, sig, _)) => {
-                return Err(Error::reported(128 + sig as i32))
-            }
+        match waitpid(child, None) {
+            Ok(WaitStatus::Exited(_, 0)) => return Ok(()),
+            Ok(WaitStatus::Exited(_, code)) => return Err(Error::reported(code)),
+            Ok(WaitStatus::Signaled(_, sig, _)) => return Err(Error::reported(128 + sig as i32)),
             Err(nix::errno::Errno::EINTR) | Ok(_) => continue,
-            Err(e) => return Err(Error::new(format!("waitpid: {e}"))),
+            Err(e) => return Err(e).context("waitpid"),
         }
     }
 }

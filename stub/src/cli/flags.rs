@@ -99,9 +99,17 @@ pub struct Flags {
     pub no_init: bool,
 
     /// keep the container's writable layer in this directory, so changes survive to the
-    /// next run that names it (default: discarded at exit)
+    /// next run that names it (default: on disk beside the cache, removed at exit)
     #[argh(option)]
     pub overlay: Option<String>,
+
+    /// keep the container's writable layer in memory (a tmpfs) instead of on disk
+    #[argh(switch)]
+    pub writable_tmpfs: bool,
+
+    /// the size of --writable-tmpfs (default 1g; k, m, g suffixes)
+    #[argh(option)]
+    pub tmpfs_size: Option<String>,
 
     /// remove the container's writable layer at exit (the default; see --overlay)
     #[argh(switch)]
@@ -211,7 +219,7 @@ pub fn parse(args: &[OsString]) -> Parsed {
 }
 
 /// The options that take a value (the next argument), as argh spells them.
-const WITH_VALUE: [&str; 24] = [
+const WITH_VALUE: [&str; 25] = [
     "-e",
     "--env",
     "--env-file",
@@ -229,6 +237,7 @@ const WITH_VALUE: [&str; 24] = [
     "--tmpfs",
     "--net",
     "--overlay",
+    "--tmpfs-size",
     "--cap-add",
     "--cap-drop",
     "--security-opt",

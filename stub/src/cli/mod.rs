@@ -11,7 +11,7 @@ mod volumes;
 
 pub use flags::{parse, Flags, Parsed};
 pub use hooks::{Hook, Stage};
-pub use plan::{default_state_root, RunPlan, Terminal};
+pub use plan::{default_state_root, Layer, RunPlan, Terminal};
 pub use volumes::{Tmpfs, Volume};
 
 /// The stub's version, shown by -v and --help.

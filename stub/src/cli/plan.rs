@@ -44,8 +44,8 @@ pub struct RunPlan {
     pub net_none: bool,
     /// binctr's init as PID 1 (else the command is PID 1).
     pub init: bool,
-    /// Where the writable layer lives when it must survive the container.
-    pub overlay: Option<PathBuf>,
+    /// Where the writable layer lives (unused with a read-only root).
+    pub layer: Layer,
     /// Descriptors 3..3+N passed on (systemd socket activation).
     pub preserve_fds: i32,
     /// The command's capabilities (the bounding set).
@@ -113,7 +113,7 @@ impl RunPlan {
                 .collect::<Result<Vec<_>>>()?,
             net_none,
             init: !flags.no_init,
-            overlay: flags.overlay.as_deref().map(absolute),
+            layer: layer(flags, &cwd)?,
             preserve_fds,
             caps: super::caps::resolve_caps(&flags.cap_add, &flags.cap_drop)?,
             seccomp: seccomp(&flags.security_opt)?,
@@ -218,6 +218,50 @@ fn net_none(net: &str) -> Result<bool> {
             "--net {other}: only 'host' and 'none' are available rootless here"
         ))),
     }
+}
+
+/// Where the container's writable layer lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Layer {
+    /// On disk beside the cache, one per run, removed at exit (the default).
+    Disk,
+    /// In memory, a tmpfs of this size (`--writable-tmpfs`).
+    Tmpfs(String),
+    /// In this directory, kept for later runs (`--overlay DIR`).
+    Kept(PathBuf),
+}
+
+fn layer(flags: &Flags, cwd: &Path) -> Result<Layer> {
+    let size = match &flags.tmpfs_size {
+        Some(size) if valid_size(size) => size.clone(),
+        Some(size) => {
+            return Err(Error::new(format!(
+                "--tmpfs-size {size}: give a size such as 512m or 2g"
+            )))
+        }
+        None => "1g".into(),
+    };
+    match (
+        &flags.overlay,
+        flags.writable_tmpfs,
+        flags.tmpfs_size.is_some(),
+    ) {
+        (Some(_), true, _) => Err(Error::new(
+            "--overlay and --writable-tmpfs contradict each other: choose one",
+        )),
+        (Some(dir), false, _) => Ok(Layer::Kept(cwd.join(dir))),
+        (None, false, true) => Err(Error::new("--tmpfs-size goes with --writable-tmpfs")),
+        (None, true, _) => Ok(Layer::Tmpfs(size)),
+        (None, false, false) => Ok(Layer::Disk),
+    }
+}
+
+/// `512m`, `2g`, `1048576`: digits and one of k, m, g (either case).
+fn valid_size(size: &str) -> bool {
+    let digits = size.trim_end_matches(['k', 'm', 'g', 'K', 'M', 'G']);
+    !digits.is_empty()
+        && digits.len() + 1 >= size.len()
+        && digits.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// The command's stdio.

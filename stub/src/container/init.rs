@@ -5,6 +5,7 @@
 use super::children::{self, Skip};
 use super::exec::{self, Stdio};
 use super::launch::Launch;
+use super::layer::Upper;
 use super::{mounts, tty};
 use crate::cli::Terminal;
 use crate::error::{Context, Error, Result, EXIT_BINCTR};
@@ -32,7 +33,12 @@ pub struct ChildEnds {
 }
 
 /// PID 1 of the container. Never returns.
-pub fn container_init(ends: ChildEnds, launch: &Launch<'_>, rootfs: &Rootfs) -> ! {
+pub fn container_init(
+    ends: ChildEnds,
+    launch: &Launch<'_>,
+    rootfs: &Rootfs,
+    upper: Option<&Upper>,
+) -> ! {
     let ChildEnds {
         mut go,
         status,
@@ -48,7 +54,7 @@ pub fn container_init(ends: ChildEnds, launch: &Launch<'_>, rootfs: &Rootfs) -> 
         sys::exit_now(EXIT_BINCTR);
     }
     drop(go);
-    let pty = match set_up(launch, rootfs, pty_sock.is_some()) {
+    let pty = match set_up(launch, rootfs, upper, pty_sock.is_some()) {
         Ok(pty) => pty,
         Err(e) => fail(status.as_fd(), &e, plan.debug),
     };
@@ -110,9 +116,10 @@ pub fn container_init(ends: ChildEnds, launch: &Launch<'_>, rootfs: &Rootfs) -> 
 fn set_up(
     launch: &Launch<'_>,
     rootfs: &Rootfs,
+    upper: Option<&Upper>,
     want_pty: bool,
 ) -> Result<Option<(std::os::fd::OwnedFd, std::path::PathBuf)>> {
-    mounts::setup(launch, rootfs)?;
+    mounts::setup(launch, rootfs, upper)?;
     nix::unistd::sethostname(&launch.plan.hostname).context("cannot set the hostname")?;
     if launch.plan.net_none {
         sys::loopback_up().context("cannot bring the loopback interface up")?;

@@ -28,7 +28,10 @@ impl<'a> Launch<'a> {
         let identity = match plan.user.as_str() {
             "" => Identity::root(),
             user => {
-                let upper = plan.overlay.as_ref().map(|d| d.join("upper"));
+                let upper = match &plan.layer {
+                    crate::cli::Layer::Kept(dir) => Some(dir.join("upper")),
+                    _ => None,
+                };
                 users::resolve(&rootfs.rootfs(), upper.as_deref(), user)?
             }
         };

@@ -15,8 +15,8 @@ mod children;
 mod exec;
 mod hooks;
 mod init;
-mod kept;
 pub mod launch;
+mod layer;
 mod monitor;
 pub mod mounts;
 mod seccomp;
@@ -32,6 +32,8 @@ use crate::rootfs::Rootfs;
 use crate::userns::Mapping;
 use crate::{signals, sys};
 use launch::Launch;
+pub use layer::Upper;
+use layer::WritableLayer;
 use state::State;
 use std::fs::File;
 use std::io::Read;
@@ -52,18 +54,20 @@ pub fn run(plan: &RunPlan, rootfs: &Rootfs, mapping: Mapping) -> Result<i32> {
             "real"
         }
     );
-    // Held (with the state's lock) until the container ends; a detached monitor keeps
-    // its own copy of both after the caller returns.
-    let _kept = plan
-        .overlay
-        .as_deref()
-        .map(kept::KeptLayer::take)
-        .transpose()?;
-    let state = State::create(plan)?;
+    // Locked (as the state is) until the container ends; a detached monitor keeps its
+    // own copy of both locks after the caller returns.
+    let layer = WritableLayer::prepare(plan, rootfs, &launch.mapping)?;
+    let state = match State::create(plan) {
+        Ok(state) => state,
+        Err(e) => {
+            layer.finish(&launch.mapping, None);
+            return Err(e);
+        }
+    };
     if plan.detach {
-        return detach(&launch, rootfs, state);
+        return detach(&launch, rootfs, layer, state);
     }
-    let code = start_and_watch(&launch, rootfs, &state, None);
+    let code = start_and_watch(&launch, rootfs, layer, &state, None);
     state.remove();
     code
 }
@@ -75,20 +79,33 @@ pub fn run(plan: &RunPlan, rootfs: &Rootfs, mapping: Mapping) -> Result<i32> {
 fn start_and_watch(
     launch: &Launch<'_>,
     rootfs: &Rootfs,
+    layer: WritableLayer,
     state: &State,
     started: Option<&mut File>,
 ) -> Result<i32> {
     let mut watched = signals::FORWARDED.to_vec();
     watched.extend([libc::SIGCHLD, libc::SIGWINCH]);
     let watched = signals::set_of(&watched);
-    watched.thread_set_mask().context("cannot block signals")?;
-    let spawned = spawn::spawn(launch, rootfs, state)?;
-    monitor::watch(launch.plan, spawned, state, &watched, started)
+    let spawned = watched
+        .thread_set_mask()
+        .context("cannot block signals")
+        .and_then(|()| spawn::spawn(launch, rootfs, layer.upper.as_ref(), state));
+    let mut spawned = match spawned {
+        Ok(spawned) => spawned,
+        Err(e) => {
+            layer.finish(&launch.mapping, None);
+            return Err(e);
+        }
+    };
+    let userns = spawned.userns.take();
+    let code = monitor::watch(launch.plan, spawned, state, &watched, started);
+    layer.finish(&launch.mapping, userns.as_ref());
+    code
 }
 
 /// -d: a detached monitor (own session, survives the terminal) runs the container; we
 /// return once it reports the command started (0), or its failure code.
-fn detach(launch: &Launch<'_>, rootfs: &Rootfs, state: State) -> Result<i32> {
+fn detach(launch: &Launch<'_>, rootfs: &Rootfs, layer: WritableLayer, state: State) -> Result<i32> {
     let (read_end, write_end) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("cannot create a pipe")?;
     let pid = sys::fork().context("cannot fork the detached monitor")?;
@@ -96,7 +113,7 @@ fn detach(launch: &Launch<'_>, rootfs: &Rootfs, state: State) -> Result<i32> {
         drop(read_end);
         let _ = nix::unistd::setsid();
         let mut started = File::from(write_end);
-        let result = start_and_watch(launch, rootfs, &state, Some(&mut started));
+        let result = start_and_watch(launch, rootfs, layer, &state, Some(&mut started));
         if let Err(e) = &result {
             e.report(launch.plan.debug);
         }
@@ -105,8 +122,8 @@ fn detach(launch: &Launch<'_>, rootfs: &Rootfs, state: State) -> Result<i32> {
         sys::exit_now(result.unwrap_or(EXIT_BINCTR));
     }
     drop(write_end);
-    // The child holds the id's lock now; our copy of the state goes without removal.
-    drop(state);
+    // The child holds the locks now; our copies go without removal.
+    drop((state, layer));
     let mut byte = [0u8; 1];
     match File::from(read_end).read(&mut byte) {
         Ok(1) => Ok(i32::from(byte[0])),

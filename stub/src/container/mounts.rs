@@ -7,6 +7,7 @@
 //! at a host path.
 
 use super::launch::Launch;
+use super::layer::Upper;
 use crate::error::{Context, Error, Result};
 use crate::log::debug;
 use crate::rootfs::{inroot, Rootfs};
@@ -24,29 +25,35 @@ const NONE: Option<&str> = None;
 const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
 
 /// Builds the container's root and moves into it.
-pub fn setup(launch: &Launch<'_>, rootfs: &Rootfs) -> Result<()> {
+pub fn setup(launch: &Launch<'_>, rootfs: &Rootfs, upper: Option<&Upper>) -> Result<()> {
     let plan = launch.plan;
     debug!("mounts: making all mounts private");
     mount(NONE, "/", NONE, MsFlags::MS_REC | MsFlags::MS_PRIVATE, NONE)
         .context("cannot make mounts private")?;
 
+    // The scratch tmpfs holds the new root's mount point and the /etc copies; with
+    // --writable-tmpfs the writable layer too, and then it has that size.
     let scratch = rootfs.scratch();
-    debug!("mounts: scratch tmpfs on {}", scratch.display());
+    let size = match upper {
+        Some(Upper::Tmpfs(size)) => size.as_str(),
+        _ => "16m",
+    };
+    let options = format!("mode=0755,size={size}");
+    debug!("mounts: scratch tmpfs on {} ({options})", scratch.display());
     mount(
         Some("tmpfs"),
         &scratch,
         Some("tmpfs"),
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-        Some("mode=0755"),
+        Some(options.as_str()),
     )
     .with_context(|| format!("cannot mount a tmpfs on {}", scratch.display()))?;
     let newroot = scratch.join("root");
     mkdir(&newroot, 0o755)?;
     let lower = rootfs.rootfs_for_mount()?;
-    if plan.read_only {
-        mount_read_only_root(&lower, &scratch, &newroot)?;
-    } else {
-        mount_overlay_root(&lower, &scratch, plan.overlay.as_deref(), &newroot)?;
+    match upper {
+        None => mount_read_only_root(&lower, &scratch, &newroot)?,
+        Some(upper) => mount_overlay_root(&lower, &scratch, upper, &newroot)?,
     }
 
     let root = open_path(&newroot)?;
@@ -114,52 +121,77 @@ fn escape_overlay(path: &Path) -> String {
     out
 }
 
-/// The root as an overlay: the cached rootfs below, a writable layer above (on the
-/// scratch tmpfs, or kept in `keep`). `--check` mounts it too, to see that it works.
+/// The root as an overlay: the cached rootfs below, the writable layer above (on disk
+/// beside the cache, kept in --overlay DIR, or on the scratch tmpfs). `--check` mounts
+/// it too, to see that it works.
 pub fn mount_overlay_root(
     lower: &Path,
     scratch: &Path,
-    keep: Option<&Path>,
+    upper: &Upper,
     newroot: &Path,
 ) -> Result<()> {
-    // The writable layer: on the scratch tmpfs (gone with the container), or in the
-    // user's --overlay directory (kept, so no `volatile`: its next mount would refuse).
-    let (base, volatile) = match keep {
-        Some(dir) => (dir.to_path_buf(), ""),
-        None => (scratch.to_path_buf(), ",volatile"),
-    };
-    // A kept layer's directories were made (0700) and locked by the monitor.
-    let upper = base.join("upper");
-    let work = base.join("work");
-    if keep.is_none() {
-        for dir in [&upper, &work] {
-            mkdir(dir, 0o755)?;
+    // A layer on disk was made (0700) and locked by the monitor; a kept one survives
+    // the run, so no `volatile` (its next mount would refuse a dirty one).
+    let (base, volatile, other_fs) = match upper {
+        Upper::Tmpfs(_) => {
+            for sub in ["upper", "work"] {
+                mkdir(&scratch.join(sub), 0o755)?;
+            }
+            (scratch.to_path_buf(), ",volatile", true)
         }
-    }
+        Upper::Disk { dir, kept: false } => (dir.clone(), ",volatile", false),
+        Upper::Disk { dir, kept: true } => (dir.clone(), "", true),
+    };
     // userxattr: the only mode an unprivileged overlay has (5.11+).
     let options = format!(
         "lowerdir={},upperdir={},workdir={},userxattr{volatile}",
         escape_overlay(lower),
-        escape_overlay(&upper),
-        escape_overlay(&work)
+        escape_overlay(&base.join("upper")),
+        escape_overlay(&base.join("work"))
     );
+    let kept = matches!(upper, Upper::Disk { kept: true, .. }).then_some(base.as_path());
+    // Layers on two filesystems: xino keeps readdir's d_ino equal to stat's st_ino.
+    if other_fs {
+        let with_xino = format!("{options},xino=on");
+        debug!("mounts: overlay root ({with_xino})");
+        match mount_overlay(&with_xino, newroot) {
+            Ok(()) => return Ok(()),
+            Err(e) => debug!(
+                "mounts: xino refused ({}): inode numbers of merged directories may differ between readdir and stat",
+                e.desc()
+            ),
+        }
+    }
     debug!("mounts: overlay root ({options})");
-    mount(Some("overlay"), newroot, Some("overlay"), MsFlags::empty(), Some(options.as_str()))
-        .map_err(|e| match (e, keep) {
-            (nix::errno::Errno::EBUSY, Some(dir)) => Error::new(format!(
-                "--overlay {}: in use by another running container",
-                dir.display()
-            )),
-            (e, Some(dir)) => Error::new(format!(
-                "cannot mount the overlay with the writable layer in {} ({}): it needs a filesystem with user xattrs (ext4, xfs, btrfs, tmpfs)",
-                dir.display(),
-                e.desc()
-            )),
-            (e, None) => Error::new(format!(
-                "the kernel refused overlayfs in a user namespace ({}; it needs Linux 5.11 or newer): run with --read-only",
-                e.desc()
-            )),
-        })
+    mount_overlay(&options, newroot).map_err(|e| overlay_error(e, kept))
+}
+
+fn mount_overlay(options: &str, newroot: &Path) -> nix::Result<()> {
+    mount(
+        Some("overlay"),
+        newroot,
+        Some("overlay"),
+        MsFlags::empty(),
+        Some(options),
+    )
+}
+
+fn overlay_error(e: nix::errno::Errno, kept: Option<&Path>) -> Error {
+    match (e, kept) {
+        (nix::errno::Errno::EBUSY, Some(dir)) => Error::new(format!(
+            "--overlay {}: in use by another running container",
+            dir.display()
+        )),
+        (e, Some(dir)) => Error::new(format!(
+            "cannot mount the overlay with the writable layer in {} ({}): it needs a filesystem with user xattrs (ext4, xfs, btrfs, tmpfs)",
+            dir.display(),
+            e.desc()
+        )),
+        (e, None) => Error::new(format!(
+            "the kernel refused overlayfs in a user namespace ({}; it needs Linux 5.11 or newer): run with --read-only",
+            e.desc()
+        )),
+    }
 }
 
 /// `--read-only`: an overlay with two lower layers (the rootfs, an empty directory) and

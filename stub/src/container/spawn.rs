@@ -5,6 +5,7 @@
 use super::hooks;
 use super::init::{self, ChildEnds};
 use super::launch::Launch;
+use super::layer::Upper;
 use super::state::State;
 use crate::cli::{Stage, Terminal};
 use crate::error::{Context, Error, Result};
@@ -26,6 +27,9 @@ pub struct Spawned {
     pub status: File,
     /// Pty mode: where the master arrives.
     pub pty_sock: Option<OwnedFd>,
+    /// The container's user namespace (/proc/PID/ns/user), kept to remove what the
+    /// container wrote with the namespace's ids once it is gone.
+    pub userns: Option<File>,
 }
 
 impl Spawned {
@@ -39,7 +43,12 @@ impl Spawned {
 
 /// Clones the container and lets it go. The forwarded signals must already be blocked,
 /// so one that arrives while the container starts is kept for the monitor.
-pub fn spawn(launch: &Launch<'_>, rootfs: &Rootfs, state: &State) -> Result<Spawned> {
+pub fn spawn(
+    launch: &Launch<'_>,
+    rootfs: &Rootfs,
+    upper: Option<&Upper>,
+    state: &State,
+) -> Result<Spawned> {
     let plan = launch.plan;
     let (go_read, go_write) = pipe2(OFlag::O_CLOEXEC).context("cannot create a pipe")?;
     let (status_read, status_write) = pipe2(OFlag::O_CLOEXEC).context("cannot create a pipe")?;
@@ -97,13 +106,14 @@ pub fn spawn(launch: &Launch<'_>, rootfs: &Rootfs, state: &State) -> Result<Spaw
             console,
             detached_stdio,
         };
-        init::container_init(ends, launch, rootfs);
+        init::container_init(ends, launch, rootfs, upper);
     }
     drop((go_read, status_write, pty_child, console, detached_stdio));
     let spawned = Spawned {
         pid: Pid::from_raw(pid),
         status: File::from(status_read),
         pty_sock: pty_parent,
+        userns: File::open(format!("/proc/{pid}/ns/user")).ok(),
     };
     userns::write_maps(pid, &launch.mapping).map_err(|e| spawned.abort(e))?;
     hooks::run(

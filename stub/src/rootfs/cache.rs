@@ -59,6 +59,19 @@ impl Rootfs {
     pub fn scratch(&self) -> PathBuf {
         self.entry.join("mnt")
     }
+
+    /// The cache key: the payload digest, and the mapping's suffix.
+    pub fn key(&self) -> String {
+        self.entry
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
+
+    /// Where the runs' writable layers live: beside the entries, on their filesystem.
+    pub fn runs_dir(&self) -> PathBuf {
+        self.entry.parent().unwrap_or(Path::new(".")).join(".runs")
+    }
 }
 
 const CACHE_FIX: &str = "set BINCTR_CACHE to a directory of your own";

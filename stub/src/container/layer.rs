@@ -1,0 +1,236 @@
+//! The container's writable layer (the overlay's upper and work directories), made and
+//! locked on the host before the clone, removed after the container ends:
+//!
+//! - **on disk** (the default): `$CACHE/.runs/<key>.<random>/{upper,work}`, on the
+//!   rootfs's own filesystem, so the overlay has one st_dev story and consistent inode
+//!   numbers, and a full disk is ENOSPC inside, never an out-of-memory kill. Private
+//!   (0700), one per run, flock'd on `lock` for the container's life; removed when it
+//!   ends, and by the next run of the image when a run was killed (its lock is free).
+//! - **kept** (`--overlay DIR`): DIR is private like the cache (0700, the caller's,
+//!   checked on every run, and so are `upper/` and `work/`); a lock (flock on DIR/lock)
+//!   refuses a second container on the same layer, naming the first.
+//! - **in memory** (`--writable-tmpfs`): on the container's scratch tmpfs, of a set size.
+//!
+//! Under subordinate ids the layer holds files of the namespace's ids: it is removed
+//! from inside the container's user namespace (joined through the descriptor the
+//! monitor kept), or a new one with the same mapping for a killed run's leftovers.
+
+use crate::cli::{Layer, RunPlan};
+use crate::error::{Context, Error, Result};
+use crate::files::{open_dir_nofollow, private_dir, random_hex, remove_tree};
+use crate::log::debug;
+use crate::rootfs::Rootfs;
+use crate::userns::{self, Mapping};
+use std::fs::File;
+use std::io::{Read, Seek, Write};
+use std::os::fd::AsFd;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+/// Where the overlay's upper and work directories are, for mounts.rs.
+#[derive(Clone, Debug)]
+pub enum Upper {
+    /// On the scratch tmpfs, of this size.
+    Tmpfs(String),
+    /// In this directory on disk (`upper/`, `work/`); `kept` when it outlives the run.
+    Disk { dir: PathBuf, kept: bool },
+}
+
+/// The writable layer of one container, held until [`WritableLayer::finish`].
+pub struct WritableLayer {
+    pub upper: Option<Upper>,
+    /// The per-run directory to remove at the end.
+    remove: Option<PathBuf>,
+    /// flock'd for the container's life (per-run `lock`, or the kept DIR/lock).
+    _lock: Option<File>,
+}
+
+impl WritableLayer {
+    /// Makes (and locks) the layer the plan asks for; none for a read-only root.
+    pub fn prepare(plan: &RunPlan, rootfs: &Rootfs, mapping: &Mapping) -> Result<WritableLayer> {
+        let none = |upper| WritableLayer {
+            upper,
+            remove: None,
+            _lock: None,
+        };
+        if plan.read_only {
+            return Ok(none(None));
+        }
+        match &plan.layer {
+            Layer::Tmpfs(size) => Ok(none(Some(Upper::Tmpfs(size.clone())))),
+            Layer::Kept(dir) => kept(dir),
+            Layer::Disk => per_run(rootfs, mapping),
+        }
+    }
+
+    /// Removes a per-run layer. `userns`: the container's user namespace, whose ids
+    /// own what the container wrote (subordinate ids); joined to remove them.
+    pub fn finish(self, mapping: &Mapping, userns: Option<&File>) {
+        let Some(dir) = self.remove else { return };
+        debug!("layer: removing {}", dir.display());
+        let removed = match (mapping.is_subid(), userns) {
+            (false, _) => remove_tree(&dir).map_err(Error::from),
+            (true, Some(ns)) => userns::run_joined(ns, || remove_tree(&dir).map_err(Error::from)),
+            // Nothing of the namespace's was written (the container never ran), or the
+            // ids that own it need a namespace with this mapping.
+            (true, None) => remove_tree(&dir).or_else(|_| {
+                userns::run_inside(mapping, || remove_tree(&dir).map_err(Error::from))
+            }),
+        };
+        if let Err(e) = removed {
+            debug!("layer: cannot remove {}: {}", dir.display(), e.msg);
+        }
+        // The last run out leaves the cache as it found it (a run starting now makes
+        // the directory again).
+        if let Some(runs) = dir.parent() {
+            let _ = std::fs::remove_dir(runs);
+        }
+    }
+}
+
+/// The kept layer `--overlay DIR`, checked and locked.
+fn kept(dir: &Path) -> Result<WritableLayer> {
+    let fix = "choose a directory of your own for --overlay";
+    private_dir(dir, "--overlay", fix)?;
+    for sub in ["upper", "work"] {
+        let path = dir.join(sub);
+        make_layer_subdir(&path, fix)?;
+    }
+    let lock = lock(&dir.join("lock")).map_err(|holder| {
+        Error::new(format!(
+            "--overlay {}: in use by a running container (binctr pid {holder}): stop it first or choose another directory",
+            dir.display(),
+        ))
+    })?;
+    Ok(WritableLayer {
+        upper: Some(Upper::Disk {
+            dir: dir.to_path_buf(),
+            kept: true,
+        }),
+        remove: None,
+        _lock: Some(lock),
+    })
+}
+
+/// `upper/` or `work/` of a layer: the caller's, and nobody else may write it. Mode
+/// 0755: the upper directory's mode is the container root's (a user other than root
+/// inside must be able to enter `/`); the layer's own directory, 0700, keeps everyone
+/// else out.
+fn make_layer_subdir(path: &Path, fix: &str) -> Result<()> {
+    match std::fs::DirBuilder::new().mode(0o755).create(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+            return Err(e).with_context(|| format!("cannot create {}", path.display()))
+        }
+        _ => {}
+    }
+    let fd = open_dir_nofollow(path).with_context(|| format!("cannot use {}", path.display()))?;
+    let st = nix::sys::stat::fstat(std::os::fd::AsRawFd::as_raw_fd(&fd))
+        .with_context(|| format!("cannot stat {}", path.display()))?;
+    if st.st_uid != nix::unistd::geteuid().as_raw() || st.st_mode & 0o022 != 0 {
+        return Err(Error::new(format!(
+            "{} is not yours, or others may write it: {fix}",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
+/// A fresh layer on disk for this run, after removing the leftovers of killed runs.
+fn per_run(rootfs: &Rootfs, mapping: &Mapping) -> Result<WritableLayer> {
+    let runs = rootfs.runs_dir();
+    let fix = "set BINCTR_CACHE to a directory of your own";
+    let dir = runs.join(format!("{}.{}", rootfs.key(), random_hex()));
+    private_dir(&runs, "run", fix)?;
+    remove_dead_runs(&runs, &rootfs.key(), mapping);
+    let mut tries = 0;
+    loop {
+        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => break,
+            // The last run of another container removed the (empty) parent just now.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && tries < 3 => {
+                tries += 1;
+                private_dir(&runs, "run", fix)?;
+            }
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("cannot create the writable layer {}", dir.display()))
+            }
+        }
+    }
+    let lock = lock(&dir.join("lock"))
+        .map_err(|_| Error::new(format!("cannot lock the writable layer {}", dir.display())));
+    let made = lock.and_then(|lock| {
+        for sub in ["upper", "work"] {
+            make_layer_subdir(&dir.join(sub), fix)?;
+        }
+        Ok(lock)
+    });
+    let lock = match made {
+        Ok(lock) => lock,
+        Err(e) => {
+            let _ = remove_tree(&dir);
+            return Err(e);
+        }
+    };
+    debug!("layer: on disk in {}", dir.display());
+    Ok(WritableLayer {
+        upper: Some(Upper::Disk {
+            dir: dir.clone(),
+            kept: false,
+        }),
+        remove: Some(dir),
+        _lock: Some(lock),
+    })
+}
+
+/// Removes the layers of this image's runs that were killed (their lock is free).
+fn remove_dead_runs(runs: &Path, key: &str, mapping: &Mapping) {
+    let prefix = format!("{key}.");
+    let Ok(listing) = std::fs::read_dir(runs) else {
+        return;
+    };
+    let dead: Vec<(PathBuf, File)> = listing
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .filter_map(|e| Some((e.path(), lock(&e.path().join("lock")).ok()?)))
+        .collect();
+    if dead.is_empty() {
+        return;
+    }
+    let remove = || {
+        for (dir, _lock) in &dead {
+            debug!("layer: removing a killed run's {}", dir.display());
+            let _ = remove_tree(dir);
+        }
+        Ok(())
+    };
+    let _ = if mapping.is_subid() {
+        userns::run_inside(mapping, remove)
+    } else {
+        remove()
+    };
+}
+
+/// Takes the lock file `path` (created 0600 if missing) and writes our pid in it; when
+/// another process holds it, Err carries the pid it wrote.
+fn lock(path: &Path) -> std::result::Result<File, String> {
+    let mut lock = File::options()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| e.to_string())?;
+    if crate::sys::lock_exclusive(lock.as_fd(), false).is_err() {
+        let mut holder = String::new();
+        let _ = (&lock).take(32).read_to_string(&mut holder);
+        return Err(crate::log::printable(holder.trim().as_bytes()));
+    }
+    let _ = lock
+        .set_len(0)
+        .and_then(|()| lock.rewind())
+        .and_then(|()| write!(lock, "{}", std::process::id()));
+    Ok(lock)
+}
