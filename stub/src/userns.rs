@@ -33,16 +33,23 @@ pub enum Mode {
     Auto,
     Single,
     Subid,
+    /// podman's keep-id: a single mapping in which you keep your own uid and gid.
+    KeepId,
 }
 
 impl Mode {
     pub fn parse(s: &str) -> Result<Mode> {
         match s {
-            "auto" => Ok(Mode::Auto),
+            "auto" | "" => Ok(Mode::Auto),
             "single" => Ok(Mode::Single),
             "subid" => Ok(Mode::Subid),
+            "keep-id" => Ok(Mode::KeepId),
+            "host" => Err(Error::new(
+                "--userns host: binctr always makes a user namespace (it is what lets it run without root): choose auto, single, subid or keep-id",
+            )),
             other => Err(Error::new(format!(
-                "--userns {other}: choose auto, single or subid"
+                "--userns {}: choose auto, single, subid or keep-id",
+                crate::log::printable(other.as_bytes())
             ))),
         }
     }
@@ -150,7 +157,7 @@ fn group_name(gid: u32) -> Option<String> {
 pub fn choose(mode: Mode, known_good: impl Fn(&Mapping) -> bool) -> Result<Mapping> {
     let single = Mapping::Single { uid: 0, gid: 0 };
     match mode {
-        Mode::Single => Ok(single),
+        Mode::Single | Mode::KeepId => Ok(single),
         Mode::Subid => subid_available()
             .map(|(uids, gids)| Mapping::Subid { uids, gids })
             .map_err(|why| Error::new(format!("--userns subid: {why}"))),

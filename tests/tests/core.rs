@@ -625,15 +625,20 @@ fn help_shows_image_name_digest_and_version() {
 
 #[test]
 fn version_flag_prints_the_version() {
+    // -v is docker's --volume (issue 12); the version is --version only.
     let t = Test::new("version");
-    for flag in ["-v", "--version"] {
-        let out = t.run([flag]);
-        out.assert_success();
-        assert!(
-            out.stdout_text().contains(VERSION),
-            "{flag} prints {VERSION}:\n{out:?}"
-        );
-    }
+    let out = t.run(["--version"]);
+    out.assert_success();
+    assert!(
+        out.stdout_text().contains(VERSION),
+        "--version prints {VERSION}:\n{out:?}"
+    );
+    let out = t.run(["-v"]);
+    out.assert_code(125);
+    assert!(
+        out.stderr_text().contains("-v needs a value"),
+        "-v is --volume:\n{out:?}"
+    );
 }
 
 // ---- environment ------------------------------------------------------------------------

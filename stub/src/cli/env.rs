@@ -1,5 +1,6 @@
 //! The container's environment, merged in docker's order: docker's defaults (PATH,
-//! HOSTNAME, TERM from the host), the image's Env, `--env-file`, then `-e`. A key set
+//! HOSTNAME, TERM from the host), the image's Env, the host's with `--env-host`,
+//! `--env-file`, then `-e`. A key set
 //! again replaces its entry in place (binctr_format::Env, linear in the entries).
 
 use crate::error::{Context, Error, Result};
@@ -14,6 +15,7 @@ pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bi
 pub fn resolve(
     hostname: &str,
     image: &[String],
+    host: bool,
     env_files: &[String],
     flags: &[String],
 ) -> Result<Env> {
@@ -25,6 +27,12 @@ pub fn resolve(
     }
     for entry in image {
         env.push_entry(entry.as_bytes());
+    }
+    // podman's --env-host: the whole host environment, over the image's.
+    if host {
+        for (key, value) in std::env::vars_os() {
+            env.set(key.as_bytes(), value.as_bytes());
+        }
     }
     for file in env_files {
         let text = std::fs::read_to_string(file)
@@ -109,12 +117,12 @@ mod tests {
     #[test]
     fn image_env_then_flags_in_docker_order() {
         let image = vec!["PATH=/image/bin".to_string(), "X=1=2".to_string()];
-        let env = resolve("host", &image, &[], &["X=3".to_string()]).unwrap();
+        let env = resolve("host", &image, false, &[], &["X=3".to_string()]).unwrap();
         let env = entries(&env);
         assert_eq!(env[0], "PATH=/image/bin");
         assert_eq!(env[1], "HOSTNAME=host");
         assert!(env.contains(&"X=3".to_string()));
-        let os = to_os(&resolve("h", &image, &[], &[]).unwrap());
+        let os = to_os(&resolve("h", &image, false, &[], &[]).unwrap());
         assert_eq!(lookup(&os, "X"), Some(OsStr::new("1=2")));
         assert_eq!(lookup(&os, "PAT"), None);
     }

@@ -6,7 +6,10 @@
 use super::env;
 use super::flags::Flags;
 use super::hooks::{parse_hook, Hook};
-use super::volumes::{parse_tmpfs, parse_volume, Tmpfs, Volume};
+use super::ulimit::{parse_ulimit, Ulimit};
+use super::volumes::{
+    parse_device, parse_mount, parse_tmpfs, parse_volume, Device, Mount, Tmpfs, Volume,
+};
 use crate::error::{Context, Error, Result};
 use crate::signals::parse_signal;
 use crate::userns::Mode;
@@ -57,6 +60,20 @@ pub struct RunPlan {
     pub userns: Mode,
     /// --fake-root / --no-fake-root; None: on with a single mapping.
     pub fake_root: Option<bool>,
+    /// docker's masked and read-only paths of /proc and /sys (off with --privileged).
+    pub mask_paths: bool,
+    pub ulimits: Vec<Ulimit>,
+    /// The size of /dev/shm.
+    pub shm_size: String,
+    /// --add-host: (name, address) lines for /etc/hosts.
+    pub hosts: Vec<(String, String)>,
+    /// --dns: nameservers for /etc/resolv.conf instead of the host's.
+    pub dns: Vec<String>,
+    pub devices: Vec<Device>,
+    /// --group-add: names (in the image's /etc/group) or numbers.
+    pub group_add: Vec<String>,
+    /// Seconds between the stop signal and SIGKILL (None: wait).
+    pub stop_timeout: Option<u32>,
 }
 
 impl RunPlan {
@@ -65,18 +82,38 @@ impl RunPlan {
         let absolute = |p: &str| cwd.join(p);
         let hostname = hostname(flags, config)?;
         let net_none = net_none(&flags.net)?;
-        let mut env = env::resolve(&hostname, &config.env, &flags.env_file, &flags.env)?;
+        let mut env = env::resolve(
+            &hostname,
+            &config.env,
+            flags.env_host,
+            &flags.env_file,
+            &flags.env,
+        )?;
         let mut volumes = flags
             .volume
             .iter()
             .map(|v| parse_volume(v, &cwd))
             .collect::<Result<Vec<_>>>()?;
+        let mut tmpfs = flags
+            .tmpfs
+            .iter()
+            .map(|t| parse_tmpfs(t))
+            .collect::<Result<Vec<_>>>()?;
+        for spec in &flags.mount {
+            match parse_mount(spec, &cwd)? {
+                Mount::Bind(v) => volumes.push(v),
+                Mount::Tmpfs(t) => tmpfs.push(t),
+            }
+        }
         volumes.extend(notify_socket(&mut env, net_none));
         let preserve_fds = socket_activation(&mut env);
         if flags.log.is_some() && !flags.detach {
             return Err(Error::new(
                 "--log only applies to a detached container (-d)",
             ));
+        }
+        if flags.init && flags.no_init {
+            return Err(Error::new("--init and --no-init contradict each other"));
         }
         if flags.rm && flags.overlay.is_some() {
             return Err(Error::new(
@@ -106,23 +143,96 @@ impl RunPlan {
                 .collect::<Result<Vec<_>>>()?,
             terminal: terminal(flags, &cwd),
             volumes,
-            tmpfs: flags
-                .tmpfs
-                .iter()
-                .map(|t| parse_tmpfs(t))
-                .collect::<Result<Vec<_>>>()?,
+            tmpfs,
             net_none,
             init: !flags.no_init,
             layer: layer(flags, &cwd)?,
             preserve_fds,
-            caps: super::caps::resolve_caps(&flags.cap_add, &flags.cap_drop)?,
-            seccomp: seccomp(&flags.security_opt)?,
-            user: flags.user.clone().unwrap_or_else(|| config.user.clone()),
+            caps: match flags.privileged {
+                true => caps::all().into_iter().collect(),
+                false => super::caps::resolve_caps(&flags.cap_add, &flags.cap_drop)?,
+            },
+            seccomp: seccomp(&flags.security_opt)? && !flags.privileged,
+            user: user(flags, config)?,
             userns: Mode::parse(&flags.userns)?,
             fake_root: fake_root(flags)?,
+            mask_paths: !flags.privileged,
+            ulimits: flags
+                .ulimit
+                .iter()
+                .map(|u| parse_ulimit(u))
+                .collect::<Result<Vec<_>>>()?,
+            shm_size: match &flags.shm_size {
+                Some(size) if valid_size(size) => size.clone(),
+                Some(size) => {
+                    return Err(Error::new(format!(
+                        "--shm-size {size}: give a size such as 64m or 1g"
+                    )))
+                }
+                None => "64m".into(),
+            },
+            hosts: flags
+                .add_host
+                .iter()
+                .map(|h| parse_host(h))
+                .collect::<Result<Vec<_>>>()?,
+            dns: flags
+                .dns
+                .iter()
+                .map(|d| parse_dns(d))
+                .collect::<Result<Vec<_>>>()?,
+            devices: flags
+                .device
+                .iter()
+                .map(|d| parse_device(d))
+                .collect::<Result<Vec<_>>>()?,
+            group_add: flags.group_add.clone(),
+            stop_timeout: flags.stop_timeout,
             hostname,
         })
     }
+}
+
+/// -u, else the image's User; with --userns keep-id and neither, your own uid:gid.
+fn user(flags: &Flags, config: &ImageConfig) -> Result<String> {
+    let keep_id = flags.userns == "keep-id";
+    match (&flags.user, keep_id) {
+        (Some(_), true) => Err(Error::new(
+            "--userns keep-id runs as your own uid: it does not go with -u",
+        )),
+        (Some(user), false) => Ok(user.clone()),
+        (None, true) => Ok(format!(
+            "{}:{}",
+            nix::unistd::getuid(),
+            nix::unistd::getgid()
+        )),
+        (None, false) => Ok(config.user.clone()),
+    }
+}
+
+/// `--add-host NAME:IP` (docker also takes `NAME=IP`; an IPv6 address keeps its colons).
+fn parse_host(spec: &str) -> Result<(String, String)> {
+    let split = spec.split_once('=').or_else(|| spec.split_once(':'));
+    match split {
+        Some((name, ip)) if valid_hostname(name) && ip.parse::<std::net::IpAddr>().is_ok() => {
+            Ok((name.to_string(), ip.to_string()))
+        }
+        _ => Err(Error::new(format!(
+            "--add-host {}: expected NAME:IP, e.g. db:10.0.0.5",
+            crate::log::printable(spec.as_bytes())
+        ))),
+    }
+}
+
+fn parse_dns(ip: &str) -> Result<String> {
+    ip.parse::<std::net::IpAddr>()
+        .map(|a| a.to_string())
+        .map_err(|_| {
+            Error::new(format!(
+                "--dns {}: give an IP address",
+                crate::log::printable(ip.as_bytes())
+            ))
+        })
 }
 
 /// docker run: arguments replace Cmd and are appended to Entrypoint; --entrypoint
@@ -285,6 +395,8 @@ fn terminal(flags: &Flags, cwd: &Path) -> Terminal {
         Some(path) => Terminal::Console(cwd.join(path)),
         None if flags.detach => Terminal::Inherit,
         None if flags.tty => Terminal::Pty,
+        // docker's -i alone: stdin kept, no terminal
+        None if flags.interactive => Terminal::Inherit,
         None if is_terminal(0) && is_terminal(1) && in_foreground() => Terminal::Pty,
         None => Terminal::Inherit,
     }

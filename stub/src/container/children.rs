@@ -5,10 +5,13 @@
 use crate::error::EXIT_BINCTR;
 use crate::sys;
 use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::SigSet;
 use nix::sys::signalfd::{siginfo, SfdFlags, SignalFd};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
+use std::os::fd::AsFd;
+use std::time::{Duration, Instant};
 
 /// Signals not to pass on.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -26,42 +29,96 @@ pub fn signal_fd(set: &SigSet, flags: SfdFlags) -> Option<SignalFd> {
     SignalFd::with_flags(set, flags | SfdFlags::SFD_CLOEXEC).ok()
 }
 
-/// Blocks `set`, then forwards its signals to `child` (SIGTERM as `stop_signal`) and
-/// reaps every child that exits, until `child` does; returns its exit code.
-pub fn forward_and_wait(child: Pid, set: &SigSet, stop_signal: libc::c_int, skip: Skip) -> i32 {
-    let Some(signals) = signal_fd(set, SfdFlags::empty()) else {
-        return wait_plain(child);
-    };
-    loop {
-        match signals.read_signal() {
-            Ok(Some(info)) => {
-                if let Some(code) = handle(&info, child, stop_signal, skip) {
-                    return code;
-                }
+/// How a child is stopped: SIGTERM becomes `signal` (the image's StopSignal); with a
+/// `timeout`, SIGKILL follows if it is still there that long after.
+#[derive(Clone, Copy, Debug)]
+pub struct Stop {
+    pub signal: libc::c_int,
+    pub timeout: Option<Duration>,
+}
+
+/// One child watched: signals passed on, the stop timeout kept.
+pub struct Watch {
+    pub child: Pid,
+    stop: Stop,
+    skip: Skip,
+    deadline: Option<Instant>,
+}
+
+impl Watch {
+    pub fn new(child: Pid, stop: Stop, skip: Skip) -> Watch {
+        Watch {
+            child,
+            stop,
+            skip,
+            deadline: None,
+        }
+    }
+
+    /// One received signal: SIGCHLD reaps (and gives the child's exit code once it is
+    /// gone), anything else is forwarded to it.
+    pub fn handle(&mut self, info: &siginfo) -> Option<i32> {
+        let signal = info.ssi_signo as libc::c_int;
+        if signal == libc::SIGCHLD {
+            return reap(self.child);
+        }
+        if self.skip == Skip::TerminalSignals && info.ssi_code == libc::SI_KERNEL {
+            return None;
+        }
+        let signal = if signal == libc::SIGTERM {
+            if let (Some(timeout), None) = (self.stop.timeout, self.deadline) {
+                self.deadline = Some(Instant::now() + timeout);
             }
-            Ok(None) | Err(Errno::EINTR) => {}
-            Err(_) => return wait_plain(child),
+            self.stop.signal
+        } else {
+            signal
+        };
+        let _ = sys::send_signal(self.child.as_raw(), signal);
+        None
+    }
+
+    /// How long a poll may wait: until the stop timeout, or for ever.
+    pub fn poll_timeout(&self) -> PollTimeout {
+        match self.deadline {
+            None => PollTimeout::NONE,
+            Some(deadline) => {
+                let ms = deadline
+                    .saturating_duration_since(Instant::now())
+                    .as_millis();
+                PollTimeout::try_from(ms.min(60_000) as i32).unwrap_or(PollTimeout::NONE)
+            }
+        }
+    }
+
+    /// SIGKILL once the stop timeout has passed.
+    pub fn check_deadline(&mut self) {
+        if self.deadline.is_some_and(|d| Instant::now() >= d) {
+            self.deadline = None;
+            let _ = sys::send_signal(self.child.as_raw(), libc::SIGKILL);
         }
     }
 }
 
-/// One received signal: SIGCHLD reaps (and gives `child`'s exit code once it is gone),
-/// anything else is forwarded to `child`.
-pub fn handle(info: &siginfo, child: Pid, stop_signal: libc::c_int, skip: Skip) -> Option<i32> {
-    let signal = info.ssi_signo as libc::c_int;
-    if signal == libc::SIGCHLD {
-        return reap(child);
-    }
-    if skip == Skip::TerminalSignals && info.ssi_code == libc::SI_KERNEL {
-        return None;
-    }
-    let signal = if signal == libc::SIGTERM {
-        stop_signal
-    } else {
-        signal
+/// Blocks `set`, then forwards its signals to `child` and reaps every child that
+/// exits, until `child` does; returns its exit code.
+pub fn forward_and_wait(child: Pid, set: &SigSet, stop: Stop, skip: Skip) -> i32 {
+    let Some(signals) = signal_fd(set, SfdFlags::SFD_NONBLOCK) else {
+        return wait_plain(child);
     };
-    let _ = sys::send_signal(child.as_raw(), signal);
-    None
+    let mut watch = Watch::new(child, stop, skip);
+    loop {
+        let mut fds = [PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, watch.poll_timeout()) {
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(_) => return wait_plain(child),
+        }
+        watch.check_deadline();
+        while let Ok(Some(info)) = signals.read_signal() {
+            if let Some(code) = watch.handle(&info) {
+                return code;
+            }
+        }
+    }
 }
 
 /// Reaps exited children; returns `child`'s exit code (128+N if signal N killed it)

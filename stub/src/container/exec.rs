@@ -58,6 +58,7 @@ fn prepare_and_exec(
     set_stdio(stdio).map_err(setup)?;
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
     enter_working_dir(&plan.working_dir, plan.read_only).map_err(setup)?;
+    set_limits(&plan.ulimits).map_err(setup)?;
     drop_privileges(&plan.caps).map_err(setup)?;
     switch_user(launch).map_err(setup)?;
     // Nothing of the stub's reaches the command: only 0, 1, 2 and the descriptors
@@ -160,6 +161,24 @@ fn set_stdio(stdio: &Stdio<'_>) -> Result<()> {
         for fd in 1..=2 {
             nix::unistd::dup2(out.as_raw_fd(), fd).context("cannot redirect stdout")?;
         }
+    }
+    Ok(())
+}
+
+/// --ulimit: lowered, or raised up to the hard limit the user already has.
+fn set_limits(limits: &[crate::cli::Ulimit]) -> Result<()> {
+    use nix::sys::resource::{getrlimit, setrlimit};
+    for limit in limits {
+        let (_, hard) = getrlimit(limit.resource).context("getrlimit")?;
+        setrlimit(limit.resource, limit.soft, limit.hard).map_err(|e| {
+            Error::new(format!(
+                "--ulimit {:?}={}:{}: {} (your hard limit is {hard}; only root outside can raise it)",
+                limit.resource,
+                limit.soft,
+                limit.hard,
+                e.desc()
+            ))
+        })?;
     }
     Ok(())
 }

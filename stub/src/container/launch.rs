@@ -25,16 +25,19 @@ impl<'a> Launch<'a> {
     /// `mapping` is the one the rootfs was extracted for; a single mapping becomes
     /// podman's keep-id when the image runs as another user, so it still runs.
     pub fn resolve(plan: &'a RunPlan, rootfs: &Rootfs, mapping: Mapping) -> Result<Launch<'a>> {
-        let identity = match plan.user.as_str() {
-            "" => Identity::root(),
-            user => {
-                let upper = match &plan.layer {
-                    crate::cli::Layer::Kept(dir) => Some(dir.join("upper")),
-                    _ => None,
-                };
-                users::resolve(&rootfs.rootfs(), upper.as_deref(), user)?
-            }
+        let upper = match &plan.layer {
+            crate::cli::Layer::Kept(dir) => Some(dir.join("upper")),
+            _ => None,
         };
+        let identity = match (plan.user.as_str(), plan.group_add.is_empty()) {
+            ("", true) => Identity::root(),
+            (user, _) => users::resolve(&rootfs.rootfs(), upper.as_deref(), user, &plan.group_add)?,
+        };
+        if !plan.group_add.is_empty() && !mapping.is_subid() {
+            return Err(Error::new(
+                "--group-add needs subordinate ids (a single mapping has one group): see /etc/subgid, or drop --group-add",
+            ));
+        }
         let mapping = match mapping {
             Mapping::Single { .. } => Mapping::Single {
                 uid: identity.uid,

@@ -139,12 +139,16 @@ fn make_layer_subdir(path: &Path, fix: &str) -> Result<()> {
 fn per_run(rootfs: &Rootfs, mapping: &Mapping) -> Result<WritableLayer> {
     let runs = rootfs.runs_dir();
     let fix = "set BINCTR_CACHE to a directory of your own";
-    let dir = runs.join(format!("{}.{}", rootfs.key(), random_hex()));
+    let name = format!("{}.{}", rootfs.key(), random_hex());
+    let dir = runs.join(&name);
+    // Made under a name no cleaner looks at, locked, then renamed: a run of the same
+    // image starting at this moment never takes this one for a killed run's.
+    let new = runs.join(format!(".new-{name}"));
     private_dir(&runs, "run", fix)?;
     remove_dead_runs(&runs, &rootfs.key(), mapping);
     let mut tries = 0;
     loop {
-        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+        match std::fs::DirBuilder::new().mode(0o700).create(&new) {
             Ok(()) => break,
             // The last run of another container removed the (empty) parent just now.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && tries < 3 => {
@@ -153,22 +157,24 @@ fn per_run(rootfs: &Rootfs, mapping: &Mapping) -> Result<WritableLayer> {
             }
             Err(e) => {
                 return Err(e)
-                    .with_context(|| format!("cannot create the writable layer {}", dir.display()))
+                    .with_context(|| format!("cannot create the writable layer {}", new.display()))
             }
         }
     }
-    let lock = lock(&dir.join("lock"))
-        .map_err(|_| Error::new(format!("cannot lock the writable layer {}", dir.display())));
-    let made = lock.and_then(|lock| {
-        for sub in ["upper", "work"] {
-            make_layer_subdir(&dir.join(sub), fix)?;
-        }
-        Ok(lock)
-    });
+    let made = lock(&new.join("lock"))
+        .map_err(|_| Error::new(format!("cannot lock the writable layer {}", new.display())))
+        .and_then(|lock| {
+            for sub in ["upper", "work"] {
+                make_layer_subdir(&new.join(sub), fix)?;
+            }
+            std::fs::rename(&new, &dir)
+                .with_context(|| format!("cannot rename {} to {}", new.display(), dir.display()))?;
+            Ok(lock)
+        });
     let lock = match made {
         Ok(lock) => lock,
         Err(e) => {
-            let _ = remove_tree(&dir);
+            let _ = remove_tree(&new);
             return Err(e);
         }
     };
@@ -186,12 +192,22 @@ fn per_run(rootfs: &Rootfs, mapping: &Mapping) -> Result<WritableLayer> {
 /// Removes the layers of this image's runs that were killed (their lock is free).
 fn remove_dead_runs(runs: &Path, key: &str, mapping: &Mapping) {
     let prefix = format!("{key}.");
+    let unfinished = format!(".new-{key}.");
     let Ok(listing) = std::fs::read_dir(runs) else {
         return;
     };
+    // One still being made (`.new-`) is left alone unless it is a minute old.
+    let old = |e: &std::fs::DirEntry| {
+        e.metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t.elapsed().is_ok_and(|age| age.as_secs() > 60))
+    };
     let dead: Vec<(PathBuf, File)> = listing
         .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.starts_with(&prefix) || (name.starts_with(&unfinished) && old(e))
+        })
         .filter_map(|e| Some((e.path(), lock(&e.path().join("lock")).ok()?)))
         .collect();
     if dead.is_empty() {

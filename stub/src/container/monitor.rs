@@ -3,7 +3,7 @@
 //! tells a waiting `-d` caller, then relays signals and the terminal until PID 1 exits,
 //! runs the poststop hooks and returns the exit code.
 
-use super::children::{self, Skip};
+use super::children::{self, Skip, Watch};
 use super::spawn::Spawned;
 use super::state::State;
 use super::{hooks, tty};
@@ -11,10 +11,9 @@ use crate::cli::{RunPlan, Stage, Terminal};
 use crate::files::write_atomically;
 use crate::sys;
 use nix::errno::Errno;
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::poll::{poll, PollFd, PollFlags};
 use nix::sys::signal::SigSet;
 use nix::sys::signalfd::SfdFlags;
-use nix::unistd::Pid;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -72,7 +71,13 @@ pub fn watch(
     } else {
         Skip::Nothing
     };
-    let exit = relay(spawned.pid, watched, plan.stop_signal, master, skip);
+    let stop = children::Stop {
+        signal: plan.stop_signal,
+        timeout: plan
+            .stop_timeout
+            .map(|s| std::time::Duration::from_secs(s.into())),
+    };
+    let exit = relay(Watch::new(spawned.pid, stop, skip), watched, master);
     drop(raw);
     if let Err(e) = hooks::run(
         &plan.hooks,
@@ -96,13 +101,8 @@ fn detach_own_stdio() -> std::io::Result<()> {
 /// Waits for `child` and returns its exit code, while it forwards the signals of `set`
 /// (SIGTERM as `stop_signal`), reaps any other child, and, with a pty `master`, relays
 /// the terminal: bytes both ways and window sizes.
-fn relay(
-    child: Pid,
-    set: &SigSet,
-    stop_signal: libc::c_int,
-    mut master: Option<OwnedFd>,
-    skip: Skip,
-) -> i32 {
+fn relay(mut watch: Watch, set: &SigSet, mut master: Option<OwnedFd>) -> i32 {
+    let child = watch.child;
     let Some(signals) = children::signal_fd(set, SfdFlags::SFD_NONBLOCK) else {
         return children::wait_plain(child);
     };
@@ -118,7 +118,7 @@ fn relay(
                     fds.push(PollFd::new(sys::stdin(), PollFlags::POLLIN));
                 }
             }
-            match poll(&mut fds, PollTimeout::NONE) {
+            match poll(&mut fds, watch.poll_timeout()) {
                 Ok(_) | Err(Errno::EINTR) => {}
                 Err(_) => return children::wait_plain(child),
             }
@@ -129,13 +129,14 @@ fn relay(
             };
             (ready(0), ready(1), ready(2))
         };
+        watch.check_deadline();
         if sig_ready {
             while let Ok(Some(info)) = signals.read_signal() {
                 if info.ssi_signo as libc::c_int == libc::SIGWINCH {
                     if let Some(m) = &master {
                         sys::copy_winsize(sys::stdin(), m.as_fd());
                     }
-                } else if let Some(code) = children::handle(&info, child, stop_signal, skip) {
+                } else if let Some(code) = watch.handle(&info) {
                     if let Some(m) = &master {
                         drain(m.as_fd(), &mut buf, &mut stdout);
                     }

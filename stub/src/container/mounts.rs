@@ -58,16 +58,34 @@ pub fn setup(launch: &Launch<'_>, rootfs: &Rootfs, upper: Option<&Upper>) -> Res
 
     let root = open_path(&newroot)?;
     mount_proc(root.as_fd())?;
-    setup_dev(root.as_fd())?;
+    setup_dev(root.as_fd(), &plan.shm_size)?;
     mount_sys(root.as_fd(), plan.net_none)?;
-    mask_paths(root.as_fd())?;
-    setup_etc(root.as_fd(), &scratch, &plan.hostname, plan.read_only)?;
+    if plan.mask_paths {
+        mask_paths(root.as_fd())?;
+    }
+    setup_etc(root.as_fd(), &scratch, plan)?;
     // Before the volumes: this writes into the root, never into a volume.
     if launch.fake_root && !plan.read_only {
         apt_without_sandbox(root.as_fd());
     }
     for volume in &plan.volumes {
         mount_volume(root.as_fd(), volume, plan.read_only)?;
+    }
+    for device in &plan.devices {
+        debug!(
+            "mounts: device {} on {}",
+            device.source.display(),
+            device.target
+        );
+        let target = volume_target(root.as_fd(), &device.target, true, false)?;
+        mount(
+            Some(&device.source),
+            &fd_path(&target),
+            NONE,
+            MsFlags::MS_BIND,
+            NONE,
+        )
+        .with_context(|| format!("cannot bind the device {}", device.source.display()))?;
     }
     for tmpfs in &plan.tmpfs {
         mount_tmpfs(root.as_fd(), tmpfs, plan.read_only)?;
@@ -282,7 +300,7 @@ fn mount_proc(root: BorrowedFd<'_>) -> Result<()> {
     .context("cannot mount /proc for the container's pid namespace")
 }
 
-fn setup_dev(root: BorrowedFd<'_>) -> Result<()> {
+fn setup_dev(root: BorrowedFd<'_>, shm_size: &str) -> Result<()> {
     debug!("mounts: /dev");
     let target = mount_point(root, "dev")?;
     mount(
@@ -327,7 +345,7 @@ fn setup_dev(root: BorrowedFd<'_>) -> Result<()> {
         &dev.join("shm"),
         Some("tmpfs"),
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-        Some("mode=1777,size=65536k"),
+        Some(format!("mode=1777,size={shm_size}").as_str()),
     )
     .context("cannot mount /dev/shm")?;
     mkdir(&dev.join("mqueue"), 0o755)?;
@@ -397,19 +415,28 @@ fn mount_sys(root: BorrowedFd<'_>, own_net: bool) -> Result<()> {
 
 /// /etc/resolv.conf and /etc/hosts from the host, /etc/hostname with our hostname: copies
 /// on the scratch tmpfs, so the container may edit them without touching the host's.
-fn setup_etc(root: BorrowedFd<'_>, scratch: &Path, hostname: &str, read_only: bool) -> Result<()> {
+/// --add-host lines are appended to the hosts copy; --dns replaces the nameservers.
+fn setup_etc(root: BorrowedFd<'_>, scratch: &Path, plan: &crate::cli::RunPlan) -> Result<()> {
+    let read_only = plan.read_only;
+    let resolv = match plan.dns.is_empty() {
+        true => fs::read("/etc/resolv.conf").unwrap_or_default(),
+        false => plan
+            .dns
+            .iter()
+            .map(|ip| format!("nameserver {ip}\n"))
+            .collect::<String>()
+            .into_bytes(),
+    };
+    let mut hosts = fs::read("/etc/hosts").unwrap_or_else(|_| {
+        b"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n".to_vec()
+    });
+    for (name, ip) in &plan.hosts {
+        hosts.extend_from_slice(format!("{ip}\t{name}\n").as_bytes());
+    }
     let files = [
-        (
-            "resolv.conf",
-            fs::read("/etc/resolv.conf").unwrap_or_default(),
-        ),
-        (
-            "hosts",
-            fs::read("/etc/hosts").unwrap_or_else(|_| {
-                b"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n".to_vec()
-            }),
-        ),
-        ("hostname", format!("{hostname}\n").into_bytes()),
+        ("resolv.conf", resolv),
+        ("hosts", hosts),
+        ("hostname", format!("{}\n", plan.hostname).into_bytes()),
     ];
     for (name, content) in files {
         let copy = scratch.join(name);

@@ -47,14 +47,45 @@ fn read_in_root(layer: &Path, path: &str) -> Option<String> {
 /// Resolves `spec` (`name`, `uid`, `name:group`, `uid:gid`) against the image: its
 /// /etc/passwd and /etc/group as the container will see them, from the kept writable
 /// layer `upper` (--overlay) when that holds them, else from the rootfs.
-pub fn resolve(rootfs: &Path, upper: Option<&Path>, spec: &str) -> Result<Identity> {
+/// `extra_groups` (--group-add: names or numbers) join the supplementary groups.
+pub fn resolve(
+    rootfs: &Path,
+    upper: Option<&Path>,
+    spec: &str,
+    extra_groups: &[String],
+) -> Result<Identity> {
     let read = |path| {
         upper
             .and_then(|u| read_in_root(u, path))
             .or_else(|| read_in_root(rootfs, path))
             .unwrap_or_default()
     };
-    resolve_in(&read("etc/passwd"), &read("etc/group"), spec)
+    let group = read("etc/group");
+    let mut identity = match spec {
+        "" => Identity::root(),
+        spec => resolve_in(&read("etc/passwd"), &group, spec)?,
+    };
+    for name in extra_groups {
+        identity.groups.push(group_id(&group, name)?);
+    }
+    identity.groups.sort_unstable();
+    identity.groups.dedup();
+    Ok(identity)
+}
+
+/// A group by name in the image's /etc/group, or a number.
+fn group_id(group: &str, name: &str) -> Result<u32> {
+    let by_name = group
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f.len() >= 3 && f[0] == name)
+        .and_then(|f| f[2].parse().ok());
+    by_name.or_else(|| name.parse().ok()).ok_or_else(|| {
+        Error::new(format!(
+            "--group-add {}: no such group in the image's /etc/group",
+            crate::log::printable(name.as_bytes())
+        ))
+    })
 }
 
 fn resolve_in(passwd: &str, group: &str, spec: &str) -> Result<Identity> {
