@@ -34,6 +34,8 @@ for cmd in "${!needs[@]}"; do
 done
 # The C library headers and start files rustc links against.
 [[ -e /usr/lib/x86_64-linux-gnu/crt1.o || -e /usr/lib/crt1.o ]] || missing+=(libc6-dev)
+# GNU time (not the shell keyword): peak RSS of the stub on hostile inputs (hardening.rs).
+[[ -x /usr/bin/time ]] || missing+=(time)
 if ((${#missing[@]})); then
     mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
     if ! is_root; then
@@ -72,9 +74,12 @@ bash scripts/make-debian-rootfs.sh </dev/null || die "the Debian rootfs could no
 if is_root; then
     test_user=$(bash scripts/ensure-test-user.sh)
     export BINCTR_TEST_USER=$test_user
+    # A second local user: the neighbour (attacker) of the hardening tests.
+    BINCTR_NEIGHBOUR_USER=$(bash scripts/ensure-test-user.sh --neighbour)
+    export BINCTR_NEIGHBOUR_USER
     run_as_test_user() { setpriv --reuid="$test_user" --regid="$test_user" --init-groups -- "$@"; }
 else
-    unset BINCTR_TEST_USER
+    unset BINCTR_TEST_USER BINCTR_NEIGHBOUR_USER
     run_as_test_user() { "$@"; }
 fi
 
@@ -118,8 +123,9 @@ check tests cargo_test_workspace
 check fuzz bash scripts/fuzz.sh "${FUZZ_SECONDS:-30}"
 
 say "summary"
-printf '  BINCTR_DIST=%s BINCTR_FIXTURES=%s BINCTR_TEST_USER=%s\n' \
-    "$BINCTR_DIST" "$BINCTR_FIXTURES" "${BINCTR_TEST_USER:-(unset: running as $(id -un))}"
+printf '  BINCTR_DIST=%s BINCTR_FIXTURES=%s BINCTR_TEST_USER=%s BINCTR_NEIGHBOUR_USER=%s\n' \
+    "$BINCTR_DIST" "$BINCTR_FIXTURES" "${BINCTR_TEST_USER:-(unset: running as $(id -un))}" \
+    "${BINCTR_NEIGHBOUR_USER:-(unset)}"
 printf '  %s\n' "${results[@]}"
 if grep -q '^test .* \.\.\. FAILED$' "$test_log"; then
     echo "  failed tests:"

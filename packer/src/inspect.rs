@@ -1,7 +1,11 @@
 //! `inspect` and `extract`: read a packed file back. They use the same checks as the stub
-//! (binctr-format), so a file they accept is one the stub accepts.
+//! (binctr-format), so a file they accept is one the stub accepts, and check that its
+//! stub part is a binctr stub (a packed file is something to run). The file is never
+//! waited on (a FIFO is refused), and what its config says is shown escaped
+//! (`util::printable`); `--json` shows it exactly, as JSON escapes.
 use crate::output::{Output, OutputError};
-use crate::util::{os_error, BUF_SIZE};
+use crate::stub::{self, Opened, MAX_STUB_LEN};
+use crate::util::{os_error, printable, shown, BUF_SIZE};
 use binctr_format::{read_tail, Footer, FormatError, HashingReader, ImageConfig, TailError};
 use std::fmt;
 use std::fs::File;
@@ -10,10 +14,32 @@ use std::path::{Path, PathBuf};
 
 #[derive(Debug)]
 pub enum InspectError {
-    Open { path: PathBuf, source: io::Error },
-    Format { path: PathBuf, source: FormatError },
-    PayloadDigest { path: PathBuf },
-    Decompress { path: PathBuf, source: io::Error },
+    Open {
+        path: PathBuf,
+        source: io::Error,
+    },
+    /// A FIFO, a device, a directory.
+    NotRegular {
+        path: PathBuf,
+        what: &'static str,
+    },
+    /// A valid footer after something that is no binctr stub.
+    Stub {
+        path: PathBuf,
+        len: u64,
+        why: String,
+    },
+    Format {
+        path: PathBuf,
+        source: FormatError,
+    },
+    PayloadDigest {
+        path: PathBuf,
+    },
+    Decompress {
+        path: PathBuf,
+        source: io::Error,
+    },
     Output(OutputError),
     Stdout(io::Error),
 }
@@ -24,6 +50,16 @@ impl fmt::Display for InspectError {
             InspectError::Open { path, source } => {
                 write!(f, "cannot read {}: {}", path.display(), os_error(source))
             }
+            InspectError::NotRegular { path, what } => write!(
+                f,
+                "{} is {what}, not a packed binctr file",
+                path.display()
+            ),
+            InspectError::Stub { path, len, why } => write!(
+                f,
+                "{} is not a packed binctr file: its first {len} bytes, where the stub goes, are not a binctr stub ({why})",
+                path.display()
+            ),
             InspectError::Format {
                 path,
                 source: FormatError::NoFooter,
@@ -60,12 +96,20 @@ pub struct Packed {
     pub path: PathBuf,
     pub footer: Footer,
     pub config: ImageConfig,
+    /// The stub's architecture: "x86_64", "aarch64".
+    pub arch: &'static str,
 }
 
 pub fn open(path: &Path) -> Result<Packed, InspectError> {
-    let mut file = File::open(path).map_err(|source| InspectError::Open {
-        path: path.to_path_buf(),
-        source,
+    let mut file = stub::open_regular(path).map_err(|e| match e {
+        Opened::Io(source) => InspectError::Open {
+            path: path.to_path_buf(),
+            source,
+        },
+        Opened::NotRegular(what) => InspectError::NotRegular {
+            path: path.to_path_buf(),
+            what,
+        },
     })?;
     let (footer, config) = read_tail(&mut file).map_err(|e| match e {
         TailError::Io { source, .. } => InspectError::Open {
@@ -77,11 +121,35 @@ pub fn open(path: &Path) -> Result<Packed, InspectError> {
             source,
         },
     })?;
+    let arch = check_stub(&file, path, footer.payload_offset)?;
     Ok(Packed {
         file,
         path: path.to_path_buf(),
         footer,
         config,
+        arch,
+    })
+}
+
+/// Checks the first `len` bytes, where the stub goes: a static ELF with the marker.
+fn check_stub(file: &File, path: &Path, len: u64) -> Result<&'static str, InspectError> {
+    let mut bytes = Vec::new();
+    let mut reader = file;
+    reader
+        .seek(SeekFrom::Start(0))
+        .and_then(|_| {
+            reader
+                .take(len.min(MAX_STUB_LEN + 1))
+                .read_to_end(&mut bytes)
+        })
+        .map_err(|source| InspectError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    stub::check_part(&bytes).map_err(|why| InspectError::Stub {
+        path: path.to_path_buf(),
+        len,
+        why,
     })
 }
 
@@ -109,13 +177,16 @@ pub fn describe(packed: &Packed, json: bool) -> String {
             out.push_str(&format!("{key:<16}{value}\n"));
         }
     };
-    line("name", c.name.clone());
-    line("reference", c.reference.clone());
-    line("manifest", c.manifest_digest.clone());
-    line("created", c.created.clone());
-    line("packer version", c.packer_version.clone());
+    line("name", shown(&c.name));
+    line("reference", shown(&c.reference));
+    line("manifest", shown(&c.manifest_digest));
+    line("created", shown(&c.created));
+    line("packer version", shown(&c.packer_version));
     line("format version", f.version.to_string());
-    line("stub", format!("{} bytes", f.payload_offset));
+    line(
+        "stub",
+        format!("{} bytes, {}", f.payload_offset, packed.arch),
+    );
     line(
         "payload",
         format!("{} bytes lz4, {}", f.payload_len, f.payload_sha256),
@@ -124,22 +195,18 @@ pub fn describe(packed: &Packed, json: bool) -> String {
         "config",
         format!("{} bytes, {}", f.config_len, f.config_sha256),
     );
-    line("entrypoint", join(&c.entrypoint));
-    line("cmd", join(&c.cmd));
-    line("env", join(&c.env));
-    line("working dir", c.working_dir.clone());
-    line("user", c.user.clone());
-    line("exposed ports", c.exposed_ports.join(" "));
-    line("volumes", c.volumes.join(" "));
+    line("entrypoint", list(&c.entrypoint));
+    line("cmd", list(&c.cmd));
+    line("env", list(&c.env));
+    line("working dir", shown(&c.working_dir));
+    line("user", shown(&c.user));
+    line("exposed ports", words(c.exposed_ports.iter()));
+    line("volumes", words(c.volumes.iter()));
     line(
         "labels",
-        c.labels
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join(" "),
+        words(c.labels.iter().map(|(k, v)| format!("{k}={v}"))),
     );
-    line("stop signal", c.stop_signal.clone());
+    line("stop signal", shown(&c.stop_signal));
     line(
         "read-only",
         if c.read_only {
@@ -151,11 +218,19 @@ pub fn describe(packed: &Packed, json: bool) -> String {
     out
 }
 
-fn join(items: &[String]) -> String {
-    serde_json::to_string(items)
-        .ok()
-        .filter(|_| !items.is_empty())
-        .unwrap_or_default()
+/// `["a","b"]`: each item shown escaped, between quotes (which it escapes).
+fn list(items: &[String]) -> String {
+    if items.is_empty() {
+        return String::new();
+    }
+    let items: Vec<String> = items.iter().map(|i| format!("\"{}\"", shown(i))).collect();
+    format!("[{}]", items.join(","))
+}
+
+/// Items shown escaped, separated by spaces.
+fn words<S: AsRef<str>>(items: impl Iterator<Item = S>) -> String {
+    let items: Vec<String> = items.map(|i| printable(i.as_ref().as_bytes())).collect();
+    items.join(" ")
 }
 
 /// Reads the payload bytes and checks them against the footer's sha256 (no
@@ -202,7 +277,8 @@ pub fn extract(packed: Packed, out: Option<&Path>) -> Result<(), InspectError> {
     ));
     let mut decoder = lz4_flex::frame::FrameDecoder::new(&mut hashed);
     let output = match out {
-        Some(dest) => Some(Output::create(dest, 0o644).map_err(InspectError::Output)?),
+        // A plain file, as tar makes one: 0666 less the umask.
+        Some(dest) => Some(Output::create(dest, 0o666).map_err(InspectError::Output)?),
         None => None,
     };
     let copied = match &output {

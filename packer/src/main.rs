@@ -15,8 +15,7 @@ mod sys;
 mod util;
 
 use argh::{EarlyExit, FromArgs};
-use image::ImageArg;
-use image::Platform;
+use image::{ImageArg, Limits, Platform};
 use pack::{Overrides, PackSpec};
 use std::io::{self, IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -49,9 +48,13 @@ struct PackArgs {
     /// the image: an image archive or layout, a root filesystem tar or directory, or -
     #[argh(positional, arg_name = "IMAGE")]
     image: String,
-    /// where to write the executable (replaced atomically, mode 0755)
+    /// where to write the executable (replaced atomically, mode 0777 less the umask)
     #[argh(option, short = 'o', arg_name = "OUT")]
     output: String,
+    /// the most the image may expand to: any one file, the uncompressed layers, the
+    /// flattened root filesystem (bytes, or with K, M, G, T; default 64G)
+    #[argh(option, arg_name = "SIZE")]
+    max_size: Option<String>,
     /// pack onto this stub (a binctr-stub binary, or a packed file whose stub is reused)
     /// instead of the one built into binctr-pack
     #[argh(option, arg_name = "PATH")]
@@ -117,7 +120,7 @@ struct RestubArgs {
     /// the new stub (a binctr-stub binary, or a packed file whose stub is taken)
     #[argh(option, arg_name = "PATH")]
     stub: String,
-    /// where to write the new packed file (replaced atomically, mode 0755)
+    /// where to write the new packed file (replaced atomically, mode 0777 less the umask)
     #[argh(option, short = 'o', arg_name = "OUT")]
     output: String,
 }
@@ -258,6 +261,16 @@ fn run_pack(cmd: &str, args: &[&str]) -> Result<(), Failure> {
         None => None,
         Some(text) => Some(command_words(text).map_err(|why| usage(format!("--cmd: {why}")))?),
     };
+    let limits = match &args.max_size {
+        None => Limits::default(),
+        Some(text) => Limits {
+            max_size: image::parse_size(text).ok_or_else(|| {
+                usage(format!(
+                    "--max-size {text:?}: expected a size such as 64G, 500M or 1T (powers of 1024)"
+                ))
+            })?,
+        },
+    };
     for var in &args.env {
         if !var.contains('=') || var.starts_with('=') {
             return Err(usage(format!("--env {var:?}: expected KEY=VALUE")));
@@ -278,6 +291,7 @@ fn run_pack(cmd: &str, args: &[&str]) -> Result<(), Failure> {
         name: args.name,
         select_image: args.select_image.clone(),
         platform,
+        limits,
         overrides: Overrides {
             entrypoint,
             cmd,

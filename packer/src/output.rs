@@ -7,12 +7,15 @@
 //! SIGKILL leaves nothing; it gets a name only for the instant between `linkat` and
 //! `rename`. Elsewhere it is a named `.NAME.tmp-PID` file, removed on every error path
 //! and on SIGINT/SIGTERM/SIGHUP.
+//!
+//! The file is created with the mode asked for less the umask, as cc and tar create
+//! theirs: under umask 077 a packed file is 0700, not readable by anyone else.
 use crate::sys;
 use crate::util::os_error;
 use std::fmt;
-use std::fs::{self, File, OpenOptions, Permissions};
+use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug)]
@@ -62,12 +65,11 @@ enum Temp {
 pub struct Output {
     file: File,
     dest: PathBuf,
-    mode: u32,
     temp: Temp,
 }
 
 impl Output {
-    /// Starts writing `dest`, which will get permission bits `mode` (umask ignored).
+    /// Starts writing `dest`, which will get permission bits `mode` less the umask.
     pub fn create(dest: &Path, mode: u32) -> Result<Output, OutputError> {
         Self::create_with(dest, mode, true)
     }
@@ -94,7 +96,6 @@ impl Output {
                     return Ok(Output {
                         file,
                         dest: dest.to_path_buf(),
-                        mode,
                         temp: Temp::Anonymous,
                     })
                 }
@@ -121,7 +122,6 @@ impl Output {
             Ok(file) => Ok(Output {
                 file,
                 dest: dest.to_path_buf(),
-                mode,
                 temp: Temp::Named(temp),
             }),
             Err(e) => {
@@ -150,9 +150,7 @@ impl Output {
     }
 
     fn finish(&mut self) -> io::Result<()> {
-        // fchmod: the mode asked for, whatever the umask was at creation.
-        self.file
-            .set_permissions(Permissions::from_mode(self.mode))?;
+        // The mode is the one it was created with: `mode` less the umask.
         self.file.sync_all()?;
         if let Temp::Anonymous = self.temp {
             let temp = temp_path(&self.dest)
@@ -185,6 +183,19 @@ impl Drop for Output {
             sys::forget_on_signal();
         }
     }
+}
+
+/// The process's umask, read from /proc (reading it with umask(2) would change it for
+/// a moment); 022 when /proc does not say.
+#[cfg(test)]
+pub fn umask() -> u32 {
+    fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find(|l| l.starts_with("Umask:"))?;
+            u32::from_str_radix(line["Umask:".len()..].trim(), 8).ok()
+        })
+        .unwrap_or(0o022)
 }
 
 fn parent_dir(dest: &Path) -> &Path {
@@ -220,16 +231,17 @@ mod tests {
     }
 
     #[test]
-    fn commit_replaces_the_destination_with_mode_0755() {
+    fn commit_replaces_the_destination_with_the_mode_less_the_umask() {
         for anonymous in [true, false] {
             let dir = TempDir::new();
             let dest = dir.path().join("out");
             fs::write(&dest, b"old").unwrap();
-            let out = Output::create_with(&dest, 0o755, anonymous).unwrap();
+            let out = Output::create_with(&dest, 0o777, anonymous).unwrap();
             out.file().write_all(b"new").unwrap();
             out.commit().unwrap();
             assert_eq!(fs::read(&dest).unwrap(), b"new");
-            assert_eq!(fs::metadata(&dest).unwrap().mode() & 0o7777, 0o755);
+            let mode = 0o777 & !umask();
+            assert_eq!(fs::metadata(&dest).unwrap().mode() & 0o7777, mode);
             assert_eq!(names(dir.path()), ["out"], "anonymous={anonymous}");
         }
     }

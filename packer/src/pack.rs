@@ -1,6 +1,6 @@
 //! `binctr-pack IMAGE -o OUT`: stub, payload, config, footer, in one pass over the image,
 //! written atomically.
-use crate::image::{self, ImageArg, ImageError, Platform, Selection};
+use crate::image::{self, ImageArg, ImageError, Limits, Platform, Selection};
 use crate::output::{Output, OutputError};
 use crate::payload::PayloadWriter;
 use crate::progress::Progress;
@@ -24,6 +24,8 @@ pub struct PackSpec {
     pub select_image: Option<String>,
     /// `--platform`: which platform of a multi-platform index; default the stub's.
     pub platform: Option<Platform>,
+    /// `--max-size` and the other caps on what the image may make the packer do.
+    pub limits: Limits,
     pub overrides: Overrides,
 }
 
@@ -116,7 +118,8 @@ pub fn pack(spec: &PackSpec) -> Result<Packed, PackError> {
         stub_platform: Platform::of_stub(stub.arch),
     };
     let progress = Progress::new(image::input_size(&spec.image));
-    let input = image::open(&spec.image, &selection, &progress).map_err(PackError::Image)?;
+    let input =
+        image::open(&spec.image, &selection, &spec.limits, &progress).map_err(PackError::Image)?;
     progress.set_total(input.total);
     let name = image::sanitize_name(
         &spec
@@ -133,7 +136,8 @@ pub fn pack(spec: &PackSpec) -> Result<Packed, PackError> {
     spec.overrides.apply(&mut config);
     let config = config.to_json();
 
-    let output = Output::create(&spec.out, 0o755).map_err(PackError::Output)?;
+    // An executable, as cc makes one: 0777 less the umask.
+    let output = Output::create(&spec.out, 0o777).map_err(PackError::Output)?;
     let write_error = |e| PackError::Output(output.write_error(e));
 
     let mut out = BufWriter::with_capacity(BUF_SIZE, output.file());
@@ -207,6 +211,7 @@ mod tests {
                 name: None,
                 select_image: None,
                 platform: None,
+                limits: Limits::default(),
                 overrides: Overrides::default(),
             }
         }
@@ -330,7 +335,8 @@ mod tests {
         assert_eq!(one, fs::read(fx.path("two")).unwrap());
         assert_eq!(one.len() as u64, packed.file_len);
         assert!(one.starts_with(&fake_stub()));
-        assert_eq!(fs::metadata(fx.path("one")).unwrap().mode() & 0o7777, 0o755);
+        let mode = 0o777 & !crate::output::umask();
+        assert_eq!(fs::metadata(fx.path("one")).unwrap().mode() & 0o7777, mode);
         assert_eq!(fx.leftovers(), ["one", "two"]);
     }
 
@@ -460,7 +466,10 @@ mod tests {
         fs::write(&junk, &bad).unwrap();
         fs::write(fx.path("out"), b"previous").unwrap();
         let err = pack(&fx.spec(&junk, "out")).unwrap_err().to_string();
-        assert!(err.contains("damaged tar archive (truncated"), "{err}");
+        assert!(
+            err.contains("damaged tar archive: the archive ends inside"),
+            "{err}"
+        );
         assert_eq!(fs::read(fx.path("out")).unwrap(), b"previous");
         assert_eq!(fx.leftovers(), ["out"]);
     }

@@ -53,7 +53,8 @@ pub fn restub(file: &Path, stub_path: &Path, out: &Path) -> Result<Footer, Restu
         .map_err(read_error)?;
     let mut src = BufReader::with_capacity(BUF_SIZE, src);
 
-    let output = Output::create(out, 0o755).map_err(RestubError::Output)?;
+    // An executable, as cc makes one: 0777 less the umask.
+    let output = Output::create(out, 0o777).map_err(RestubError::Output)?;
     let write_error = |e| RestubError::Output(output.write_error(e));
     let mut w = BufWriter::with_capacity(BUF_SIZE, output.file());
     w.write_all(&stub.bytes).map_err(write_error)?;

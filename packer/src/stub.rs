@@ -10,6 +10,7 @@ use std::borrow::Cow;
 use std::fmt;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
+use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 
 use crate::util::os_error;
@@ -23,7 +24,7 @@ pub const MARKER_MAGIC: &[u8] = b"binctr-stub\0";
 /// The marker versions this packer can pack onto.
 const MARKER_VERSIONS: &[&str] = &["v1"];
 /// A file this large without a footer is no stub (ours are a few MiB).
-const MAX_STUB_LEN: u64 = 256 << 20;
+pub const MAX_STUB_LEN: u64 = 256 << 20;
 
 #[derive(Debug)]
 pub enum StubError {
@@ -36,6 +37,11 @@ pub enum StubError {
     NotAStub {
         origin: String,
         why: String,
+    },
+    /// A FIFO, a device, a directory: never read (a FIFO would block).
+    NotRegular {
+        path: PathBuf,
+        what: &'static str,
     },
 }
 
@@ -52,6 +58,11 @@ impl fmt::Display for StubError {
             StubError::NotAStub { origin, why } => {
                 write!(f, "{origin} is not a binctr stub ({why})")
             }
+            StubError::NotRegular { path, what } => write!(
+                f,
+                "cannot use {} as the stub: it is {what}, not a regular file",
+                path.display()
+            ),
         }
     }
 }
@@ -71,7 +82,17 @@ pub fn load(path: Option<&Path>) -> Result<Stub, StubError> {
         None if EMBEDDED.is_empty() => Err(StubError::NoneEmbedded),
         None => validate(Cow::Borrowed(EMBEDDED), "the embedded stub"),
         Some(path) => {
-            let bytes = read_stub_part(path).map_err(|source| StubError::Read {
+            let file = open_regular(path).map_err(|e| match e {
+                Opened::Io(source) => StubError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                },
+                Opened::NotRegular(what) => StubError::NotRegular {
+                    path: path.to_path_buf(),
+                    what,
+                },
+            })?;
+            let bytes = read_stub_part(file).map_err(|source| StubError::Read {
                 path: path.to_path_buf(),
                 source,
             })?;
@@ -80,10 +101,37 @@ pub fn load(path: Option<&Path>) -> Result<Stub, StubError> {
     }
 }
 
+/// Why a file cannot be read as a stub or a packed file.
+pub enum Opened {
+    Io(io::Error),
+    /// What it is instead: "a FIFO".
+    NotRegular(&'static str),
+}
+
+/// Opens a file that must be a regular file, without ever blocking (a FIFO opens at
+/// once, and is refused).
+pub fn open_regular(path: &Path) -> Result<File, Opened> {
+    let file = crate::sys::open_nonblocking(path).map_err(Opened::Io)?;
+    let kind = file.metadata().map_err(Opened::Io)?.file_type();
+    let what = if kind.is_file() {
+        return Ok(file);
+    } else if kind.is_dir() {
+        "a directory"
+    } else if kind.is_fifo() {
+        "a FIFO"
+    } else if kind.is_char_device() {
+        "a character device"
+    } else if kind.is_block_device() {
+        "a block device"
+    } else {
+        "a socket"
+    };
+    Err(Opened::NotRegular(what))
+}
+
 /// Reads a stub file; of a packed file (valid footer at the end) only the stub before
 /// its payload, so that any packed file can serve as the stub for another.
-fn read_stub_part(path: &Path) -> io::Result<Vec<u8>> {
-    let mut file = File::open(path)?;
+fn read_stub_part(mut file: File) -> io::Result<Vec<u8>> {
     let len = file.metadata()?.len();
     let mut stub_len = len;
     if len >= FOOTER_LEN as u64 {
@@ -100,6 +148,26 @@ fn read_stub_part(path: &Path) -> io::Result<Vec<u8>> {
     let mut bytes = Vec::with_capacity(stub_len as usize);
     file.take(stub_len).read_to_end(&mut bytes)?;
     Ok(bytes)
+}
+
+/// What the stub part of a packed file is when it is no binctr stub: why, and for a file
+/// that is not even an ELF, what it starts with (a script, text, data).
+pub fn check_part(bytes: &[u8]) -> Result<&'static str, String> {
+    check(bytes).map_err(|why| {
+        if bytes.starts_with(b"\x7fELF") {
+            return why;
+        }
+        let head = &bytes[..bytes.len().min(40)];
+        let head = head.split(|&b| b == b'\n').next().unwrap_or_default();
+        let shown = crate::util::printable(head);
+        if bytes.is_empty() {
+            "it is empty".into()
+        } else if bytes.starts_with(b"#!") {
+            format!("not an ELF file but a script: '{shown}'")
+        } else {
+            format!("not an ELF file: it starts with '{shown}'")
+        }
+    })
 }
 
 /// Checks that `bytes` are a binctr stub: a static 64-bit executable ELF for x86_64 or
@@ -355,6 +423,28 @@ pub mod tests {
         let path = dir.path().join("packed");
         std::fs::write(&path, &packed).unwrap();
         assert_eq!(load(Some(&path)).unwrap().bytes.as_ref(), stub.as_slice());
+    }
+
+    #[test]
+    fn a_stub_part_that_is_no_elf_is_described() {
+        assert_eq!(
+            check_part(b"#!/bin/sh\necho packed OK\n").unwrap_err(),
+            "not an ELF file but a script: '#!/bin/sh'"
+        );
+        assert_eq!(
+            check_part(b"\x1b]0;title\x07").unwrap_err(),
+            "not an ELF file: it starts with '\\u{1b}]0;title\\u{7}'"
+        );
+        assert_eq!(check_part(&fake_stub()).unwrap(), "x86_64");
+    }
+
+    #[test]
+    fn a_fifo_is_never_opened_as_a_stub() {
+        let dir = TempDir::new();
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let err = load(Some(&fifo)).err().unwrap().to_string();
+        assert!(err.ends_with("it is a FIFO, not a regular file"), "{err}");
     }
 
     #[test]

@@ -1,9 +1,13 @@
 //! The few raw system calls the packer needs, each behind a small safe function.
-//! Everything else uses `std`.
-use std::ffi::CString;
-use std::fs::File;
+//! Everything else uses `std` or nix's safe wrappers.
+use nix::fcntl::{fcntl, FcntlArg, OFlag};
+use nix::sys::stat::Mode;
+use std::ffi::{CString, OsStr};
+use std::fs::{File, OpenOptions};
 use std::io;
+use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::io::AsRawFd;
 use std::path::Path;
 use std::ptr;
@@ -34,6 +38,36 @@ pub fn link_anonymous(file: &File, dest: &Path) -> io::Result<()> {
     } else {
         Err(io::Error::last_os_error())
     }
+}
+
+/// Opens `name` inside the directory `dir` (never a path: one name, resolved from the
+/// descriptor), with `flags` and `O_CLOEXEC`.
+pub fn open_at(dir: BorrowedFd<'_>, name: &OsStr, flags: OFlag) -> io::Result<OwnedFd> {
+    let raw = nix::fcntl::openat(
+        Some(dir.as_raw_fd()),
+        name,
+        flags | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?;
+    // SAFETY: openat just returned this descriptor; nothing else owns or closes it.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
+/// Opens `path` for reading without ever blocking in open(2): a FIFO with no writer
+/// opens at once instead of waiting. The caller fstat()s the result and decides.
+pub fn open_nonblocking(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+}
+
+/// Makes reads of `file` block again (a pipe the user named as IMAGE).
+pub fn set_blocking(file: &impl AsFd) -> io::Result<()> {
+    let fd = file.as_fd().as_raw_fd();
+    let flags = OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL)?);
+    fcntl(fd, FcntlArg::F_SETFL(flags - OFlag::O_NONBLOCK))?;
+    Ok(())
 }
 
 pub fn path_cstring(path: &Path) -> io::Result<CString> {

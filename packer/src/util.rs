@@ -4,6 +4,29 @@ use std::io;
 /// Large reads keep the per-call overhead out of the way of lz4.
 pub const BUF_SIZE: usize = 1 << 20;
 
+/// How much of a text from an image an error line or `inspect` shows.
+const SHOWN_BYTES: usize = 200;
+
+/// A text that came from an image (a name, a tag, a label) as one short line of plain
+/// text: control characters (a newline, a terminal escape) are escaped, so it cannot
+/// forge lines, colours, titles or clipboard writes, and a long one is cut, so a 16 MiB
+/// tag is not a 16 MiB line. The stub's `log::printable` follows the same rule.
+pub fn printable(bytes: &[u8]) -> String {
+    if bytes.len() <= SHOWN_BYTES {
+        return String::from_utf8_lossy(bytes).escape_debug().to_string();
+    }
+    format!(
+        "{}... ({} bytes)",
+        String::from_utf8_lossy(&bytes[..SHOWN_BYTES]).escape_debug(),
+        bytes.len()
+    )
+}
+
+/// [`printable`] of a string.
+pub fn shown(text: &str) -> String {
+    printable(text.as_bytes())
+}
+
 /// An I/O error as a user reads it: "No such file or directory", without Rust's
 /// " (os error 2)" suffix.
 pub fn os_error(e: &io::Error) -> String {
@@ -44,6 +67,18 @@ pub mod tests {
         fn drop(&mut self) {
             let _ = std::fs::remove_dir_all(&self.0);
         }
+    }
+
+    #[test]
+    fn printable_escapes_and_cuts() {
+        assert_eq!(super::shown("busybox:1.36"), "busybox:1.36");
+        assert_eq!(
+            super::shown("a\x1b]52;c;eA==\x07"),
+            "a\\u{1b}]52;c;eA==\\u{7}"
+        );
+        assert_eq!(super::shown("two\nlines"), "two\\nlines");
+        let long = super::shown(&"x".repeat(1000));
+        assert_eq!(long, format!("{}... (1000 bytes)", "x".repeat(200)));
     }
 
     #[test]

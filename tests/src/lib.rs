@@ -2,8 +2,10 @@
 //! non-root user with a clean environment, and assert on exit code and output.
 //!
 //! Everything comes from `scripts/test.sh`: it builds `dist/`, makes the fixtures and the
-//! test user, then exports `BINCTR_DIST`, `BINCTR_FIXTURES` and (when run as root)
-//! `BINCTR_TEST_USER`. A test that cannot run fails loudly; nothing is skipped.
+//! test users, then exports `BINCTR_DIST`, `BINCTR_FIXTURES` and (when run as root)
+//! `BINCTR_TEST_USER` and `BINCTR_NEIGHBOUR_USER` (a second local user, the neighbour or
+//! attacker of the hardening tests). A test that cannot run fails loudly; nothing is
+//! skipped.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsString;
@@ -21,6 +23,7 @@ use std::time::{Duration, Instant};
 
 mod procs;
 mod pty;
+pub mod rawtar;
 
 pub use procs::{
     all_processes, assert_no_process_left, find_descendant, is_live, live_descendants,
@@ -45,8 +48,8 @@ pub const CONTAINER_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 const RUN_TEST_SH: &str = "run the tests through scripts/test.sh: it builds dist/, makes the \
-                           fixture images and the test user, and sets BINCTR_DIST, \
-                           BINCTR_FIXTURES and BINCTR_TEST_USER";
+                           fixture images and the test users, and sets BINCTR_DIST, \
+                           BINCTR_FIXTURES, BINCTR_TEST_USER and BINCTR_NEIGHBOUR_USER";
 
 /// The non-root account the packed binaries run as.
 #[derive(Debug, Clone)]
@@ -69,6 +72,9 @@ pub struct Env {
     /// This process's scratch root: `/tmp/binctr-tests-<uid>/<pid>`, mode 0755.
     pub base: PathBuf,
     packed: OnceLock<PathBuf>,
+    /// A second local user (not the test user, not root), or why there is none: read
+    /// at load, and a test that needs it fails with the reason (see [`Env::neighbour`]).
+    neighbour: std::result::Result<User, String>,
 }
 
 impl Env {
@@ -114,6 +120,7 @@ impl Env {
                 None
             }
         };
+        let neighbour = load_neighbour(test_user.as_ref());
         let base = make_base_dir();
         Env {
             dist,
@@ -121,7 +128,26 @@ impl Env {
             test_user,
             base,
             packed: OnceLock::new(),
+            neighbour,
         }
+    }
+
+    /// The second local user, who plays the neighbour (attacker) on a shared machine.
+    /// Fails the test, saying why, when there is none: the tests must run as root (to
+    /// switch users) with BINCTR_NEIGHBOUR_USER set, as scripts/test.sh does.
+    #[track_caller]
+    pub fn neighbour(&self) -> &User {
+        match &self.neighbour {
+            Ok(user) => user,
+            Err(why) => panic!("this test needs a second local user (the neighbour): {why}"),
+        }
+    }
+
+    /// Hands a path to the neighbour, as if the neighbour had made it.
+    pub fn give_to_neighbour(&self, path: &Path) {
+        let user = self.neighbour();
+        chown(path, Some(user.uid), Some(user.gid))
+            .unwrap_or_else(|e| panic!("chown {} to {}: {e}", path.display(), user.name));
     }
 
     pub fn packer(&self) -> PathBuf {
@@ -187,6 +213,40 @@ fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
+/// BINCTR_NEIGHBOUR_USER, checked: a user other than root and the test user, and a
+/// root test process that can switch to it.
+fn load_neighbour(test_user: Option<&User>) -> std::result::Result<User, String> {
+    let name = match std::env::var("BINCTR_NEIGHBOUR_USER") {
+        Ok(name) if !name.is_empty() => name,
+        _ if is_root() => {
+            return Err(format!(
+                "the tests run as root but BINCTR_NEIGHBOUR_USER is not set (scripts/test.sh \
+                 creates binctr-neighbour with `scripts/ensure-test-user.sh --neighbour` and \
+                 exports it); {RUN_TEST_SH}"
+            ))
+        }
+        _ => {
+            return Err(format!(
+                "the tests do not run as root, so they cannot act as a second user; \
+                 {RUN_TEST_SH} as root"
+            ))
+        }
+    };
+    if !is_root() {
+        return Err(format!(
+            "BINCTR_NEIGHBOUR_USER={name} is set but the tests do not run as root, so they \
+             cannot switch to it; {RUN_TEST_SH} as root"
+        ));
+    }
+    let user = lookup_user(&name);
+    if test_user.is_some_and(|t| t.uid == user.uid) {
+        return Err(format!(
+            "BINCTR_NEIGHBOUR_USER={name} is the test user itself; it must be another user"
+        ));
+    }
+    Ok(user)
+}
+
 fn lookup_user(name: &str) -> User {
     let passwd = fs::read_to_string("/etc/passwd").expect("read /etc/passwd");
     for line in passwd.lines() {
@@ -195,7 +255,7 @@ fn lookup_user(name: &str) -> User {
             let uid = fields[2].parse().expect("uid in /etc/passwd");
             let gid = fields[3].parse().expect("gid in /etc/passwd");
             if uid == 0 {
-                panic!("BINCTR_TEST_USER={name} is root; it must be an ordinary user");
+                panic!("{name} is root; the test users must be ordinary users");
             }
             return User {
                 name: name.to_string(),
@@ -204,7 +264,7 @@ fn lookup_user(name: &str) -> User {
             };
         }
     }
-    panic!("BINCTR_TEST_USER={name}: no such user in /etc/passwd: {RUN_TEST_SH}");
+    panic!("user {name}: no such user in /etc/passwd: {RUN_TEST_SH}");
 }
 
 /// `/tmp/binctr-tests-<uid>/<pid>`, traversable by the test user. Leftovers of test
@@ -343,6 +403,32 @@ impl Test {
             .env("BINCTR_CACHE", self.cache())
     }
 
+    /// A command run as the neighbour (the second local user) with a clean environment:
+    /// HOME (its own home), PATH, USER and LOGNAME. Fails the test when there is no
+    /// neighbour (see [`Env::neighbour`]).
+    pub fn neighbour_cmd(&self, program: &Path) -> Cmd {
+        let user = self.env.neighbour().clone();
+        Cmd::new(self.env, program)
+            .env("HOME", format!("/home/{}", user.name))
+            .env("USER", &user.name)
+            .env("LOGNAME", &user.name)
+            .run_as(Who::Neighbour)
+    }
+
+    /// `/bin/sh -c SCRIPT sh ARGS...` on the host, as the neighbour.
+    pub fn neighbour_sh(&self, script: &str, args: &[&str]) -> Cmd {
+        self.neighbour_cmd(Path::new("/bin/sh"))
+            .args(["-c", script, "sh"])
+            .args(args.iter().copied())
+    }
+
+    /// `/bin/sh -c SCRIPT sh ARGS...` on the host, as the test user.
+    pub fn user_sh(&self, script: &str, args: &[&str]) -> Cmd {
+        self.cmd(Path::new("/bin/sh"))
+            .args(["-c", script, "sh"])
+            .args(args.iter().copied())
+    }
+
     /// Shorthand: the packed busybox with ARGS, run as the test user.
     pub fn busybox_cmd<I, S>(&self, args: I) -> Cmd
     where
@@ -452,8 +538,19 @@ pub struct Cmd {
     args: Vec<OsString>,
     vars: BTreeMap<String, Option<OsString>>,
     stdin: Vec<u8>,
-    as_test_user: bool,
+    who: Who,
     timeout: Duration,
+}
+
+/// Whom a [`Cmd`] runs as.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Who {
+    /// The test user (whoever runs the tests when there is none).
+    TestUser,
+    /// Whoever runs the tests (root in CI).
+    Current,
+    /// The second local user.
+    Neighbour,
 }
 
 impl Cmd {
@@ -472,7 +569,7 @@ impl Cmd {
             args: Vec::new(),
             vars,
             stdin: Vec::new(),
-            as_test_user: true,
+            who: Who::TestUser,
             timeout: DEFAULT_TIMEOUT,
         }
     }
@@ -516,8 +613,22 @@ impl Cmd {
 
     /// Runs as whoever runs the tests (root in CI), not as the test user.
     pub fn as_current_user(mut self) -> Cmd {
-        self.as_test_user = false;
+        self.who = Who::Current;
         self
+    }
+
+    fn run_as(mut self, who: Who) -> Cmd {
+        self.who = who;
+        self
+    }
+
+    /// The account the command runs as, if it switches to one.
+    fn user(&self) -> Option<&User> {
+        match self.who {
+            Who::TestUser => self.env.test_user.as_ref(),
+            Who::Current => None,
+            Who::Neighbour => Some(self.env.neighbour()),
+        }
     }
 
     /// The environment the command gets.
@@ -534,17 +645,14 @@ impl Cmd {
             s.push(' ');
             s.push_str(&format!("{:?}", arg.to_string_lossy()));
         }
-        if self.as_test_user {
-            if let Some(user) = &self.env.test_user {
-                s.push_str(&format!(" (as {})", user.name));
-            }
+        if let Some(user) = self.user() {
+            s.push_str(&format!(" (as {})", user.name));
         }
         s
     }
 
     fn command(&self) -> Command {
-        let user = self.env.test_user.as_ref().filter(|_| self.as_test_user);
-        let mut command = command_as(user, &self.program);
+        let mut command = command_as(self.user(), &self.program);
         command.args(&self.args).env_clear();
         for (key, value) in &self.vars {
             if let Some(value) = value {

@@ -3,159 +3,288 @@
 //! ctime, never user or group names), so the same tree always gives the same bytes.
 //! Symlinks stay symlinks, hard links become links to the first path seen, devices keep
 //! their numbers; sockets are skipped (they cannot be archived).
+//!
+//! The directory may be someone else's, changing under the walk: it is read by handle
+//! (`handle.rs`). Every entry is opened from its parent's descriptor without following
+//! symlinks and fstat()ed; one that is no longer what it was listed as refuses the pack.
+//! A symlink is read, never followed; a FIFO or device is described, never opened.
 use super::error::ImageError;
+use super::handle::{same, DirHandle, OpenError, Type};
+use super::limits::{Limits, MAX_TREE_BYTES, NODE_COST, PATH_MAX};
 use super::types::Stats;
 use crate::progress::{Counting, Progress};
+use nix::sys::stat::FileStat;
 use std::collections::HashMap;
-use std::ffi::OsString;
-use std::fs::{self, File, Metadata};
+use std::ffi::OsStr;
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use tar::{Builder, EntryType, Header};
 
 struct Walker<'a, W: Write> {
+    /// The directory as the user named it, for messages.
     root: &'a Path,
     builder: Builder<&'a mut W>,
     progress: &'a Progress,
     /// (dev, ino) of files with several links -> the path archived first.
     links: HashMap<(u64, u64), PathBuf>,
+    /// What `links` holds, roughly, in bytes.
+    link_bytes: usize,
     /// A read error of the current file, kept aside because the tar builder's own error
     /// cannot tell reading from writing.
     read_error: Option<io::Error>,
     entries: u64,
+    /// File bytes still allowed (`--max-size`).
+    size_left: u64,
+    max_size: u64,
 }
 
 pub fn write_tar<W: Write>(
-    root: &Path,
+    root_path: &Path,
+    root: &DirHandle,
+    limits: &Limits,
     progress: &Progress,
     out: &mut W,
 ) -> Result<Stats, ImageError> {
     let mut walker = Walker {
-        root,
+        root: root_path,
         builder: Builder::new(out),
         progress,
         links: HashMap::new(),
+        link_bytes: 0,
         read_error: None,
         entries: 0,
+        size_left: limits.max_size,
+        max_size: limits.max_size,
     };
-    walker.walk(Path::new(""))?;
+    walker.walk(root, Path::new(""))?;
     walker.builder.finish().map_err(ImageError::Write)?;
     Ok(Stats {
         entries: walker.entries,
     })
 }
 
+/// What an entry is once opened: the header comes from what was opened.
+enum Opened {
+    Dir(DirHandle, FileStat),
+    File(std::fs::File, FileStat),
+    /// A symlink, FIFO or device: described by lstat, never opened.
+    Other(FileStat),
+}
+
 impl<W: Write> Walker<'_, W> {
-    /// Archives the children of `rel` (relative to the root), depth first, by name.
-    fn walk(&mut self, rel: &Path) -> Result<(), ImageError> {
-        let dir = self.root.join(rel);
-        let read_error = |source| ImageError::ReadFile {
-            path: dir.clone(),
+    fn path(&self, rel: &Path) -> PathBuf {
+        self.root.join(rel)
+    }
+
+    fn read_error(&self, rel: &Path, source: io::Error) -> ImageError {
+        ImageError::ReadFile {
+            path: self.path(rel),
             source,
-        };
-        let mut names: Vec<OsString> = fs::read_dir(&dir)
-            .map_err(read_error)?
-            .map(|entry| entry.map(|e| e.file_name()))
-            .collect::<io::Result<_>>()
-            .map_err(read_error)?;
-        // Byte order, independent of locale and of the filesystem's own order.
-        names.sort_unstable();
+        }
+    }
+
+    /// Archives the children of `dir` (at `rel` below the root), depth first, by name.
+    fn walk(&mut self, dir: &DirHandle, rel: &Path) -> Result<(), ImageError> {
+        let names = dir.names().map_err(|e| self.read_error(rel, e))?;
         for name in names {
             let rel = rel.join(&name);
-            let path = self.root.join(&rel);
-            let meta = fs::symlink_metadata(&path).map_err(|source| ImageError::ReadFile {
-                path: path.clone(),
-                source,
-            })?;
-            self.entry(&rel, &path, &meta)?;
-            if meta.is_dir() {
-                self.walk(&rel)?;
+            if rel.as_os_str().len() + 1 >= PATH_MAX {
+                return Err(ImageError::Unsafe {
+                    image: self.root.display().to_string(),
+                    entry: rel.as_os_str().as_bytes().to_vec(),
+                    why: "its path is longer than PATH_MAX",
+                });
+            }
+            match self.open(dir, &name, &rel)? {
+                Opened::Dir(child, st) => {
+                    self.entry(&rel, &st, None)?;
+                    self.walk(&child, &rel)?;
+                }
+                Opened::File(file, st) => self.entry(&rel, &st, Some(file))?,
+                Opened::Other(st) => {
+                    let target = match Type::of(&st) {
+                        Type::Symlink => {
+                            Some(dir.read_link(&name).map_err(|e| self.changed_or(&rel, e))?)
+                        }
+                        _ => None,
+                    };
+                    self.special(&rel, &st, target.as_deref())?;
+                }
             }
         }
         Ok(())
     }
 
-    fn entry(&mut self, rel: &Path, path: &Path, meta: &Metadata) -> Result<(), ImageError> {
-        let kind = meta.file_type();
-        if kind.is_socket() {
-            return Ok(());
+    /// Opens `name` by handle and checks that it is what lstat listed.
+    fn open(&self, dir: &DirHandle, name: &OsStr, rel: &Path) -> Result<Opened, ImageError> {
+        let listed = dir.lstat(name).map_err(|e| self.changed_or(rel, e))?;
+        let opened = match Type::of(&listed) {
+            Type::Dir => dir.open_dir(name).map(|(d, st)| Opened::Dir(d, st)),
+            Type::File => dir.open_file(name).map(|(f, st)| Opened::File(f, st)),
+            _ => return Ok(Opened::Other(listed)),
+        };
+        let opened = opened.map_err(|e| match e {
+            OpenError::Io(e) => self.read_error(rel, e),
+            // Gone, or something else now: it changed since it was listed.
+            _ => ImageError::Changed {
+                path: self.path(rel),
+            },
+        })?;
+        let (Opened::Dir(_, st) | Opened::File(_, st) | Opened::Other(st)) = &opened;
+        if !same(&listed, st) {
+            return Err(ImageError::Changed {
+                path: self.path(rel),
+            });
         }
+        Ok(opened)
+    }
+
+    /// A listed entry that vanished (or is no longer a symlink) changed under the walk.
+    fn changed_or(&self, rel: &Path, e: io::Error) -> ImageError {
+        match e.raw_os_error() {
+            Some(libc::ENOENT | libc::EINVAL) => ImageError::Changed {
+                path: self.path(rel),
+            },
+            _ => self.read_error(rel, e),
+        }
+    }
+
+    fn header(st: &FileStat) -> Header {
         let mut header = Header::new_gnu();
-        header.set_mode(meta.mode() & 0o7777);
-        header.set_uid(u64::from(meta.uid()));
-        header.set_gid(u64::from(meta.gid()));
-        header.set_mtime(u64::try_from(meta.mtime()).unwrap_or(0));
+        header.set_mode(st.st_mode & 0o7777);
+        header.set_uid(u64::from(st.st_uid));
+        header.set_gid(u64::from(st.st_gid));
+        header.set_mtime(u64::try_from(st.st_mtime).unwrap_or(0));
         header.set_size(0);
-        let read_error = |source| ImageError::ReadFile {
-            path: path.to_path_buf(),
-            source,
-        };
-        let result = if kind.is_dir() {
-            header.set_entry_type(EntryType::Directory);
-            let mut name = rel.as_os_str().to_owned();
-            name.push("/");
-            self.builder.append_data(&mut header, name, io::empty())
-        } else if kind.is_symlink() {
-            header.set_entry_type(EntryType::Symlink);
-            let target = fs::read_link(path).map_err(read_error)?;
-            self.builder.append_link(&mut header, rel, target)
-        } else if let Some(first) = self.hard_link(rel, meta) {
-            header.set_entry_type(EntryType::Link);
-            self.builder.append_link(&mut header, rel, first)
-        } else if kind.is_file() {
-            header.set_entry_type(EntryType::Regular);
-            header.set_size(meta.len());
-            let file = File::open(path).map_err(read_error)?;
-            self.read_error = None;
-            let data = FileData {
-                inner: Counting::new(file, self.progress),
-                remaining: meta.len(),
-                error: &mut self.read_error,
-            };
-            self.builder.append_data(&mut header, rel, data)
-        } else {
-            let (entry_type, device) = if kind.is_fifo() {
-                (EntryType::Fifo, None)
-            } else if kind.is_char_device() {
-                (EntryType::Char, Some(meta.rdev()))
-            } else {
-                (EntryType::Block, Some(meta.rdev()))
-            };
-            header.set_entry_type(entry_type);
-            if let Some(dev) = device {
-                header
-                    .set_device_major(major(dev))
-                    .map_err(ImageError::Write)?;
-                header
-                    .set_device_minor(minor(dev))
-                    .map_err(ImageError::Write)?;
+        header
+    }
+
+    /// A directory or a regular file, from what was opened.
+    fn entry(
+        &mut self,
+        rel: &Path,
+        st: &FileStat,
+        file: Option<std::fs::File>,
+    ) -> Result<(), ImageError> {
+        let mut header = Self::header(st);
+        let result = match file {
+            None => {
+                header.set_entry_type(EntryType::Directory);
+                let mut name = rel.as_os_str().to_owned();
+                name.push("/");
+                self.builder.append_data(&mut header, name, io::empty())
             }
-            self.builder.append_data(&mut header, rel, io::empty())
+            Some(file) => match self.hard_link(rel, st)? {
+                Some(first) => {
+                    header.set_entry_type(EntryType::Link);
+                    self.builder.append_link(&mut header, rel, first)
+                }
+                None => {
+                    let len = u64::try_from(st.st_size).unwrap_or(0);
+                    self.take_size(rel, len)?;
+                    header.set_entry_type(EntryType::Regular);
+                    header.set_size(len);
+                    self.read_error = None;
+                    let data = FileData {
+                        inner: Counting::new(file, self.progress),
+                        remaining: len,
+                        error: &mut self.read_error,
+                    };
+                    self.builder.append_data(&mut header, rel, data)
+                }
+            },
         };
+        self.finish_entry(rel, result)
+    }
+
+    /// A symlink (with its target), a FIFO or a device; a socket is skipped.
+    fn special(
+        &mut self,
+        rel: &Path,
+        st: &FileStat,
+        target: Option<&OsStr>,
+    ) -> Result<(), ImageError> {
+        let kind = Type::of(st);
+        let mut header = Self::header(st);
+        let result = match (kind, target) {
+            (Type::Socket, _) => return Ok(()),
+            (_, Some(target)) => {
+                header.set_entry_type(EntryType::Symlink);
+                self.builder.append_link(&mut header, rel, target)
+            }
+            _ => {
+                header.set_entry_type(match kind {
+                    Type::Fifo => EntryType::Fifo,
+                    Type::Char => EntryType::Char,
+                    _ => EntryType::Block,
+                });
+                if kind != Type::Fifo {
+                    header
+                        .set_device_major(major(st.st_rdev))
+                        .map_err(ImageError::Write)?;
+                    header
+                        .set_device_minor(minor(st.st_rdev))
+                        .map_err(ImageError::Write)?;
+                }
+                self.builder.append_data(&mut header, rel, io::empty())
+            }
+        };
+        self.finish_entry(rel, result)
+    }
+
+    fn finish_entry(&mut self, rel: &Path, result: io::Result<()>) -> Result<(), ImageError> {
         match (result, self.read_error.take()) {
             (Ok(()), _) => {
                 self.entries += 1;
                 Ok(())
             }
-            (Err(_), Some(source)) => Err(read_error(source)),
+            (Err(_), Some(source)) => Err(self.read_error(rel, source)),
             // Long names and link names have GNU extensions, so what is left is the
             // output failing.
             (Err(e), None) => Err(ImageError::Write(e)),
         }
     }
 
-    /// The first path of this file if it has several links and one was archived.
-    fn hard_link(&mut self, rel: &Path, meta: &Metadata) -> Option<PathBuf> {
-        if meta.nlink() < 2 || meta.is_dir() {
-            return None;
+    /// Counts a file's bytes against `--max-size`.
+    fn take_size(&mut self, rel: &Path, len: u64) -> Result<(), ImageError> {
+        match self.size_left.checked_sub(len) {
+            Some(left) => {
+                self.size_left = left;
+                Ok(())
+            }
+            None => Err(ImageError::TooLarge {
+                image: self.root.display().to_string(),
+                what: format!(
+                    "the directory's files (at '{}', {len} bytes)",
+                    crate::util::printable(rel.as_os_str().as_bytes())
+                ),
+                limit: self.max_size,
+            }),
         }
-        let key = (meta.dev(), meta.ino());
+    }
+
+    /// The first path of this file if it has several links and one was archived.
+    fn hard_link(&mut self, rel: &Path, st: &FileStat) -> Result<Option<PathBuf>, ImageError> {
+        if st.st_nlink < 2 {
+            return Ok(None);
+        }
+        let key = (st.st_dev, st.st_ino);
         if let Some(first) = self.links.get(&key) {
-            return Some(first.clone());
+            return Ok(Some(first.clone()));
+        }
+        self.link_bytes += rel.as_os_str().len() + NODE_COST;
+        if self.link_bytes > MAX_TREE_BYTES {
+            return Err(ImageError::Refused {
+                image: self.root.display().to_string(),
+                why: format!(
+                    "more hard-linked files than binctr-pack keeps track of ({} of names)",
+                    super::limits::human(MAX_TREE_BYTES as u64)
+                ),
+            });
         }
         self.links.insert(key, rel.to_path_buf());
-        None
+        Ok(None)
     }
 }
 
@@ -201,11 +330,17 @@ fn minor(dev: u64) -> u32 {
 mod tests {
     use super::*;
     use crate::util::tests::TempDir;
+    use std::fs::{self, File};
     use std::os::unix::fs::symlink;
+
+    fn write(dir: &Path, out: &mut Vec<u8>) -> Result<Stats, ImageError> {
+        let handle = DirHandle::open_root(dir).unwrap();
+        write_tar(dir, &handle, &Limits::default(), &Progress::hidden(), out)
+    }
 
     fn pack(dir: &Path) -> Vec<u8> {
         let mut out = Vec::new();
-        write_tar(dir, &Progress::hidden(), &mut out).unwrap();
+        write(dir, &mut out).unwrap();
         out
     }
 
@@ -223,11 +358,8 @@ mod tests {
         dir
     }
 
-    #[test]
-    fn keeps_links_and_sorts_entries() {
-        let dir = tree();
-        let tar = pack(dir.path());
-        let mut archive = tar::Archive::new(&tar[..]);
+    fn listing(tar: &[u8]) -> Vec<(String, EntryType, Option<String>)> {
+        let mut archive = tar::Archive::new(tar);
         let mut seen = Vec::new();
         for entry in archive.entries().unwrap() {
             let entry = entry.unwrap();
@@ -238,6 +370,13 @@ mod tests {
                 .map(|l| l.to_string_lossy().into_owned());
             seen.push((path, entry.header().entry_type(), link));
         }
+        seen
+    }
+
+    #[test]
+    fn keeps_links_and_sorts_entries() {
+        let dir = tree();
+        let tar = pack(dir.path());
         let long = format!("etc/deep/{}", "n".repeat(120));
         let expected = vec![
             ("bin/".to_string(), EntryType::Directory, None),
@@ -257,7 +396,7 @@ mod tests {
             (long, EntryType::Regular, None),
             ("etc/hostname".to_string(), EntryType::Regular, None),
         ];
-        assert_eq!(seen, expected);
+        assert_eq!(listing(&tar), expected);
     }
 
     #[test]
@@ -277,11 +416,46 @@ mod tests {
         if File::open(&secret).is_ok() {
             return; // root reads anything
         }
-        let err = write_tar(dir.path(), &Progress::hidden(), &mut Vec::new()).unwrap_err();
+        let err = write(dir.path(), &mut Vec::new()).unwrap_err();
         assert_eq!(
             err.to_string(),
             format!("cannot read {}: Permission denied", secret.display())
         );
+    }
+
+    #[test]
+    fn symlinks_and_fifos_are_described_never_opened() {
+        let dir = tree();
+        let root = dir.path();
+        let outside = TempDir::new();
+        fs::write(outside.path().join("id_rsa"), b"SECRET KEY").unwrap();
+        symlink(outside.path(), root.join("home")).unwrap();
+        symlink(outside.path().join("id_rsa"), root.join("key")).unwrap();
+        nix::unistd::mkfifo(&root.join("fifo"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let tar = pack(root);
+        assert!(!tar.windows(10).any(|w| w == b"SECRET KEY"));
+        let seen = listing(&tar);
+        assert!(seen.contains(&("fifo".into(), EntryType::Fifo, None)));
+        assert!(seen
+            .iter()
+            .any(|(p, k, _)| p == "home" && *k == EntryType::Symlink));
+    }
+
+    #[test]
+    fn files_larger_than_allowed_are_refused() {
+        let dir = tree();
+        let handle = DirHandle::open_root(dir.path()).unwrap();
+        let limits = Limits { max_size: 10 };
+        let err = write_tar(
+            dir.path(),
+            &handle,
+            &limits,
+            &Progress::hidden(),
+            &mut Vec::new(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("more than the 10 bytes allowed"), "{err}");
     }
 
     #[test]

@@ -1,12 +1,12 @@
 //! docker-archive, as `docker save`, `podman save` and `skopeo copy docker-archive:`
 //! write it: `manifest.json` lists the images, each with its config file, its tags and
 //! its layer tars, bottom first. There is no manifest digest; the config's diff_ids
-//! check the layers, and a config named after its digest (`<hex>.json`,
-//! `blobs/sha256/<hex>`) is checked against it.
+//! check the layers, so they must be there, one per layer; a config named after its
+//! digest (`<hex>.json`, `blobs/sha256/<hex>`) is checked against it.
 use super::archive::is_hex64;
 use super::error::ImageError;
 use super::layer::{LayerCompression, LayerDesc};
-use super::oci::{parse, read_member, ref_matches, ConfigFile};
+use super::oci::{check_layer_count, parse, read_member, ref_matches, repeats, ConfigFile};
 use super::store::{normalize, Store};
 use super::types::{ImageMeta, Selection};
 use serde::Deserialize;
@@ -45,7 +45,7 @@ pub fn resolve(
     let mut entries: Vec<Entry> = parse(
         image,
         "manifest.json",
-        &read_member(store, image, "manifest.json", "manifest.json", None)?,
+        &read_member(store, image, "manifest.json", "manifest.json", None, None)?,
     )?;
     let all: Vec<String> = entries.iter().map(Entry::name).collect();
     if let Some(wanted) = &selection.image {
@@ -89,11 +89,16 @@ pub fn resolve(
             &config_member,
             &entry.config,
             config_digest.as_deref(),
+            None,
         )?,
     )?;
     config.check_platform(image, selection)?;
+    check_layer_count(image, entry.layers.len())?;
+    let diff_ids = config.diff_ids(image, entry.layers.len())?;
+    // docker save links a layer listed twice to one file: the same diff_id.
+    let repeats = repeats(diff_ids.iter().map(String::as_str));
     let mut layers = Vec::new();
-    for (path, diff_id) in entry.layers.iter().zip(config.diff_ids(entry.layers.len())) {
+    for (path, diff_id) in entry.layers.iter().zip(&diff_ids) {
         let member = normalize(path);
         let digest = member.strip_prefix("blobs/sha256/").and_then(named_digest);
         let size = store.blob_size(&member, image, path)?;
@@ -102,8 +107,9 @@ pub fn resolve(
             name: path.clone(),
             compression: LayerCompression::Detect,
             digest,
-            diff_id,
+            diff_id: Some(diff_id.clone()),
             size,
+            repeats: repeats[diff_id.as_str()],
         });
     }
     let mut meta = config.meta();

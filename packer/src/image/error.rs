@@ -1,8 +1,14 @@
 //! Everything that can be wrong with an input, one variant per reason; each message names
 //! the image and, where it helps, what to do.
-use crate::util::os_error;
+//!
+//! Every text that comes from the image (names, tags, digests, platforms, entry paths)
+//! is shown through [`shown`]: control characters escaped, long texts cut. `why` texts
+//! are built with their image parts already shown so.
+use super::limits::human;
+use crate::util::{os_error, printable, shown};
 use std::fmt;
 use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
 /// Why an input cannot be packed.
@@ -47,12 +53,35 @@ pub enum ImageError {
         blob: String,
         actual: String,
     },
-    /// An entry whose path or hard-link target climbs out of the root with `..`:
+    /// An entry whose path or hard-link target climbs out of the root with `..` (or
+    /// that the stub could not make: a NUL in its name, a name of PATH_MAX or more):
     /// refused at pack time, as the stub would refuse it at extraction.
     Unsafe {
         image: String,
-        entry: String,
+        entry: Vec<u8>,
         why: &'static str,
+    },
+    /// Larger than `--max-size` allows.
+    TooLarge {
+        image: String,
+        what: String,
+        limit: u64,
+    },
+    /// An image that asks for more than any image needs (layers listed again and again,
+    /// indexes nested deep, millions of paths), or whose layers cannot all be verified.
+    Refused {
+        image: String,
+        why: String,
+    },
+    /// A blob or layer of an image directory that is not a regular file inside it.
+    NotRegular {
+        image: String,
+        blob: String,
+        what: &'static str,
+    },
+    /// A file of a directory input replaced while it was packed.
+    Changed {
+        path: PathBuf,
     },
     MissingBlob {
         image: String,
@@ -78,6 +107,12 @@ pub enum ImageError {
         wanted: String,
         available: Vec<String>,
     },
+    /// Several different images for the platform wanted.
+    AmbiguousPlatform {
+        image: String,
+        wanted: String,
+        names: Vec<String>,
+    },
     /// A layer whose tar cannot be read.
     Layer {
         image: String,
@@ -88,35 +123,45 @@ pub enum ImageError {
     Write(io::Error),
 }
 
+/// How many names of a list an error shows.
+const SHOWN_NAMES: usize = 10;
+
 fn list(names: &[String]) -> String {
-    names.join(", ")
+    let mut text: Vec<String> = names.iter().take(SHOWN_NAMES).map(|n| shown(n)).collect();
+    if names.len() > SHOWN_NAMES {
+        text.push(format!("and {} more", names.len() - SHOWN_NAMES));
+    }
+    text.join(", ")
+}
+
+fn path(path: &std::path::Path) -> String {
+    printable(path.as_os_str().as_bytes())
 }
 
 impl fmt::Display for ImageError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ImageError::Open { image, source } => {
-                write!(f, "cannot open {image}: {}", os_error(source))
+                write!(f, "cannot open {}: {}", shown(image), os_error(source))
             }
             ImageError::NotATar { image } => write!(
                 f,
-                "{image} is not a tar archive (plain or gzip) or a directory"
+                "{} is not a tar archive (plain or gzip) or a directory",
+                shown(image)
             ),
             ImageError::Compressed { image, format, tool } => write!(
                 f,
-                "{image} is {format}-compressed: decompress it first ({tool}), binctr-pack reads plain, gzip or zstd tar"
+                "{} is {format}-compressed: decompress it first ({tool}), binctr-pack reads plain, gzip or zstd tar",
+                shown(image)
             ),
             ImageError::Read { image, source } => {
-                write!(f, "cannot read {image}: {}", os_error(source))
+                write!(f, "cannot read {}: {}", shown(image), os_error(source))
             }
             ImageError::Damaged { image, why } => {
-                write!(f, "{image} is a damaged tar archive ({why})")
+                write!(f, "{} is a damaged tar archive: {why}", shown(image))
             }
-            ImageError::Unsafe { image, entry, why } => {
-                write!(f, "{image}: refused entry '{entry}': {why}")
-            }
-            ImageError::ReadFile { path, source } => {
-                write!(f, "cannot read {}: {}", path.display(), os_error(source))
+            ImageError::ReadFile { path: p, source } => {
+                write!(f, "cannot read {}: {}", path(p), os_error(source))
             }
             ImageError::Spool(source) => write!(
                 f,
@@ -124,18 +169,24 @@ impl fmt::Display for ImageError {
                 std::env::temp_dir().display(),
                 os_error(source)
             ),
-            ImageError::BadImage { image, why } => write!(f, "{image}: damaged image: {why}"),
+            ImageError::BadImage { image, why } => {
+                write!(f, "{}: damaged image: {why}", shown(image))
+            }
             ImageError::Digest {
                 image,
                 blob,
                 actual,
             } => write!(
                 f,
-                "{image}: blob {blob} is damaged: its content hashes to {actual}"
+                "{}: blob {} is damaged: its content hashes to {actual}",
+                shown(image),
+                shown(blob)
             ),
             ImageError::MissingBlob { image, blob } => write!(
                 f,
-                "{image}: blob {blob} is missing: the image names it but does not hold it"
+                "{}: blob {} is missing: the image names it but does not hold it",
+                shown(image),
+                shown(blob)
             ),
             ImageError::MediaType {
                 image,
@@ -143,11 +194,64 @@ impl fmt::Display for ImageError {
                 media_type,
             } => write!(
                 f,
-                "{image}: layer {blob} has the unknown media type {media_type:?} (binctr-pack reads tar layers, plain, gzip or zstd)"
+                "{}: layer {} has the unknown media type \"{}\" (binctr-pack reads tar layers, plain, gzip or zstd)",
+                shown(image),
+                shown(blob),
+                shown(media_type)
             ),
+            ImageError::Layer { image, layer, why } => {
+                write!(f, "{}: layer {} is damaged: {why}", shown(image), shown(layer))
+            }
+            ImageError::Write(source) => write!(f, "{}", os_error(source)),
+            ImageError::Unsafe { .. }
+            | ImageError::TooLarge { .. }
+            | ImageError::Refused { .. }
+            | ImageError::NotRegular { .. }
+            | ImageError::Changed { .. } => self.fmt_refusal(f),
+            ImageError::Ambiguous { .. }
+            | ImageError::NoSuchImage { .. }
+            | ImageError::NoPlatform { .. }
+            | ImageError::AmbiguousPlatform { .. } => self.fmt_choice(f),
+        }
+    }
+}
+
+impl ImageError {
+    /// What the packer refuses to do with an image.
+    fn fmt_refusal(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ImageError::Unsafe { image, entry, why } => {
+                write!(f, "{}: refused entry '{}': {why}", shown(image), printable(entry))
+            }
+            ImageError::TooLarge { image, what, limit } => write!(
+                f,
+                "{}: {what}: more than the {} allowed (raise the limit with --max-size if the image really is that large)",
+                shown(image),
+                human(*limit)
+            ),
+            ImageError::Refused { image, why } => write!(f, "{}: refused: {why}", shown(image)),
+            ImageError::NotRegular { image, blob, what } => write!(
+                f,
+                "{}: {} is {what}, not a regular file inside the image directory: refused",
+                shown(image),
+                shown(blob)
+            ),
+            ImageError::Changed { path: p } => write!(
+                f,
+                "{} changed while it was packed (replaced by another file): pack a directory that nobody else is changing",
+                path(p)
+            ),
+            _ => unreachable!("not a refusal"),
+        }
+    }
+
+    /// Which image of several: none, or more than one, fits.
+    fn fmt_choice(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
             ImageError::Ambiguous { image, names } => write!(
                 f,
-                "{image} holds {} images ({}): choose one with --image NAME",
+                "{} holds {} images ({}): choose one with --image NAME",
+                shown(image),
                 names.len(),
                 list(names)
             ),
@@ -157,7 +261,9 @@ impl fmt::Display for ImageError {
                 names,
             } => write!(
                 f,
-                "{image} has no image {wanted:?}; it has: {}",
+                "{} has no image \"{}\"; it has: {}",
+                shown(image),
+                shown(wanted),
                 list(names)
             ),
             ImageError::NoPlatform {
@@ -166,13 +272,24 @@ impl fmt::Display for ImageError {
                 available,
             } => write!(
                 f,
-                "{image} has no image for {wanted}; it has: {} (choose one with --platform, and a stub for it with --stub)",
+                "{} has no image for {}; it has: {} (choose one with --platform, and a stub for it with --stub)",
+                shown(image),
+                shown(wanted),
                 list(available)
             ),
-            ImageError::Layer { image, layer, why } => {
-                write!(f, "{image}: layer {layer} is damaged ({why})")
-            }
-            ImageError::Write(source) => write!(f, "{}", os_error(source)),
+            ImageError::AmbiguousPlatform {
+                image,
+                wanted,
+                names,
+            } => write!(
+                f,
+                "{} holds {} different images for {} ({}): choose one with --image NAME or a more precise --platform",
+                shown(image),
+                names.len(),
+                shown(wanted),
+                list(names)
+            ),
+            _ => unreachable!("not a choice"),
         }
     }
 }

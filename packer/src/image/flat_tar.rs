@@ -1,140 +1,97 @@
-//! Passes a tar stream through block by block: every header (GNU long names, PAX
-//! extensions, sparse maps included) and every byte of data is copied unchanged, so
+//! Passes a tar stream through unchanged: every header (GNU long names, PAX
+//! extensions, sparse maps included) and every byte of data is copied as it was, so
 //! nothing the image's tar says is lost or reinterpreted. Only the end is rewritten: the
 //! two zero blocks, without the input's record padding.
 //!
-//! The tar crate parses each header; the walk is done here rather than with
-//! `Archive::entries().raw(true)` because raw mode does not apply a PAX `size` (files of
-//! 8 GiB and more written by PAX tools) and does not skip the extension blocks of a GNU
-//! sparse file; both would desynchronize the stream.
+//! The stream is parsed by the stub's own tar reader (`binctr_format::tar_reader`, with
+//! its caps: a 1 GiB long name is refused after 16 KiB), reading through a tee that
+//! writes every byte it consumes to the output. So the packer accepts exactly what the
+//! stub will read, and refuses at pack time what the stub would refuse at extraction: a
+//! path or hard-link target with `..`, a NUL in a name, a path of PATH_MAX or more, and
+//! (`--max-size`) a file or a stream larger than allowed.
 use super::error::ImageError;
+use super::limits::{tar_limits, Limits, PATH_MAX};
 use super::types::Stats;
-use std::io::{self, BufRead, Write};
-use tar::Header;
+use binctr_format::tar_reader::{Header, Kind, TarError, TarReader};
+use std::cell::{Cell, RefCell};
+use std::io::{self, BufRead, Read, Write};
 
 const BLOCK: usize = 512;
-/// A PAX extended header is metadata (names, xattrs): refuse absurd sizes rather than
-/// hold them in memory.
-const MAX_PAX_LEN: u64 = 64 << 20;
 
-struct Copier<'a, R, W> {
-    input: R,
+/// Writes what it reads to `out`; a failed write is kept aside, to be told from a read
+/// error.
+struct Tee<'a, R, W> {
+    inner: R,
     out: &'a mut W,
-    image: &'a str,
-    /// Input bytes consumed, for error messages.
-    offset: u64,
+    write_error: &'a Cell<Option<io::Error>>,
+    /// The first block, to tell a tar with a bad first entry from no tar at all.
+    first: &'a RefCell<Vec<u8>>,
 }
 
-/// What extension entries (PAX headers, GNU long names) say about the next real entry.
-#[derive(Default)]
-struct Pending {
-    /// The size a PAX header gives the next entry, which overrides the header's own.
-    size: Option<u64>,
-    /// The name and hard-link target a GNU long-name/long-link entry or a PAX header
-    /// gives the next entry (checked, not changed: the bytes pass through as they are).
-    name: Option<Vec<u8>>,
-    link: Option<Vec<u8>>,
-}
-
-pub fn copy<R: BufRead, W: Write>(input: R, image: &str, out: &mut W) -> Result<Stats, ImageError> {
-    let mut c = Copier {
-        input,
-        out,
-        image,
-        offset: 0,
-    };
-    let mut entries = 0u64;
-    let mut pending = Pending::default();
-    let mut block = [0u8; BLOCK];
-    loop {
-        let at = c.offset;
-        if !c.read_block(&mut block, entries == 0)? {
-            break; // end of input without the zero blocks: accepted, as tar does
+impl<R: Read, W: Write> Read for Tee<'_, R, W> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let mut first = self.first.borrow_mut();
+        if first.len() < BLOCK {
+            let more = n.min(BLOCK - first.len());
+            first.extend_from_slice(&buf[..more]);
         }
-        if block.iter().all(|&b| b == 0) {
-            break;
+        if let Err(e) = self.out.write_all(&buf[..n]) {
+            let error = io::Error::new(e.kind(), e.to_string());
+            self.write_error.set(Some(e));
+            return Err(error);
         }
-        let header = Header::from_byte_slice(&block);
-        if !checksum_ok(header) {
-            return Err(if entries == 0 {
-                c.not_a_tar()
-            } else {
-                c.damaged(format!("bad header checksum at byte {at}"))
-            });
-        }
-        if c.copy_entry(header, at, &mut pending)? {
-            entries += 1;
-        }
+        Ok(n)
     }
-    if entries == 0 {
+}
+
+pub fn copy<R: BufRead, W: Write>(
+    input: R,
+    image: &str,
+    limits: &Limits,
+    out: &mut W,
+) -> Result<Stats, ImageError> {
+    let write_error = Cell::new(None);
+    let first = RefCell::new(Vec::with_capacity(BLOCK));
+    let tee = Tee {
+        inner: input,
+        out,
+        write_error: &write_error,
+        first: &first,
+    };
+    let mut c = Copier {
+        tar: TarReader::new(tee, tar_limits()),
+        write_error: &write_error,
+        first: &first,
+        image,
+        entries: 0,
+        left: limits.max_size,
+        max_size: limits.max_size,
+        buf: vec![0u8; 64 * 1024],
+    };
+    // Bytes consumed by the last look for an entry: the previous entry's padding, and
+    // the first zero block when the archive ends with one.
+    let ending = loop {
+        let before = c.tar.offset();
+        match c.next()? {
+            Some(h) => c.entry(&h)?,
+            None => break c.tar.offset() - before,
+        }
+    };
+    if c.entries == 0 {
         return Err(c.not_a_tar());
     }
+    let tee = c.tar.into_inner();
+    let out = tee.out;
+    // One zero block went through already when the archive had its end; write the rest.
+    let zeros = if ending >= BLOCK as u64 { 1 } else { 2 };
+    out.write_all(&[0u8; BLOCK].repeat(zeros))
+        .map_err(ImageError::Write)?;
     // Read to the end: a pipe's writer (`podman export`) must not get EPIPE for the
     // record padding after the zero blocks, and gzip checks its trailer there.
-    c.drain()?;
-    c.write(&[0u8; 2 * BLOCK])?;
-    Ok(Stats { entries })
-}
-
-/// Refuses an entry whose path, or hard-link target, has a `..` component: unpacked,
-/// it would land outside the rootfs (the stub refuses it too; better said here, once).
-fn check_entry<R: BufRead, W: Write>(
-    c: &Copier<'_, R, W>,
-    name: &[u8],
-    hard_link: Option<Vec<u8>>,
-) -> Result<(), ImageError> {
-    let climbs = |p: &[u8]| p.split(|&b| b == b'/').any(|part| part == b"..");
-    let why = if climbs(name) {
-        "its path climbs out of the root with '..'"
-    } else if hard_link.as_deref().is_some_and(climbs) {
-        "its hard link target climbs out of the root with '..'"
-    } else {
-        return Ok(());
-    };
-    Err(ImageError::Unsafe {
-        image: c.image.to_string(),
-        entry: String::from_utf8_lossy(name).escape_debug().to_string(),
-        why,
-    })
-}
-
-fn padded(size: u64) -> u64 {
-    size.div_ceil(BLOCK as u64) * BLOCK as u64
-}
-
-/// The header checksum: the sum of all bytes with the checksum field read as spaces.
-/// Accepts the historic signed-char sum too, as GNU tar does.
-fn checksum_ok(header: &Header) -> bool {
-    let Ok(expected) = header.cksum() else {
-        return false;
-    };
-    let bytes = header.as_bytes();
-    let field = 148..156;
-    let (mut unsigned, mut signed) = (0u32, 0i64);
-    for (i, &b) in bytes.iter().enumerate() {
-        let b = if field.contains(&i) { b' ' } else { b };
-        unsigned += u32::from(b);
-        signed += i64::from(b as i8);
-    }
-    expected == unsigned || i64::from(expected) == signed
-}
-
-/// The value of `key` in PAX extended header records ("<len> <key>=<value>\n").
-fn pax_record<'d>(mut data: &'d [u8], key: &[u8]) -> Option<&'d [u8]> {
-    while !data.is_empty() {
-        let space = data.iter().position(|&b| b == b' ')?;
-        let len: usize = std::str::from_utf8(&data[..space]).ok()?.parse().ok()?;
-        if len <= space || len > data.len() {
-            return None;
-        }
-        let record = &data[space + 1..len];
-        let record = record.strip_suffix(b"\n").unwrap_or(record);
-        if let Some(value) = record.strip_prefix(key).and_then(|r| r.strip_prefix(b"=")) {
-            return Some(value);
-        }
-        data = &data[len..];
-    }
-    None
+    io::copy(&mut tee.inner.take(limits.max_size), &mut io::sink())
+        .map_err(|e| read_error(image, e))?;
+    Ok(Stats { entries: c.entries })
 }
 
 /// A broken gzip stream or an I/O error: name the input, keep the reason.
@@ -143,6 +100,19 @@ fn read_error(image: &str, source: io::Error) -> ImageError {
         image: image.to_string(),
         source,
     }
+}
+
+struct Copier<'a, R, W> {
+    tar: TarReader<Tee<'a, R, W>>,
+    write_error: &'a Cell<Option<io::Error>>,
+    first: &'a RefCell<Vec<u8>>,
+    image: &'a str,
+    entries: u64,
+    /// Stored bytes still allowed (`--max-size`).
+    left: u64,
+    max_size: u64,
+    /// Where entry data passes (the tee copies it).
+    buf: Vec<u8>,
 }
 
 impl<R: BufRead, W: Write> Copier<'_, R, W> {
@@ -159,206 +129,107 @@ impl<R: BufRead, W: Write> Copier<'_, R, W> {
         }
     }
 
-    /// Copies one entry whose header (at input byte `at`) was read and checked: the
-    /// header, its extension blocks and its data. `true` for a real entry, `false` for an
-    /// extension entry, whose content is kept in `pending` for the next one.
-    fn copy_entry(
-        &mut self,
-        header: &Header,
-        at: u64,
-        pending: &mut Pending,
-    ) -> Result<bool, ImageError> {
-        let kind = header.entry_type();
-        let is_extension = kind.is_pax_local_extensions()
-            || kind.is_pax_global_extensions()
-            || kind.is_gnu_longname()
-            || kind.is_gnu_longlink();
-        let header_size = header
-            .entry_size()
-            .map_err(|e| self.damaged(format!("bad size field at byte {at}: {e}")))?;
-        let size = match pending.size.take() {
-            Some(size) if !is_extension => size,
-            keep => {
-                pending.size = keep;
-                header_size
-            }
+    /// A tar reader's error: the output's, the input's, or the archive's.
+    fn error(&self, e: TarError) -> ImageError {
+        if let Some(e) = self.write_error.take() {
+            return ImageError::Write(e);
+        }
+        let first = self.first.borrow();
+        let a_header = <&[u8; BLOCK]>::try_from(&first[..]).is_ok_and(checksum_ok);
+        match e {
+            // Not even one sound header: not a tar. A hostile first entry is a tar.
+            TarError::Bad { .. } if self.entries == 0 && !a_header => self.not_a_tar(),
+            TarError::Bad { .. } => self.damaged(e.to_string()),
+            TarError::Io(e) => read_error(self.image, e),
+        }
+    }
+
+    fn next(&mut self) -> Result<Option<Header>, ImageError> {
+        self.tar.next_entry().map_err(|e| self.error(e))
+    }
+
+    /// Checks one entry and lets its data through.
+    fn entry(&mut self, h: &Header) -> Result<(), ImageError> {
+        check_entry(self.image, h)?;
+        if h.size > self.max_size {
+            return Err(self.too_large(h, h.size));
+        }
+        self.left = match self.left.checked_sub(h.stored) {
+            Some(left) => left,
+            None => return Err(self.too_large(h, h.stored)),
         };
-        self.write(header.as_bytes())?;
-        if kind.is_gnu_sparse() && header.as_gnu().is_some_and(|gnu| gnu.is_extended()) {
-            self.copy_sparse_extensions()?;
-        }
-        if kind.is_pax_local_extensions() {
-            self.copy_pax_header(size, at, pending)?;
-        } else if kind.is_gnu_longname() || kind.is_gnu_longlink() {
-            let name = self.copy_long_name(size, at)?;
-            if kind.is_gnu_longname() {
-                pending.name = Some(name);
-            } else {
-                pending.link = Some(name);
-            }
-        } else {
-            self.copy_data(padded(size))?;
-        }
-        if is_extension {
-            return Ok(false);
-        }
-        let name = pending
-            .name
-            .take()
-            .unwrap_or_else(|| header.path_bytes().into_owned());
-        let link = pending
-            .link
-            .take()
-            .or_else(|| header.link_name_bytes().map(|l| l.into_owned()));
-        check_entry(self, &name, kind.is_hard_link().then_some(link).flatten())?;
-        Ok(true)
-    }
-
-    /// A PAX extended header's records, copied; its `size`, `path` and `linkpath` apply
-    /// to the next entry.
-    fn copy_pax_header(
-        &mut self,
-        size: u64,
-        at: u64,
-        pending: &mut Pending,
-    ) -> Result<(), ImageError> {
-        if size > MAX_PAX_LEN {
-            return Err(self.damaged(format!("PAX header of {size} bytes at byte {at}")));
-        }
-        let mut data = vec![0u8; padded(size) as usize];
-        self.read_exact(&mut data)?;
-        self.write(&data)?;
-        let records = &data[..size as usize];
-        if let Some(size) = pax_record(records, b"size") {
-            let size = std::str::from_utf8(size)
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .ok_or_else(|| self.damaged(format!("bad PAX size at byte {at}")))?;
-            pending.size = Some(size);
-        }
-        if let Some(path) = pax_record(records, b"path") {
-            pending.name = Some(path.to_vec());
-        }
-        if let Some(link) = pax_record(records, b"linkpath") {
-            pending.link = Some(link.to_vec());
-        }
-        Ok(())
-    }
-
-    /// A GNU long name or long link entry's data, copied; the name, without its NULs.
-    fn copy_long_name(&mut self, size: u64, at: u64) -> Result<Vec<u8>, ImageError> {
-        if size > MAX_PAX_LEN {
-            return Err(self.damaged(format!("long name of {size} bytes at byte {at}")));
-        }
-        let mut data = vec![0u8; padded(size) as usize];
-        self.read_exact(&mut data)?;
-        self.write(&data)?;
-        let mut name = data[..size as usize].to_vec();
-        while name.last() == Some(&0) {
-            name.pop();
-        }
-        Ok(name)
-    }
-
-    /// Reads one block; `false` at a clean end of input. `first`: a short input is then
-    /// "not a tar" rather than "truncated".
-    fn read_block(&mut self, block: &mut [u8; BLOCK], first: bool) -> Result<bool, ImageError> {
-        let mut filled = 0;
-        while filled < BLOCK {
-            let buf = self
-                .input
-                .fill_buf()
-                .map_err(|e| read_error(self.image, e))?;
-            if buf.is_empty() {
-                break;
-            }
-            let n = buf.len().min(BLOCK - filled);
-            block[filled..filled + n].copy_from_slice(&buf[..n]);
-            self.input.consume(n);
-            filled += n;
-        }
-        self.offset += filled as u64;
-        match filled {
-            0 if !first => Ok(false),
-            BLOCK => Ok(true),
-            _ if first => Err(self.not_a_tar()),
-            _ => Err(self.damaged(format!("truncated at byte {}", self.offset))),
-        }
-    }
-
-    fn read_exact(&mut self, data: &mut [u8]) -> Result<(), ImageError> {
-        let mut filled = 0;
-        while filled < data.len() {
-            let buf = self
-                .input
-                .fill_buf()
-                .map_err(|e| read_error(self.image, e))?;
-            if buf.is_empty() {
-                return Err(self.damaged(format!("truncated at byte {}", self.offset)));
-            }
-            let n = buf.len().min(data.len() - filled);
-            data[filled..filled + n].copy_from_slice(&buf[..n]);
-            self.input.consume(n);
-            filled += n;
-            self.offset += n as u64;
-        }
-        Ok(())
-    }
-
-    /// Copies `len` bytes straight from the input's buffer to the output.
-    fn copy_data(&mut self, mut len: u64) -> Result<(), ImageError> {
-        while len > 0 {
-            let buf = self
-                .input
-                .fill_buf()
-                .map_err(|e| read_error(self.image, e))?;
-            if buf.is_empty() {
-                return Err(self.damaged(format!("truncated at byte {}", self.offset)));
-            }
-            let n = buf.len().min(usize::try_from(len).unwrap_or(usize::MAX));
-            self.out.write_all(&buf[..n]).map_err(ImageError::Write)?;
-            self.input.consume(n);
-            self.offset += n as u64;
-            len -= n as u64;
-        }
-        Ok(())
-    }
-
-    /// The blocks of a GNU sparse map that follow the header, each ending with an
-    /// "is extended" flag.
-    fn copy_sparse_extensions(&mut self) -> Result<(), ImageError> {
-        let mut block = [0u8; BLOCK];
         loop {
-            self.read_exact(&mut block)?;
-            self.write(&block)?;
-            if block[504] == 0 {
-                return Ok(());
+            match self.tar.read_data(&mut self.buf) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) => return Err(self.error(e)),
             }
         }
+        self.entries += 1;
+        Ok(())
     }
 
-    fn drain(&mut self) -> Result<(), ImageError> {
-        loop {
-            let n = self
-                .input
-                .fill_buf()
-                .map_err(|e| read_error(self.image, e))?
-                .len();
-            if n == 0 {
-                return Ok(());
-            }
-            self.input.consume(n);
+    fn too_large(&self, h: &Header, size: u64) -> ImageError {
+        ImageError::TooLarge {
+            image: self.image.to_string(),
+            what: format!(
+                "the root filesystem (at '{}', {size} bytes)",
+                crate::util::printable(&h.path)
+            ),
+            limit: self.max_size,
         }
     }
+}
 
-    fn write(&mut self, bytes: &[u8]) -> Result<(), ImageError> {
-        self.out.write_all(bytes).map_err(ImageError::Write)
+/// Whether a block is a tar header: its checksum holds (unsigned or signed, as GNU tar
+/// accepts), and it is not all zeros.
+pub fn checksum_ok(block: &[u8; BLOCK]) -> bool {
+    let stored = tar::Header::from_byte_slice(block).cksum().ok();
+    let (mut unsigned, mut signed) = (0u32, 0i64);
+    for (i, &b) in block.iter().enumerate() {
+        let b = if (148..156).contains(&i) { b' ' } else { b };
+        unsigned += u32::from(b);
+        signed += i64::from(b as i8);
     }
+    block.iter().any(|&b| b != 0) && stored.is_some_and(|s| s == unsigned || i64::from(s) == signed)
+}
+
+/// Refuses an entry the stub would refuse: a path, or hard-link target, with a `..`
+/// component (unpacked, it would land outside the rootfs), a NUL byte, or PATH_MAX
+/// bytes or more.
+pub fn check_entry(image: &str, h: &Header) -> Result<(), ImageError> {
+    let climbs = |p: &[u8]| p.split(|&b| b == b'/').any(|part| part == b"..");
+    let hard_link = (h.kind() == Kind::HardLink).then_some(&h.link[..]);
+    let why = if climbs(&h.path) {
+        "its path climbs out of the root with '..'"
+    } else if hard_link.is_some_and(climbs) {
+        "its hard link target climbs out of the root with '..'"
+    } else if h.path.contains(&0) || hard_link.is_some_and(|l| l.contains(&0)) {
+        "its name holds a NUL byte"
+    } else if h.path.len() >= PATH_MAX || hard_link.is_some_and(|l| l.len() >= PATH_MAX) {
+        "its name is longer than PATH_MAX"
+    } else {
+        return Ok(());
+    };
+    Err(ImageError::Unsafe {
+        image: image.to_string(),
+        entry: h.path.clone(),
+        why,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ::tar::Header;
+
+    fn cp(input: &[u8], image: &str, out: &mut Vec<u8>) -> Result<Stats, ImageError> {
+        copy(input, image, &Limits::default(), out)
+    }
+
+    fn padded(size: u64) -> u64 {
+        size.div_ceil(BLOCK as u64) * BLOCK as u64
+    }
 
     fn entries(tar: &[u8]) -> Vec<(String, Vec<u8>)> {
         let mut archive = ::tar::Archive::new(tar);
@@ -398,7 +269,7 @@ mod tests {
     fn passes_entries_through_unchanged() {
         let input = sample();
         let mut out = Vec::new();
-        let stats = copy(&input[..], "t", &mut out).unwrap();
+        let stats = cp(&input[..], "t", &mut out).unwrap();
         assert_eq!(stats.entries, 3);
         // Same bytes up to the end-of-archive blocks.
         assert_eq!(out, input);
@@ -413,7 +284,7 @@ mod tests {
         let mut input = sample();
         input.resize(input.len() + 10240, 0);
         let mut out = Vec::new();
-        copy(&input[..], "t", &mut out).unwrap();
+        cp(&input[..], "t", &mut out).unwrap();
         assert_eq!(out, sample());
     }
 
@@ -438,7 +309,7 @@ mod tests {
         raw.extend_from_slice(h.as_bytes());
         raw.extend_from_slice(&[0u8; 1024]);
         let mut out = Vec::new();
-        assert_eq!(copy(&raw[..], "t", &mut out).unwrap().entries, 2);
+        assert_eq!(cp(&raw[..], "t", &mut out).unwrap().entries, 2);
         let e = entries(&out);
         assert_eq!(e[0].0, "big");
         assert_eq!(e[0].1, vec![7u8; 700]);
@@ -460,7 +331,7 @@ mod tests {
     }
 
     fn refusal(raw: &[u8]) -> String {
-        match copy(raw, "IMG", &mut Vec::new()) {
+        match cp(raw, "IMG", &mut Vec::new()) {
             Err(e @ ImageError::Unsafe { .. }) => e.to_string(),
             other => panic!("expected a refusal, got {other:?}"),
         }
@@ -512,13 +383,13 @@ mod tests {
             end.to_vec(),
         ]
         .concat();
-        assert_eq!(copy(&raw[..], "IMG", &mut Vec::new()).unwrap().entries, 1);
+        assert_eq!(cp(&raw[..], "IMG", &mut Vec::new()).unwrap().entries, 1);
     }
 
     #[test]
     fn refuses_what_is_not_a_tar() {
         for input in [&b""[..], b"hello world", &[0u8; 1024], &[b'x'; 4096]] {
-            let err = copy(input, "IMG", &mut Vec::new()).unwrap_err();
+            let err = cp(input, "IMG", &mut Vec::new()).unwrap_err();
             assert_eq!(
                 err.to_string(),
                 "IMG is not a tar archive (plain or gzip) or a directory",
@@ -530,19 +401,55 @@ mod tests {
     #[test]
     fn reports_a_truncated_tar() {
         let input = sample();
-        let err = copy(&input[..700], "IMG", &mut Vec::new()).unwrap_err();
+        let err = cp(&input[..700], "IMG", &mut Vec::new()).unwrap_err();
         assert!(
-            err.to_string()
-                .starts_with("IMG is a damaged tar archive (truncated"),
+            err.to_string().starts_with(
+                "IMG is a damaged tar archive: the archive ends inside an entry's data"
+            ),
             "{err}"
         );
     }
 
     #[test]
-    fn reads_pax_records() {
-        let data = b"20 path=a/b/c/d/e/f\n11 size=42\n";
-        assert_eq!(pax_record(data, b"size"), Some(&b"42"[..]));
-        assert_eq!(pax_record(data, b"path"), Some(&b"a/b/c/d/e/f"[..]));
-        assert_eq!(pax_record(data, b"mtime"), None);
+    fn a_huge_long_name_is_refused_unread_as_a_damaged_tar() {
+        let raw = raw_header(
+            b"././@LongLink",
+            ::tar::EntryType::GNULongName,
+            b"",
+            1 << 30,
+        );
+        let err = cp(&raw, "IMG", &mut Vec::new()).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "IMG is a damaged tar archive: a long name of 1073741824 bytes (more than the 16384 allowed) (at byte 512)"
+        );
+    }
+
+    #[test]
+    fn sizes_beyond_the_limit_and_nul_names_are_refused() {
+        use ::tar::EntryType;
+        let mut raw = raw_header(b"big", EntryType::Regular, b"", 100);
+        raw.extend([1u8; 512]);
+        raw.extend([0u8; 1024]);
+        let limits = Limits { max_size: 99 };
+        let err = copy(&raw[..], "IMG", &limits, &mut Vec::new())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(
+                "the root filesystem (at 'big', 100 bytes): more than the 99 bytes allowed"
+            ),
+            "{err}"
+        );
+        let mut long = raw_header(b"././@LongLink", EntryType::GNULongName, b"", 4);
+        long.extend(b"a\0b\0");
+        long.resize(1024, 0);
+        long.extend(raw_header(b"x", EntryType::Regular, b"", 0));
+        long.extend([0u8; 1024]);
+        assert!(
+            refusal(&long).contains("its name holds a NUL byte"),
+            "{}",
+            refusal(&long)
+        );
     }
 }

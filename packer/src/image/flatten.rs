@@ -14,32 +14,53 @@
 //!    written, where it stands, under the first of its links' paths (sorted by name), and
 //!    the other links point there. A hard link to nothing is dropped.
 //!
+//! Both passes read the layers with the stub's tar reader and its caps, and each read is
+//! checked against the layer's digests (`layer.rs`): the second pass sees the bytes the
+//! first one planned with, or the pack fails before anything is committed. A layer with
+//! no winning entry is not read again.
+//!
 //! Entries are rewritten with their own header (mode, owner, times, device numbers) and
-//! PAX records (xattrs), under a normalized path (`bin/sh`, directories `bin/`): the same
-//! layers always give the same bytes. Whiteout files never reach the output.
+//! their xattrs, under a normalized path (`bin/sh`, directories `bin/`): the same layers
+//! always give the same bytes. Whiteout files never reach the output. Sparse files are
+//! written out in full, so no file may claim more than `--max-size`, nor the flattened
+//! tar add up to more.
+//!
+//! The tree keys paths with `/` stored as NUL (which no name may hold): then a directory's
+//! whole subtree sorts right after it, and a file that an entry below it replaces is
+//! always the entry's immediate predecessor, found in one lookup whatever the depth.
 use super::error::ImageError;
+use super::flat_tar::checksum_ok;
+use super::limits::{human, tar_limits, Budget, Limits, MAX_TREE_BYTES, NODE_COST, PATH_MAX};
 use super::types::Stats;
-use std::collections::{BTreeMap, HashMap};
+use crate::util::printable;
+use binctr_format::tar_reader::{Header, Kind, TarReader};
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::ffi::OsStr;
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use tar::{Builder, Entry, EntryType};
+use tar::{Builder, EntryType};
 
 /// The layers of an image, bottom first.
 pub trait Layers {
     fn count(&self) -> usize;
+    /// The image, as errors name it.
+    fn image(&self) -> &str;
     /// The error for a layer whose tar cannot be read.
     fn damaged(&self, index: usize, why: String) -> ImageError;
-    /// Runs `f` on layer `index` as an uncompressed tar stream, and checks the layer's
-    /// digests once `f` is done.
+    /// Runs `f` on layer `index` as an uncompressed tar stream, taking what it reads
+    /// from `budget`, and checks the layer's digests once `f` is done.
     fn read(
         &self,
         index: usize,
+        budget: &Budget,
         f: &mut dyn FnMut(&mut dyn Read) -> Result<(), ImageError>,
     ) -> Result<(), ImageError>;
 }
 
+const BLOCK: usize = 512;
+const SEP: u8 = 0;
 const OPAQUE: &[u8] = b".wh..wh..opq";
 const WHITEOUT: &[u8] = b".wh.";
 
@@ -57,100 +78,157 @@ struct Node {
     dir: bool,
     /// For a hard link: the entry that holds its data.
     data: Option<EntryId>,
+    /// The bytes it writes (a hard link: its data's).
+    size: u64,
 }
 
 /// What pass 2 does with a winning entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Action {
-    /// Write the entry under this path.
-    Write(Vec<u8>),
-    /// Write a hard link at `path` to `target`, written before.
-    Link { path: Vec<u8>, target: Vec<u8> },
+    /// Write the entry under its own path.
+    Write,
+    /// Write the entry under this path (the data of links whose entry lost).
+    WriteAs(Vec<u8>),
+    /// Write a hard link at the entry's own path to this path, written before.
+    Link(Vec<u8>),
 }
 
-pub fn flatten<W: Write>(layers: &dyn Layers, out: &mut W) -> Result<Stats, ImageError> {
-    let actions = plan(layers)?;
-    write(layers, &actions, out)
+pub fn flatten<W: Write>(
+    layers: &dyn Layers,
+    limits: &Limits,
+    out: &mut W,
+) -> Result<Stats, ImageError> {
+    let actions = plan(layers, limits)?;
+    write(layers, &actions, limits, out)
+}
+
+/// The paths of pass 1, keyed with [`SEP`] between components.
+#[derive(Default)]
+struct Tree {
+    map: BTreeMap<Vec<u8>, Node>,
+    /// What the map holds, roughly, in bytes.
+    bytes: usize,
+}
+
+impl Tree {
+    fn get(&self, key: &[u8]) -> Option<&Node> {
+        self.map.get(key)
+    }
+
+    /// Adds or replaces `key`; `false` when the tree would grow past its cap.
+    fn insert(&mut self, key: Vec<u8>, node: Node) -> bool {
+        let cost = key.len() + NODE_COST;
+        if self.map.insert(key, node).is_none() {
+            self.bytes += cost;
+        }
+        self.bytes <= MAX_TREE_BYTES
+    }
+
+    fn remove(&mut self, key: &[u8]) {
+        if self.map.remove(key).is_some() {
+            self.bytes -= key.len() + NODE_COST;
+        }
+    }
+
+    /// Removes what is below `dir` (everything for the root): all of it, or with
+    /// `Some(layer)` only what layers below `layer` put there.
+    fn remove_below(&mut self, dir: &[u8], below: Option<u32>) {
+        let prefix = if dir.is_empty() {
+            Vec::new()
+        } else {
+            join(dir, b"")
+        };
+        let doomed: Vec<Vec<u8>> = self
+            .map
+            .range(prefix.clone()..)
+            .take_while(|(path, _)| path.starts_with(&prefix))
+            .filter(|(_, node)| below.is_none_or(|layer| node.id.layer < layer))
+            .map(|(path, _)| path.clone())
+            .collect();
+        for path in doomed {
+            self.remove(&path);
+        }
+    }
+
+    /// The file, symlink or link that `key` lies below, if any. No entry lies below a
+    /// non-directory (an entry below one replaces it), and a subtree sorts right after
+    /// its directory: so it can only be the entry just before `key`.
+    fn non_dir_above(&self, key: &[u8]) -> Option<Vec<u8>> {
+        let (above, node) = self.map.range(..key.to_vec()).next_back()?;
+        let below = key.len() > above.len() && key.starts_with(above) && key[above.len()] == SEP;
+        (below && !node.dir).then(|| above.clone())
+    }
+}
+
+/// What a layer is refused for, in pass 1.
+struct Ctx<'a> {
+    layers: &'a dyn Layers,
+    layer: usize,
+    max_size: u64,
+}
+
+impl Ctx<'_> {
+    fn damaged(&self, why: String) -> ImageError {
+        self.layers.damaged(self.layer, why)
+    }
 }
 
 /// Pass 1: which entry of which layer ends up at which path.
-fn plan(layers: &dyn Layers) -> Result<HashMap<EntryId, Action>, ImageError> {
-    let mut tree: BTreeMap<Vec<u8>, Node> = BTreeMap::new();
+fn plan(layers: &dyn Layers, limits: &Limits) -> Result<HashMap<EntryId, Action>, ImageError> {
+    let mut tree = Tree::default();
+    let budget = Budget::new(limits.max_size);
     for layer in 0..layers.count() {
-        let damaged = |e: io::Error| layers.damaged(layer, crate::util::os_error(&e));
-        layers.read(layer, &mut |tar| {
-            let mut archive = tar::Archive::new(tar);
-            for (index, entry) in archive.entries().map_err(damaged)?.enumerate() {
-                let entry = entry.map_err(damaged)?;
+        let ctx = Ctx {
+            layers,
+            layer,
+            max_size: limits.max_size,
+        };
+        layers.read(layer, &budget, &mut |stream| {
+            let mut tar = TarReader::new(stream, tar_limits());
+            let mut index = 0u32;
+            while let Some(h) = tar.next_entry().map_err(|e| ctx.damaged(e.to_string()))? {
                 let id = EntryId {
                     layer: layer as u32,
-                    index: index as u32,
+                    index,
                 };
-                apply(&mut tree, id, &entry).map_err(|why| layers.damaged(layer, why))?;
+                apply(&mut tree, id, &h, &ctx)?;
+                index = index
+                    .checked_add(1)
+                    .ok_or_else(|| ctx.damaged("more than 2^32 entries".into()))?;
             }
             Ok(())
         })?;
     }
-    let mut actions = HashMap::new();
-    // Links grouped by the entry holding their data, in path order.
-    let mut groups: BTreeMap<EntryId, Vec<(Vec<u8>, EntryId)>> = BTreeMap::new();
-    for (path, node) in &tree {
-        match node.data {
-            None => {
-                actions.insert(node.id, Action::Write(path.clone()));
-            }
-            Some(data) => groups
-                .entry(data)
-                .or_default()
-                .push((path.clone(), node.id)),
-        }
-    }
-    for (data, links) in groups {
-        let target = match actions.get(&data) {
-            Some(Action::Write(path)) => path.clone(),
-            // The data's own path went: its first link takes the data.
-            _ => {
-                let first = links[0].0.clone();
-                actions.insert(data, Action::Write(first.clone()));
-                first
-            }
-        };
-        for (path, id) in links {
-            if path != target {
-                actions.insert(
-                    id,
-                    Action::Link {
-                        path,
-                        target: target.clone(),
-                    },
-                );
-            }
-        }
-    }
-    Ok(actions)
+    actions(tree, layers.image(), limits)
 }
 
-/// Applies one entry of a layer to the tree. The error is why the layer is refused.
-fn apply<R: Read>(
-    tree: &mut BTreeMap<Vec<u8>, Node>,
-    id: EntryId,
-    entry: &Entry<R>,
-) -> Result<(), String> {
-    let kind = entry.header().entry_type();
-    if kind.is_pax_global_extensions() || kind == EntryType::new(b'V') {
-        return Ok(());
+/// Applies one entry of a layer to the tree.
+fn apply(tree: &mut Tree, id: EntryId, h: &Header, ctx: &Ctx) -> Result<(), ImageError> {
+    if matches!(h.kind(), Kind::Other(_)) {
+        return Ok(()); // a volume label, a vendor extension: no file
     }
-    let raw = entry.path_bytes();
-    let path = normalize(&raw).ok_or_else(|| unsafe_path(&raw))?;
+    let path = key_of(&h.path).map_err(|why| ctx.damaged(why))?;
     if path.is_empty() {
         return Ok(()); // the root directory itself: the stub makes it
     }
-    let (parent, name) = match path.iter().rposition(|&b| b == b'/') {
+    if h.size > ctx.max_size {
+        return Err(ImageError::TooLarge {
+            image: ctx.layers.image().to_string(),
+            what: format!(
+                "file '{}' ({} bytes) of layer {}",
+                printable(&h.path),
+                h.size,
+                ctx.layer + 1
+            ),
+            limit: ctx.max_size,
+        });
+    }
+    let (parent, name) = match path.iter().rposition(|&b| b == SEP) {
         Some(at) => (&path[..at], &path[at + 1..]),
         None => (&path[..0], &path[..]),
     };
     if name == OPAQUE {
-        remove_below(tree, parent, Some(id.layer));
+        tree.remove_below(parent, Some(id.layer));
         return Ok(());
     }
     if name.starts_with(b".wh..wh.") {
@@ -161,26 +239,21 @@ fn apply<R: Read>(
         if tree.get(&target).is_some_and(|n| n.id.layer < id.layer) {
             tree.remove(&target);
         }
-        remove_below(tree, &target, Some(id.layer));
+        tree.remove_below(&target, Some(id.layer));
         return Ok(());
     }
-    // A file, symlink or link below a path that is no longer a directory replaces it.
-    for (at, _) in path.iter().enumerate().filter(|(_, &b)| b == b'/') {
-        if tree.get(&path[..at]).is_some_and(|n| !n.dir) {
-            tree.remove(&path[..at]);
-        }
+    // A file, symlink or link above this path is no longer a directory: replaced.
+    if let Some(above) = tree.non_dir_above(&path) {
+        tree.remove(&above);
     }
-    let dir = kind.is_dir();
+    let dir = h.kind() == Kind::Dir;
     if !dir {
-        remove_below(tree, &path, None);
+        tree.remove_below(&path, None);
     }
-    let data = if kind.is_hard_link() {
-        let target = entry
-            .link_name_bytes()
-            .and_then(|t| normalize(&t))
-            .and_then(|t| tree.get(&t).copied());
+    let (data, size) = if h.kind() == Kind::HardLink {
+        let target = key_of(&h.link).ok().and_then(|t| tree.get(&t).copied());
         match target {
-            Some(node) if !node.dir => Some(node.data.unwrap_or(node.id)),
+            Some(node) if !node.dir => (Some(node.data.unwrap_or(node.id)), node.size),
             _ => {
                 // A link to nothing (or to a directory) cannot be made: dropped.
                 tree.remove(&path);
@@ -188,183 +261,367 @@ fn apply<R: Read>(
             }
         }
     } else {
-        None
+        (None, if h.kind() == Kind::File { h.size } else { 0 })
     };
-    tree.insert(path, Node { id, dir, data });
+    if !tree.insert(
+        path,
+        Node {
+            id,
+            dir,
+            data,
+            size,
+        },
+    ) {
+        return Err(ImageError::Refused {
+            image: ctx.layers.image().to_string(),
+            why: format!(
+                "more paths than binctr-pack flattens ({} of names)",
+                human(MAX_TREE_BYTES as u64)
+            ),
+        });
+    }
     Ok(())
 }
 
-fn unsafe_path(raw: &[u8]) -> String {
-    format!(
-        "entry {:?} leaves the root directory",
-        String::from_utf8_lossy(raw)
-    )
+/// Pass 1's result: the action of every winning entry. Checks that the flattened tar
+/// stays within `--max-size`.
+fn actions(
+    tree: Tree,
+    image: &str,
+    limits: &Limits,
+) -> Result<HashMap<EntryId, Action>, ImageError> {
+    let targets: HashSet<EntryId> = tree.map.values().filter_map(|n| n.data).collect();
+    let mut target_paths: HashMap<EntryId, Vec<u8>> = HashMap::new();
+    let mut actions = HashMap::new();
+    // Links grouped by the entry holding their data: (path, link entry, size).
+    let mut groups: BTreeMap<EntryId, Vec<(Vec<u8>, EntryId, u64)>> = BTreeMap::new();
+    let mut total = 0u64;
+    for (key, node) in tree.map {
+        match node.data {
+            None => {
+                total = total.saturating_add(node.size);
+                if targets.contains(&node.id) {
+                    target_paths.insert(node.id, slashes(key));
+                }
+                actions.insert(node.id, Action::Write);
+            }
+            Some(data) => groups
+                .entry(data)
+                .or_default()
+                .push((slashes(key), node.id, node.size)),
+        }
+    }
+    for (data, mut links) in groups {
+        // In path order, as `tar` sorts names (the tree's order puts `/` first).
+        links.sort();
+        let target = match target_paths.get(&data) {
+            Some(path) => path.clone(),
+            // The data's own path went: its first link takes the data.
+            None => {
+                let first = links[0].0.clone();
+                total = total.saturating_add(links[0].2);
+                actions.insert(data, Action::WriteAs(first.clone()));
+                first
+            }
+        };
+        for (path, id, _) in links {
+            if path != target {
+                actions.insert(id, Action::Link(target.clone()));
+            }
+        }
+    }
+    if total > limits.max_size {
+        return Err(ImageError::TooLarge {
+            image: image.to_string(),
+            what: format!("the flattened root filesystem ({total} bytes)"),
+            limit: limits.max_size,
+        });
+    }
+    Ok(actions)
 }
 
-/// A relative path without `.` or empty components; `None` when it has `..`.
-fn normalize(raw: &[u8]) -> Option<Vec<u8>> {
+/// A path as the tree keys it: relative, without `.` or empty components, components
+/// separated by [`SEP`]. Refused: `..`, a NUL byte, PATH_MAX bytes or more.
+fn key_of(raw: &[u8]) -> Result<Vec<u8>, String> {
+    let refuse = |why: &str| format!("entry \"{}\" {why}", printable(raw));
+    if raw.contains(&SEP) {
+        return Err(refuse("has a NUL byte in its name"));
+    }
+    if raw.len() >= PATH_MAX {
+        return Err(refuse("has a name longer than PATH_MAX"));
+    }
     let mut out = Vec::with_capacity(raw.len());
     for part in raw.split(|&b| b == b'/') {
         match part {
             b"" | b"." => {}
-            b".." => return None,
+            b".." => return Err(refuse("leaves the root directory")),
             part => {
                 if !out.is_empty() {
-                    out.push(b'/');
+                    out.push(SEP);
                 }
                 out.extend_from_slice(part);
             }
         }
     }
-    Some(out)
+    Ok(out)
+}
+
+/// A tree key as a path.
+fn slashes(mut key: Vec<u8>) -> Vec<u8> {
+    for b in &mut key {
+        if *b == SEP {
+            *b = b'/';
+        }
+    }
+    key
 }
 
 fn join(parent: &[u8], name: &[u8]) -> Vec<u8> {
     let mut path = parent.to_vec();
     if !path.is_empty() {
-        path.push(b'/');
+        path.push(SEP);
     }
     path.extend_from_slice(name);
     path
-}
-
-/// Removes what is below `dir` (everything for the root): all of it, or with
-/// `Some(layer)` only what layers below `layer` put there.
-fn remove_below(tree: &mut BTreeMap<Vec<u8>, Node>, dir: &[u8], below: Option<u32>) {
-    let prefix = if dir.is_empty() {
-        Vec::new()
-    } else {
-        join(dir, b"")
-    };
-    let doomed: Vec<Vec<u8>> = tree
-        .range(prefix.clone()..)
-        .take_while(|(path, _)| path.starts_with(&prefix))
-        .filter(|(_, node)| below.is_none_or(|layer| node.id.layer < layer))
-        .map(|(path, _)| path.clone())
-        .collect();
-    for path in doomed {
-        tree.remove(&path);
-    }
 }
 
 /// Pass 2: the winning entries, bottom layer first, in tar order.
 fn write<W: Write>(
     layers: &dyn Layers,
     actions: &HashMap<EntryId, Action>,
+    limits: &Limits,
     out: &mut W,
 ) -> Result<Stats, ImageError> {
     let mut builder = Builder::new(out);
     let mut entries = 0u64;
+    let budget = Budget::new(limits.max_size);
+    let wanted: BTreeSet<u32> = actions.keys().map(|id| id.layer).collect();
     for layer in 0..layers.count() {
-        let damaged = |e: io::Error| layers.damaged(layer, crate::util::os_error(&e));
-        layers.read(layer, &mut |tar| {
-            let mut archive = tar::Archive::new(tar);
-            for (index, entry) in archive.entries().map_err(damaged)?.enumerate() {
-                let mut entry = entry.map_err(damaged)?;
-                let id = EntryId {
-                    layer: layer as u32,
-                    index: index as u32,
-                };
-                let Some(action) = actions.get(&id) else {
-                    continue;
-                };
-                let mut read_error = None;
-                match write_entry(&mut builder, &mut entry, action, &mut read_error) {
-                    Ok(()) => entries += 1,
-                    Err(e) => {
-                        return Err(match read_error {
-                            Some(e) => damaged(e),
-                            None => ImageError::Write(e),
-                        })
-                    }
-                }
-            }
-            Ok(())
+        if !wanted.contains(&(layer as u32)) {
+            continue;
+        }
+        layers.read(layer, &budget, &mut |stream| {
+            let mut writer = LayerWriter {
+                builder: &mut builder,
+                layers,
+                layer,
+                actions,
+                entries: &mut entries,
+            };
+            writer.write(stream)
         })?;
     }
     builder.finish().map_err(ImageError::Write)?;
     Ok(Stats { entries })
 }
 
+/// Pass 2 over one layer.
+struct LayerWriter<'a, W: Write> {
+    builder: &'a mut Builder<W>,
+    layers: &'a dyn Layers,
+    layer: usize,
+    actions: &'a HashMap<EntryId, Action>,
+    entries: &'a mut u64,
+}
+
+impl<W: Write> LayerWriter<'_, W> {
+    fn damaged(&self, e: impl ToString) -> ImageError {
+        self.layers.damaged(self.layer, e.to_string())
+    }
+
+    fn write(&mut self, stream: &mut dyn Read) -> Result<(), ImageError> {
+        let last = RefCell::new([0u8; BLOCK]);
+        let mut tar = TarReader::new(
+            LastBlock {
+                inner: stream,
+                last: &last,
+            },
+            tar_limits(),
+        );
+        let mut index = 0u32;
+        while let Some(h) = tar.next_entry().map_err(|e| self.damaged(e))? {
+            let id = EntryId {
+                layer: self.layer as u32,
+                index,
+            };
+            index = index.saturating_add(1);
+            let Some(action) = self.actions.get(&id) else {
+                continue;
+            };
+            // Of an entry that is not sparse, the last block read is its own header.
+            let raw = h.sparse.is_none().then(|| *last.borrow());
+            let mut read_error = None;
+            let result = self.entry(&h, raw.as_ref(), action, &mut tar, &mut read_error);
+            match (result, read_error) {
+                (Ok(()), _) => *self.entries += 1,
+                (Err(_), Some(why)) => return Err(self.damaged(why)),
+                (Err(e), None) => return Err(ImageError::Write(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes one entry as `action` says. Errors of reading the entry's data are also
+    /// stored in `read_error`.
+    fn entry<R: Read>(
+        &mut self,
+        h: &Header,
+        raw: Option<&[u8; BLOCK]>,
+        action: &Action,
+        tar: &mut TarReader<R>,
+        read_error: &mut Option<String>,
+    ) -> io::Result<()> {
+        let mut header = out_header(h, raw);
+        // The xattrs (names that are not UTF-8 cannot be PAX keys: dropped).
+        let records: Vec<(String, &[u8])> = h
+            .xattrs
+            .iter()
+            .filter_map(|(name, value)| {
+                let name = std::str::from_utf8(name).ok()?;
+                Some((format!("SCHILY.xattr.{name}"), value.as_slice()))
+            })
+            .collect();
+        if !records.is_empty() {
+            self.builder
+                .append_pax_extensions(records.iter().map(|(k, v)| (k.as_str(), *v)))?;
+        }
+        let own = slashes(key_of(&h.path).unwrap_or_default());
+        let path = match action {
+            Action::Link(target) => {
+                header.set_entry_type(EntryType::Link);
+                header.set_size(0);
+                return self.builder.append_link(&mut header, os(&own), os(target));
+            }
+            Action::WriteAs(path) => path.clone(),
+            Action::Write => own,
+        };
+        header.set_size(0);
+        match h.kind() {
+            Kind::Dir => {
+                header.set_entry_type(EntryType::Directory);
+                let mut dir = path;
+                dir.push(b'/');
+                self.builder.append_data(&mut header, os(&dir), io::empty())
+            }
+            Kind::Symlink => self
+                .builder
+                .append_link(&mut header, os(&path), os(&h.link)),
+            Kind::File => {
+                header.set_entry_type(EntryType::Regular);
+                header.set_size(h.size);
+                let data = FileData::new(tar, h, read_error);
+                self.builder.append_data(&mut header, os(&path), data)
+            }
+            _ => self
+                .builder
+                .append_data(&mut header, os(&path), io::empty()),
+        }
+    }
+}
+
+/// The header an entry is written with: its own header block (type, mode, owner, user
+/// and group names, times, device numbers) when it has one that is sound, else a fresh
+/// one; either way with what its extension headers said (owner, mtime).
+fn out_header(h: &Header, raw: Option<&[u8; BLOCK]>) -> tar::Header {
+    let mut header = match raw.filter(|raw| checksum_ok(raw)) {
+        Some(raw) => tar::Header::from_byte_slice(raw).clone(),
+        None => tar::Header::new_gnu(),
+    };
+    header.set_mode(h.mode);
+    header.set_uid(h.uid);
+    header.set_gid(h.gid);
+    header.set_mtime(u64::try_from(h.mtime).unwrap_or(0));
+    header
+}
+
 fn os(path: &[u8]) -> &Path {
     Path::new(OsStr::from_bytes(path))
 }
 
-/// Writes one entry with its header and PAX records, under the action's path. Errors of
-/// reading the entry's data are also stored in `read_error`.
-fn write_entry<W: Write, R: Read>(
-    builder: &mut Builder<W>,
-    entry: &mut Entry<R>,
-    action: &Action,
-    read_error: &mut Option<io::Error>,
-) -> io::Result<()> {
-    let mut header = entry.header().clone();
-    // Names, link names and sizes are written by the builder; the rest (xattrs, times,
-    // large ids) is kept.
-    let mut records: Vec<(String, Vec<u8>)> = Vec::new();
-    let pax = entry.pax_extensions().inspect_err(|e| {
-        *read_error = Some(io::Error::new(e.kind(), e.to_string()));
-    })?;
-    if let Some(pax) = pax {
-        for record in pax {
-            let record = record?;
-            let Ok(key) = record.key() else { continue };
-            if !matches!(key, "path" | "linkpath" | "size") && !key.starts_with("GNU.sparse.") {
-                records.push((key.to_string(), record.value_bytes().to_vec()));
-            }
-        }
-    }
-    if !records.is_empty() {
-        builder.append_pax_extensions(records.iter().map(|(k, v)| (k.as_str(), v.as_slice())))?;
-    }
-    match action {
-        Action::Link { path, target } => {
-            header.set_entry_type(EntryType::Link);
-            header.set_size(0);
-            builder.append_link(&mut header, os(path), os(target))
-        }
-        Action::Write(path) => {
-            let kind = header.entry_type();
-            if kind.is_dir() {
-                header.set_size(0);
-                builder.append_data(&mut header, os(&join(path, b"")), io::empty())
-            } else if kind.is_symlink() {
-                let target = entry.link_name_bytes().unwrap_or_default().into_owned();
-                header.set_size(0);
-                builder.append_link(&mut header, os(path), os(&target))
-            } else {
-                let size = if kind.is_gnu_sparse() {
-                    // Written out in full: the holes become zeros.
-                    header.set_entry_type(EntryType::Regular);
-                    header
-                        .as_gnu()
-                        .and_then(|gnu| gnu.real_size().ok())
-                        .unwrap_or(entry.size())
-                } else {
-                    entry.size()
-                };
-                header.set_size(size);
-                let data = TrackedRead {
-                    inner: entry,
-                    error: read_error,
-                };
-                builder.append_data(&mut header, os(path), data)
-            }
-        }
-    }
-}
-
-/// Keeps aside the error of reading an entry, which the builder cannot tell from its own.
-struct TrackedRead<'a, R> {
+/// Keeps the last block it passed on: the tar reader has just read an entry's header.
+struct LastBlock<'a, R> {
     inner: R,
-    error: &'a mut Option<io::Error>,
+    last: &'a RefCell<[u8; BLOCK]>,
 }
 
-impl<R: Read> Read for TrackedRead<'_, R> {
+impl<R: Read> Read for LastBlock<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.inner
-            .read(buf)
-            .inspect_err(|e| *self.error = Some(io::Error::new(e.kind(), e.to_string())))
+        let n = self.inner.read(buf)?;
+        let mut last = self.last.borrow_mut();
+        if n >= BLOCK {
+            last.copy_from_slice(&buf[n - BLOCK..n]);
+        } else {
+            last.copy_within(n.., 0);
+            last[BLOCK - n..].copy_from_slice(&buf[..n]);
+        }
+        Ok(n)
+    }
+}
+
+/// A file's content: its stored bytes, with a sparse file's holes as zeros. A read
+/// error is kept aside, for the builder cannot tell it from its own.
+struct FileData<'a, R> {
+    tar: &'a mut TarReader<R>,
+    /// (offset, length) of the stored chunks; one chunk for a plain file.
+    chunks: Vec<(u64, u64)>,
+    chunk: usize,
+    pos: u64,
+    size: u64,
+    error: &'a mut Option<String>,
+}
+
+impl<'a, R: Read> FileData<'a, R> {
+    fn new(tar: &'a mut TarReader<R>, h: &Header, error: &'a mut Option<String>) -> Self {
+        FileData {
+            tar,
+            chunks: h.sparse.clone().unwrap_or_else(|| vec![(0, h.size)]),
+            chunk: 0,
+            pos: 0,
+            size: h.size,
+            error,
+        }
+    }
+
+    fn fail(&mut self, why: String) -> io::Error {
+        let e = io::Error::new(io::ErrorKind::InvalidData, why.clone());
+        *self.error = Some(why);
+        e
+    }
+}
+
+impl<R: Read> Read for FileData<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self
+            .chunks
+            .get(self.chunk)
+            .is_some_and(|&(at, len)| at + len <= self.pos)
+        {
+            self.chunk += 1;
+        }
+        let left = self.size - self.pos;
+        if left == 0 || buf.is_empty() {
+            return Ok(0);
+        }
+        let want = |end: u64| buf.len().min(usize::try_from(end).unwrap_or(usize::MAX));
+        let n = match self.chunks.get(self.chunk) {
+            Some(&(at, len)) if at <= self.pos => {
+                let n = want(at + len - self.pos);
+                match self.tar.read_data(&mut buf[..n]) {
+                    Ok(0) => return Err(self.fail("the entry's data ends early".into())),
+                    Ok(n) => n,
+                    Err(e) => return Err(self.fail(e.to_string())),
+                }
+            }
+            next => {
+                // A hole, up to the next chunk or the end.
+                let end = next.map_or(self.size, |&(at, _)| at.min(self.size));
+                let n = want(end - self.pos);
+                buf[..n].fill(0);
+                n
+            }
+        };
+        self.pos += n as u64;
+        Ok(n)
     }
 }
 
@@ -380,6 +637,9 @@ pub mod tests {
         fn count(&self) -> usize {
             self.0.len()
         }
+        fn image(&self) -> &str {
+            "test"
+        }
         fn damaged(&self, index: usize, why: String) -> ImageError {
             ImageError::Layer {
                 image: "test".into(),
@@ -390,6 +650,7 @@ pub mod tests {
         fn read(
             &self,
             index: usize,
+            _budget: &Budget,
             f: &mut dyn FnMut(&mut dyn Read) -> Result<(), ImageError>,
         ) -> Result<(), ImageError> {
             f(&mut &self.0[index][..])
@@ -458,7 +719,7 @@ pub mod tests {
 
     fn flat(layers: Vec<Vec<u8>>) -> Vec<(String, char, String)> {
         let mut out = Vec::new();
-        flatten(&MemLayers(layers), &mut out).unwrap();
+        flatten(&MemLayers(layers), &Limits::default(), &mut out).unwrap();
         listing(&out)
     }
 
@@ -593,8 +854,8 @@ pub mod tests {
             ])
         };
         let (mut one, mut two) = (Vec::new(), Vec::new());
-        flatten(&layers(), &mut one).unwrap();
-        flatten(&layers(), &mut two).unwrap();
+        flatten(&layers(), &Limits::default(), &mut one).unwrap();
+        flatten(&layers(), &Limits::default(), &mut two).unwrap();
         assert_eq!(one, two);
         assert!(one.len() % 512 == 0 && one.ends_with(&[0u8; 1024]));
     }
@@ -609,10 +870,10 @@ pub mod tests {
         h.set_cksum();
         let mut tar = h.as_bytes().to_vec();
         tar.extend_from_slice(&[0u8; 1024]);
-        let err = flatten(&MemLayers(vec![tar]), &mut Vec::new()).unwrap_err();
+        let err = flatten(&MemLayers(vec![tar]), &Limits::default(), &mut Vec::new()).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "test: layer 0 is damaged (entry \"../escape\" leaves the root directory)"
+            "test: layer 0 is damaged: entry \"../escape\" leaves the root directory"
         );
     }
 
@@ -626,7 +887,12 @@ pub mod tests {
         h.set_mode(0o600);
         b.append_data(&mut h, "x", &b"1"[..]).unwrap();
         let mut out = Vec::new();
-        flatten(&MemLayers(vec![b.into_inner().unwrap()]), &mut out).unwrap();
+        flatten(
+            &MemLayers(vec![b.into_inner().unwrap()]),
+            &Limits::default(),
+            &mut out,
+        )
+        .unwrap();
         let mut archive = tar::Archive::new(&out[..]);
         let mut entry = archive.entries().unwrap().next().unwrap().unwrap();
         let pax: Vec<_> = entry
@@ -637,5 +903,170 @@ pub mod tests {
             .collect();
         assert_eq!(pax, ["SCHILY.xattr.user.k"]);
         assert_eq!(entry.header().mode().unwrap(), 0o600);
+    }
+
+    /// A GNU header block with a checksum: name, type flag, size.
+    fn raw_header(name: &[u8], flag: u8, size: u64) -> Vec<u8> {
+        let mut h = Header::new_gnu();
+        h.as_old_mut().name[..name.len()].copy_from_slice(name);
+        h.set_mode(0o644);
+        h.set_size(size);
+        h.set_mtime(1_700_000_000);
+        h.as_old_mut().linkflag[0] = flag;
+        h.set_cksum();
+        h.as_bytes().to_vec()
+    }
+
+    fn seal(block: &mut [u8]) {
+        let mut h = Header::from_byte_slice(block).clone();
+        h.set_cksum();
+        block[..512].copy_from_slice(h.as_bytes());
+    }
+
+    /// A GNU sparse file of `real` bytes holding "ab" at 0 and "cd" at 1 MiB.
+    fn sparse(real: u64) -> Vec<u8> {
+        let mut b = raw_header(b"holes", b'S', 4);
+        let octal = |n: u64| format!("{n:011o}\0").into_bytes();
+        b[386..398].copy_from_slice(&octal(0));
+        b[398..410].copy_from_slice(&octal(2));
+        b[410..422].copy_from_slice(&octal(1 << 20));
+        b[422..434].copy_from_slice(&octal(2));
+        if real < 1 << 33 {
+            b[483..495].copy_from_slice(&octal(real));
+        } else {
+            b[483..495].fill(0);
+            b[483] = 0x80;
+            b[487..495].copy_from_slice(&real.to_be_bytes());
+        }
+        seal(&mut b);
+        let mut data = b"abcd".to_vec();
+        data.resize(512, 0);
+        b.extend(data);
+        b.extend([0u8; 1024]);
+        b
+    }
+
+    #[test]
+    fn sparse_files_are_written_out_within_the_limit() {
+        let mut out = Vec::new();
+        flatten(
+            &MemLayers(vec![sparse((1 << 20) + 10)]),
+            &Limits::default(),
+            &mut out,
+        )
+        .unwrap();
+        let files = listing(&out);
+        assert_eq!(files.len(), 1);
+        let data = files[0].2.as_bytes();
+        assert_eq!(data.len(), (1 << 20) + 10);
+        assert_eq!(&data[..2], b"ab");
+        assert!(data[2..1 << 20].iter().all(|&b| b == 0));
+        assert_eq!(&data[1 << 20..(1 << 20) + 2], b"cd");
+        // 2^60 bytes of holes: refused from the header, nothing written.
+        let err = flatten(
+            &MemLayers(vec![sparse(1 << 60)]),
+            &Limits::default(),
+            &mut Vec::new(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains(
+                "file 'holes' (1152921504606846976 bytes) of layer 1: more than the 64 GiB allowed"
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_flattened_tar_is_bounded_in_total() {
+        let limits = Limits { max_size: 5 };
+        let layers = MemLayers(vec![layer(&[("a", 'f', "abc"), ("b", 'f', "def")])]);
+        let err = flatten(&layers, &limits, &mut Vec::new())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("the flattened root filesystem (6 bytes)"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_entry_below_a_file_replaces_it_whatever_sorts_between() {
+        // "a/b-x" sorts between "a/b" and "a/b/c" byte-wise: the tree's order does not.
+        let out = flat(vec![
+            layer(&[("a/", 'd', ""), ("a/b", 'f', "file"), ("a/b-x", 'f', "x")]),
+            layer(&[("a/b/c", 'f', "c")]),
+        ]);
+        assert_eq!(
+            out,
+            [e("a/", 'd', ""), e("a/b-x", 'f', "x"), e("a/b/c", 'f', "c")]
+        );
+    }
+
+    #[test]
+    fn names_the_stub_cannot_make_are_refused() {
+        let long = format!("{}/x", "d".repeat(PATH_MAX));
+        let err = flatten(
+            &MemLayers(vec![layer(&[(long.as_str(), 'f', "x")])]),
+            &Limits::default(),
+            &mut Vec::new(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("has a name longer than PATH_MAX"), "{err}");
+        let mut tar = raw_header(b"nul", b'0', 0);
+        tar.extend([0u8; 1024]);
+        // A GNU long name with a NUL inside.
+        let mut long = raw_header(b"././@LongLink", b'L', 6);
+        long.extend(b"a\0b\0\0\0");
+        long.resize(1024, 0);
+        long.extend(tar);
+        let err = flatten(&MemLayers(vec![long]), &Limits::default(), &mut Vec::new())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("has a NUL byte in its name"), "{err}");
+    }
+
+    #[test]
+    fn devices_owners_and_huge_ids_are_kept() {
+        let mut b = Builder::new(Vec::new());
+        let mut h = Header::new_gnu();
+        h.set_entry_type(EntryType::Char);
+        h.set_device_major(1).unwrap();
+        h.set_device_minor(3).unwrap();
+        h.set_size(0);
+        b.append_data(&mut h, "dev/null", io::empty()).unwrap();
+        b.append_pax_extensions([("uid", &b"100000000"[..])])
+            .unwrap();
+        let mut h = Header::new_ustar();
+        h.set_size(1);
+        b.append_data(&mut h, "owned", &b"x"[..]).unwrap();
+        let mut out = Vec::new();
+        flatten(
+            &MemLayers(vec![b.into_inner().unwrap()]),
+            &Limits::default(),
+            &mut out,
+        )
+        .unwrap();
+        let mut archive = tar::Archive::new(&out[..]);
+        let entries: Vec<_> = archive
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().header().clone())
+            .collect();
+        assert_eq!(entries[0].device_major().unwrap(), Some(1));
+        assert_eq!(entries[0].device_minor().unwrap(), Some(3));
+        assert_eq!(entries[1].uid().unwrap(), 100_000_000);
+    }
+
+    #[test]
+    fn huge_long_names_are_refused_unread() {
+        // A 1 GiB long name: refused from its header, with the stub's cap.
+        let tar = raw_header(b"././@LongLink", b'L', 1 << 30);
+        let err = flatten(&MemLayers(vec![tar]), &Limits::default(), &mut Vec::new())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("long name of 1073741824 bytes"), "{err}");
     }
 }

@@ -1,15 +1,22 @@
 //! Reads one layer: its blob from the store, decompressed (plain, gzip or zstd) into a
 //! tar stream, with both digests checked as the bytes stream by: the blob's own
-//! (`sha256` of the compressed bytes, from the manifest) and, when the image config lists
-//! it, the layer's diff_id (`sha256` of the tar). A damaged blob usually breaks the
+//! (`sha256` of the compressed bytes, from the manifest) and the layer's diff_id
+//! (`sha256` of the tar, from the config), whichever the image has (a docker-archive
+//! layer has only its diff_id, which must be there). A damaged blob usually breaks the
 //! decompressor first; the digest is still what is reported, because it names the cause.
+//!
+//! Every read is checked, the second pass's too: flattening reads each layer twice, and
+//! a blob changed between the passes fails the pack before anything is committed. The
+//! uncompressed bytes are taken from the pass's budget (`--max-size`), and a layer listed
+//! more than [`MAX_REPEATS`] times may not exceed [`SMALL_LAYER`].
 use super::error::ImageError;
 use super::flatten::Layers;
+use super::limits::{human, Budget, MAX_REPEATS, SMALL_LAYER};
 use super::sniff::Compression;
 use super::store::Store;
 use super::zstd::ZstdReader;
 use crate::progress::{Counting, Progress};
-use crate::util::{os_error, BUF_SIZE};
+use crate::util::{os_error, shown, BUF_SIZE};
 use binctr_format::HashingReader;
 use flate2::bufread::MultiGzDecoder;
 use std::io::{self, BufRead, BufReader, Read};
@@ -57,6 +64,8 @@ pub struct LayerDesc {
     /// `sha256:<hex>` of the uncompressed tar, when the config lists it.
     pub diff_id: Option<String>,
     pub size: u64,
+    /// How often the manifest lists this layer.
+    pub repeats: usize,
 }
 
 /// The layers of a resolved image, for [`super::flatten::flatten`].
@@ -72,6 +81,10 @@ impl Layers for StoreLayers<'_> {
         self.layers.len()
     }
 
+    fn image(&self) -> &str {
+        self.image
+    }
+
     fn damaged(&self, index: usize, why: String) -> ImageError {
         ImageError::Layer {
             image: self.image.to_string(),
@@ -83,13 +96,25 @@ impl Layers for StoreLayers<'_> {
     fn read(
         &self,
         index: usize,
+        budget: &Budget,
         f: &mut dyn FnMut(&mut dyn Read) -> Result<(), ImageError>,
     ) -> Result<(), ImageError> {
         let desc = &self.layers[index];
-        let mut raw = HashingReader::new(Counting::new(self.open_blob(desc)?, self.progress));
+        let (blob, size) = self.store.open_blob(&desc.member, self.image, &desc.name)?;
+        // What the blob was when it was listed, no more, even if it grows.
+        let mut raw = HashingReader::new(Counting::new(blob.take(size), self.progress));
+        let repeated = Budget::new(if desc.repeats > MAX_REPEATS {
+            SMALL_LAYER
+        } else {
+            u64::MAX
+        });
         let (result, diff_id) = {
             let buffered = BufReader::with_capacity(BUF_SIZE, &mut raw);
-            let mut tar = HashingReader::new(self.decoder(desc, buffered)?);
+            let capped = Capped {
+                inner: self.decoder(desc, buffered)?,
+                budgets: [budget, &repeated],
+            };
+            let mut tar = HashingReader::new(capped);
             let result = f(&mut tar).and_then(|()| {
                 // The zero blocks and padding after the end count for the diff_id.
                 io::copy(&mut tar, &mut io::sink())
@@ -111,6 +136,7 @@ impl Layers for StoreLayers<'_> {
             }
         }
         drained.map_err(|e| self.read_error(e))?;
+        self.over_budget(desc, budget, &repeated)?;
         result?;
         if let Some(expected) = &desc.diff_id {
             if &diff_id != expected {
@@ -125,6 +151,24 @@ impl Layers for StoreLayers<'_> {
     }
 }
 
+/// Takes what passes through from every budget; fails once one runs out (the budget
+/// remembers it, for the caller to say which).
+struct Capped<'a, R> {
+    inner: R,
+    budgets: [&'a Budget; 2],
+}
+
+impl<R: Read> Read for Capped<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if self.budgets.iter().all(|b| b.take(n as u64)) {
+            Ok(n)
+        } else {
+            Err(io::Error::other("more than allowed"))
+        }
+    }
+}
+
 impl StoreLayers<'_> {
     fn read_error(&self, source: io::Error) -> ImageError {
         ImageError::Read {
@@ -133,16 +177,32 @@ impl StoreLayers<'_> {
         }
     }
 
-    fn open_blob(&self, desc: &LayerDesc) -> Result<Box<dyn Read + '_>, ImageError> {
-        let (blob, _) = self
-            .store
-            .open(&desc.member)
-            .map_err(|e| self.read_error(e))?
-            .ok_or_else(|| ImageError::MissingBlob {
+    /// The error for a layer that made a pass read more than allowed.
+    fn over_budget(
+        &self,
+        desc: &LayerDesc,
+        budget: &Budget,
+        repeated: &Budget,
+    ) -> Result<(), ImageError> {
+        if repeated.exceeded() {
+            return Err(ImageError::Refused {
                 image: self.image.to_string(),
-                blob: desc.name.clone(),
-            })?;
-        Ok(blob)
+                why: format!(
+                    "layer {} is listed {} times in the manifest: a layer listed more than {MAX_REPEATS} times may hold at most {} (as the empty layers image builders repeat), this one holds more",
+                    shown(&desc.name),
+                    desc.repeats,
+                    human(SMALL_LAYER)
+                ),
+            });
+        }
+        if budget.exceeded() {
+            return Err(ImageError::TooLarge {
+                image: self.image.to_string(),
+                what: "the uncompressed layers".into(),
+                limit: budget.max(),
+            });
+        }
+        Ok(())
     }
 
     /// The layer's tar: the blob decompressed as the manifest says or, when it does not

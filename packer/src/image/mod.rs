@@ -12,6 +12,10 @@
 //!   indexed (`archive.rs`), the image is resolved (`oci.rs`, `docker.rs`) and its layers
 //!   flattened (`flatten.rs`), each read and verified by `layer.rs`.
 //!
+//! An image comes from someone else: every input is read with bounded memory and work
+//! (`limits.rs`), a directory by handle (`handle.rs`), every layer verified, and what it
+//! says is shown escaped (`crate::util::printable`).
+//!
 //! This file is the module's face: the types the rest of the packer sees, and [`open`].
 //! The types shared with the readers are in `types.rs`, errors in `error.rs`, the
 //! names an input gives the packed file in `naming.rs`.
@@ -21,7 +25,9 @@ mod docker;
 mod error;
 mod flat_tar;
 mod flatten;
+mod handle;
 mod layer;
+mod limits;
 mod naming;
 mod oci;
 mod sniff;
@@ -30,14 +36,18 @@ mod types;
 mod zstd;
 
 use crate::progress::{Counting, Progress};
+use crate::sys;
 use crate::util::BUF_SIZE;
+use handle::{DirHandle, Type};
 use sniff::{decompress, read_up_to, Compression};
-use std::fs::{self, File};
+use std::fs::File;
 use std::io::{self, BufRead, BufReader, IsTerminal, Read, Seek, SeekFrom, Write};
+use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use store::{Kind, Store};
 
 pub use error::ImageError;
+pub use limits::{parse_size, Limits};
 pub use naming::{default_name, reference_of, sanitize_name};
 pub use sniff::input_size;
 pub use types::{ImageArg, ImageMeta, Platform, Selection, Stats};
@@ -57,12 +67,14 @@ pub struct Input<'p> {
     image: String,
     /// The image config, for image inputs.
     pub meta: Option<ImageMeta>,
+    limits: Limits,
 }
 
 enum Source<'p> {
     /// A flat tar stream, decompressed.
     Stream(Box<dyn BufRead + 'p>),
-    Dir(PathBuf),
+    /// A root filesystem directory: as the user named it, and its handle.
+    Dir(PathBuf, DirHandle),
     Image(Image),
 }
 
@@ -72,12 +84,14 @@ enum Source<'p> {
 pub fn open<'p>(
     arg: &ImageArg,
     selection: &Selection,
+    limits: &Limits,
     progress: &'p Progress,
 ) -> Result<Input<'p>, ImageError> {
     let opener = Opener {
         arg,
         image: arg.to_string(),
         selection,
+        limits: *limits,
         progress,
     };
     match arg {
@@ -96,6 +110,7 @@ struct Opener<'a, 'p> {
     /// IMAGE as error messages name it.
     image: String,
     selection: &'a Selection,
+    limits: Limits,
     progress: &'p Progress,
 }
 
@@ -114,31 +129,42 @@ impl<'p> Opener<'_, 'p> {
         }
     }
 
+    /// Opens IMAGE once, without blocking, and reads it as what it turns out to be.
     fn path(&self, path: &Path) -> Result<Input<'p>, ImageError> {
-        let meta = fs::metadata(path).map_err(|e| self.open_error(e))?;
-        if meta.is_dir() {
-            return self.dir(path);
-        }
-        let file = File::open(path).map_err(|e| self.open_error(e))?;
-        if meta.is_file() {
-            self.regular_file(file, meta.len())
-        } else {
-            self.stream(Box::new(file), None)
+        let file = sys::open_nonblocking(path).map_err(|e| self.open_error(e))?;
+        let st = nix::sys::stat::fstat(file.as_raw_fd()).map_err(|e| self.open_error(e.into()))?;
+        match Type::of(&st) {
+            Type::Dir => self.dir(path, DirHandle::from_file(file)),
+            Type::File => {
+                let len = u64::try_from(st.st_size).unwrap_or(0);
+                self.regular_file(file, len)
+            }
+            // A named pipe waits for its writer, as `cat` would.
+            Type::Fifo => {
+                drop(file);
+                let file = File::open(path).map_err(|e| self.open_error(e))?;
+                self.stream(Box::new(file), None)
+            }
+            _ => {
+                sys::set_blocking(&file).map_err(|e| self.open_error(e))?;
+                self.stream(Box::new(file), None)
+            }
         }
     }
 
-    /// An image layout, or else a root filesystem.
-    fn dir(&self, path: &Path) -> Result<Input<'p>, ImageError> {
+    /// An image layout, or else a root filesystem, read through the one handle.
+    fn dir(&self, path: &Path, root: DirHandle) -> Result<Input<'p>, ImageError> {
         // Fail now, not halfway through the walk, when the top is unreadable.
-        fs::read_dir(path).map_err(|e| self.open_error(e))?;
-        if let Some(kind) = Kind::of_dir(path) {
-            return self.resolve(Store::Dir(path.to_path_buf()), kind);
+        root.check_readable().map_err(|e| self.open_error(e))?;
+        if let Some(kind) = Kind::of_dir(&root) {
+            return self.resolve(Store::Dir(root), kind);
         }
         Ok(Input {
-            source: Source::Dir(path.to_path_buf()),
+            source: Source::Dir(path.to_path_buf(), root),
             total: None,
             image: self.image.clone(),
             meta: None,
+            limits: self.limits,
         })
     }
 
@@ -152,7 +178,7 @@ impl<'p> Opener<'_, 'p> {
         if Compression::of_magic(&magic[..n]).is_some() {
             return self.stream(Box::new(file), Some(len));
         }
-        match archive::index_file(&file) {
+        match archive::index_file(&file, &self.image)? {
             Some((members, kind)) => self.resolve(Store::Archive { file, members }, kind),
             None => {
                 let stream = BufReader::with_capacity(BUF_SIZE, Counting::new(file, self.progress));
@@ -167,7 +193,7 @@ impl<'p> Opener<'_, 'p> {
             BufReader::with_capacity(BUF_SIZE, Counting::new(raw, self.progress)),
             &self.image,
         )?;
-        match archive::index_stream(stream).map_err(ImageError::Spool)? {
+        match archive::index_stream(stream, &self.image, self.limits.max_size)? {
             archive::Indexed::Image(file, members, kind) => {
                 self.resolve(Store::Archive { file, members }, kind)
             }
@@ -181,6 +207,7 @@ impl<'p> Opener<'_, 'p> {
             total,
             image: self.image.clone(),
             meta: None,
+            limits: self.limits,
         }
     }
 
@@ -197,7 +224,10 @@ impl<'p> Opener<'_, 'p> {
             };
         }
         // Each layer is read twice: once to plan, once to write.
-        let total = layers.iter().map(|l| l.size).sum::<u64>() * 2;
+        let total = layers
+            .iter()
+            .fold(0u64, |sum, l| sum.saturating_add(l.size))
+            .saturating_mul(2);
         Ok(Input {
             source: Source::Image(Image {
                 store,
@@ -207,6 +237,7 @@ impl<'p> Opener<'_, 'p> {
             total: Some(total),
             image: self.image.clone(),
             meta: Some(meta),
+            limits: self.limits,
         })
     }
 }
@@ -219,8 +250,8 @@ impl Input<'_> {
         out: &mut W,
     ) -> Result<Stats, ImageError> {
         match self.source {
-            Source::Dir(dir) => dir::write_tar(&dir, progress, out),
-            Source::Stream(stream) => flat_tar::copy(stream, &self.image, out),
+            Source::Dir(path, root) => dir::write_tar(&path, &root, &self.limits, progress, out),
+            Source::Stream(stream) => flat_tar::copy(stream, &self.image, &self.limits, out),
             Source::Image(image) => {
                 let layers = layer::StoreLayers {
                     store: &image.store,
@@ -228,7 +259,7 @@ impl Input<'_> {
                     image: &image.image,
                     progress,
                 };
-                flatten::flatten(&layers, out)
+                flatten::flatten(&layers, &self.limits, out)
             }
         }
     }

@@ -56,11 +56,19 @@ pub fn sanitize_name(name: &str) -> String {
 }
 
 /// What the config records as an image file's reference: its name, not where it lies
-/// on this machine (packing the same file from elsewhere gives the same bytes).
+/// on this machine (packing the same file from elsewhere gives the same bytes). A path
+/// without a last name (`.`, `dir/..`, `/`) gives the name of what it leads to, never
+/// the path itself.
 pub fn reference_of(path: &Path) -> String {
-    match path.file_name() {
+    let name = match path.file_name() {
+        Some(name) => Some(name.to_owned()),
+        None => fs::canonicalize(path)
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_owned())),
+    };
+    match name {
         Some(name) => name.to_string_lossy().into_owned(),
-        None => path.display().to_string(),
+        None => "image".to_string(),
     }
 }
 
@@ -83,5 +91,14 @@ mod tests {
         assert_eq!(sanitize_name("ünï"), "n");
         assert_eq!(sanitize_name("..."), "image");
         assert_eq!(sanitize_name(&"a".repeat(100)).len(), 63);
+        assert_eq!(reference_of(Path::new("/x/alpine.tar")), "alpine.tar");
+        assert_eq!(reference_of(Path::new("/")), "image");
+        let here = std::env::current_dir().unwrap();
+        let parent = here.parent().and_then(|p| p.file_name()).unwrap();
+        assert_eq!(
+            reference_of(&here.join("..")),
+            parent.to_string_lossy().into_owned()
+        );
+        assert!(!reference_of(Path::new(".")).contains('/'));
     }
 }

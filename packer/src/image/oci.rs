@@ -1,12 +1,19 @@
 //! The OCI image layout (image-spec `image-layout.md`): `index.json` lists manifests
 //! (or nested indexes, one manifest per platform); a manifest names a config blob and
 //! layer blobs, all under `blobs/sha256/<hex>`. Docker's manifest list and schema 2
-//! media types are read the same way. Every JSON blob is checked against its digest
-//! before it is parsed; layers are checked as they stream (`layer.rs`).
+//! media types are read the same way. Every blob is checked against its descriptor's
+//! size and digest, JSON ones before they are parsed, layers as they stream
+//! (`layer.rs`), and against the config's diff_ids, which must be one per layer.
+//!
+//! Indexes nest at most [`MAX_INDEX_DEPTH`] deep, and choosing is never silent: two
+//! different images for the platform wanted, or for the name asked, is an error that
+//! lists them.
 use super::error::ImageError;
 use super::layer::{LayerCompression, LayerDesc};
+use super::limits::{MAX_INDEX_DEPTH, MAX_LAYERS};
 use super::store::Store;
 use super::types::{ImageMeta, Platform, Selection};
+use crate::util::shown;
 use binctr_format::Sha256Digest;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -25,7 +32,7 @@ pub struct Descriptor {
     #[serde(default)]
     pub media_type: String,
     pub digest: String,
-    #[serde(default)]
+    /// Required: a blob is checked against it.
     pub size: u64,
     #[serde(default)]
     pub platform: Option<PlatformJson>,
@@ -133,12 +140,20 @@ impl ConfigFile {
         }
     }
 
-    /// The diff_ids, when there is one per layer.
-    pub fn diff_ids(&self, layers: usize) -> Vec<Option<String>> {
-        match &self.rootfs {
-            Some(r) if r.diff_ids.len() == layers => r.diff_ids.iter().cloned().map(Some).collect(),
-            _ => vec![None; layers],
+    /// The diff_ids, one per layer: a config listing more (a layer dropped from the
+    /// manifest), fewer or none (layers nothing verifies) is refused.
+    pub fn diff_ids(&self, image: &str, layers: usize) -> Result<Vec<String>, ImageError> {
+        let diff_ids = self.rootfs.as_ref().map(|r| &r.diff_ids[..]).unwrap_or(&[]);
+        if diff_ids.len() != layers {
+            return Err(ImageError::Refused {
+                image: image.to_string(),
+                why: format!(
+                    "the manifest lists {layers} layers but the image config has {} diff_ids: a layer was dropped or added, or the layers cannot be verified",
+                    diff_ids.len()
+                ),
+            });
         }
+        Ok(diff_ids.to_vec())
     }
 
     /// Refuses an image for another platform than the one wanted (`--platform`, else the
@@ -184,35 +199,32 @@ fn bad(image: &str, why: String) -> ImageError {
     }
 }
 
-/// A small member, whole; `expected`: the digest it must have.
+/// A small member, whole; `expected`: the digest it must have, `expected_size` its size.
 pub fn read_member(
     store: &Store,
     image: &str,
     member: &str,
     blob: &str,
     expected: Option<&str>,
+    expected_size: Option<u64>,
 ) -> Result<Vec<u8>, ImageError> {
     let read_error = |source| ImageError::Read {
         image: image.to_string(),
         source,
     };
-    let (reader, size) =
-        store
-            .open(member)
-            .map_err(read_error)?
-            .ok_or_else(|| ImageError::MissingBlob {
-                image: image.to_string(),
-                blob: blob.to_string(),
-            })?;
+    let (reader, size) = store.open_blob(member, image, blob)?;
     if size > MAX_JSON_LEN {
         return Err(bad(
             image,
-            format!("{blob} is {size} bytes, too large for JSON"),
+            format!("{} is {size} bytes, too large for JSON", shown(blob)),
         ));
+    }
+    if let Some(expected_size) = expected_size {
+        check_size(image, blob, size, expected_size)?;
     }
     let mut bytes = Vec::with_capacity(size as usize);
     reader
-        .take(MAX_JSON_LEN)
+        .take(size)
         .read_to_end(&mut bytes)
         .map_err(read_error)?;
     if let Some(expected) = expected {
@@ -228,19 +240,56 @@ pub fn read_member(
     Ok(bytes)
 }
 
-fn read_blob(store: &Store, image: &str, desc: &Descriptor) -> Result<Vec<u8>, ImageError> {
-    let member = blob_member(&desc.digest).ok_or_else(|| {
+/// A blob must have the size its descriptor says.
+pub fn check_size(image: &str, blob: &str, size: u64, expected: u64) -> Result<(), ImageError> {
+    if size == expected {
+        return Ok(());
+    }
+    Err(bad(
+        image,
+        format!(
+            "blob {} has {size} bytes, its descriptor says {expected}",
+            shown(blob)
+        ),
+    ))
+}
+
+/// `blobs/sha256/<hex>` of a descriptor, or why there is none.
+fn member_of(image: &str, desc: &Descriptor) -> Result<String, ImageError> {
+    blob_member(&desc.digest).ok_or_else(|| {
         bad(
             image,
-            format!("digest {:?} is not sha256:<64 hex digits>", desc.digest),
+            format!(
+                "digest \"{}\" is not sha256:<64 hex digits>",
+                shown(&desc.digest)
+            ),
         )
-    })?;
-    read_member(store, image, &member, &desc.digest, Some(&desc.digest))
+    })
+}
+
+fn read_blob(store: &Store, image: &str, desc: &Descriptor) -> Result<Vec<u8>, ImageError> {
+    let member = member_of(image, desc)?;
+    read_member(
+        store,
+        image,
+        &member,
+        &desc.digest,
+        Some(&desc.digest),
+        Some(desc.size),
+    )
 }
 
 pub fn parse<T: DeserializeOwned>(image: &str, what: &str, bytes: &[u8]) -> Result<T, ImageError> {
-    serde_json::from_slice(bytes)
-        .map_err(|e| bad(image, format!("{what} is not what it should be: {e}")))
+    serde_json::from_slice(bytes).map_err(|e| {
+        bad(
+            image,
+            format!(
+                "{} is not what it should be: {}",
+                shown(what),
+                shown(&e.to_string())
+            ),
+        )
+    })
 }
 
 fn ref_name(desc: &Descriptor) -> Option<&str> {
@@ -280,65 +329,96 @@ fn is_index(media_type: &str) -> bool {
 }
 
 /// Picks one descriptor: by `--image` at the top, by platform where several platforms
-/// are offered; descends into nested indexes.
+/// are offered; descends into nested indexes, [`MAX_INDEX_DEPTH`] at most. The image
+/// keeps the nearest ref name found on the way down.
 fn choose(
     store: &Store,
     image: &str,
     selection: &Selection,
-    mut candidates: Vec<Descriptor>,
-    top: bool,
+    candidates: Vec<Descriptor>,
 ) -> Result<Descriptor, ImageError> {
-    let names = |ds: &[Descriptor]| {
-        let mut names: Vec<String> = ds
-            .iter()
-            .map(|d| ref_name(d).unwrap_or(&d.digest).to_string())
-            .collect();
-        names.sort();
-        names.dedup();
-        names
-    };
-    if top {
-        if let Some(wanted) = &selection.image {
-            let all = names(&candidates);
-            candidates.retain(|d| ref_name(d).is_some_and(|r| ref_matches(r, wanted)));
-            if candidates.is_empty() {
-                return Err(ImageError::NoSuchImage {
-                    image: image.to_string(),
-                    wanted: wanted.clone(),
-                    names: all,
-                });
+    let mut candidates = by_name(image, selection, candidates)?;
+    let mut name: Option<String> = None;
+    for depth in 1.. {
+        let mut chosen = pick(image, selection, candidates)?;
+        name = ref_name(&chosen).map(str::to_string).or(name);
+        if !is_index(&chosen.media_type) {
+            if let Some(name) = name {
+                chosen
+                    .annotations
+                    .entry(REF_NAME.to_string())
+                    .or_insert(name);
             }
+            return Ok(chosen);
         }
-    }
-    let first_digest = candidates.first().map(|d| d.digest.clone());
-    let chosen = if candidates.is_empty() {
-        return Err(bad(image, "the index lists no image".into()));
-    } else if candidates.len() == 1
-        || candidates
-            .iter()
-            .all(|d| Some(&d.digest) == first_digest.as_ref())
-    {
-        candidates.swap_remove(0)
-    } else if candidates.iter().all(|d| d.platform.is_some()) {
-        pick_platform(image, selection, candidates)?
-    } else {
-        return Err(ImageError::Ambiguous {
-            image: image.to_string(),
-            names: names(&candidates),
-        });
-    };
-    if is_index(&chosen.media_type) {
+        if depth >= MAX_INDEX_DEPTH {
+            return Err(ImageError::Refused {
+                image: image.to_string(),
+                why: format!("its indexes are nested more than {MAX_INDEX_DEPTH} deep"),
+            });
+        }
         let index: Index = parse(image, &chosen.digest, &read_blob(store, image, &chosen)?)?;
-        let mut inner = choose(store, image, selection, index.manifests, false)?;
-        if let Some(name) = ref_name(&chosen) {
-            inner
-                .annotations
-                .entry(REF_NAME.to_string())
-                .or_insert_with(|| name.to_string());
-        }
-        return Ok(inner);
+        candidates = index.manifests;
     }
-    Ok(chosen)
+    unreachable!("the loop returns")
+}
+
+/// The descriptors of index.json that `--image` names (all of them without it).
+fn by_name(
+    image: &str,
+    selection: &Selection,
+    mut candidates: Vec<Descriptor>,
+) -> Result<Vec<Descriptor>, ImageError> {
+    if let Some(wanted) = &selection.image {
+        let all = names(&candidates);
+        candidates.retain(|d| ref_name(d).is_some_and(|r| ref_matches(r, wanted)));
+        if candidates.is_empty() {
+            return Err(ImageError::NoSuchImage {
+                image: image.to_string(),
+                wanted: wanted.clone(),
+                names: all,
+            });
+        }
+    }
+    Ok(candidates)
+}
+
+/// Ref names (else digests) of descriptors, sorted, each once.
+fn names(ds: &[Descriptor]) -> Vec<String> {
+    let mut names: Vec<String> = ds
+        .iter()
+        .map(|d| ref_name(d).unwrap_or(&d.digest).to_string())
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// One of several descriptors of an index: the only image, or the one for the platform
+/// wanted. Descriptors of the same digest are one image.
+fn pick(
+    image: &str,
+    selection: &Selection,
+    candidates: Vec<Descriptor>,
+) -> Result<Descriptor, ImageError> {
+    let mut seen = std::collections::HashSet::new();
+    let mut candidates: Vec<Descriptor> = candidates
+        .into_iter()
+        .filter(|d| seen.insert(d.digest.clone()))
+        .collect();
+    if candidates.is_empty() {
+        return Err(bad(image, "the index lists no image".into()));
+    }
+    if candidates.len() == 1 {
+        return Ok(candidates.swap_remove(0));
+    }
+    if candidates.iter().all(|d| d.platform.is_some()) {
+        return pick_platform(image, selection, candidates);
+    }
+    Err(ImageError::Ambiguous {
+        image: image.to_string(),
+        names: names(&candidates),
+    })
 }
 
 fn pick_platform(
@@ -352,14 +432,33 @@ fn pick_platform(
         .unwrap_or_else(|| selection.stub_platform.clone());
     let platform = |d: &Descriptor| d.platform.clone().unwrap_or_default().platform();
     let available: Vec<String> = candidates.iter().map(|d| platform(d).to_string()).collect();
-    candidates
+    let mut matching: Vec<Descriptor> = candidates
         .into_iter()
-        .find(|d| platform(d).matches(&wanted))
-        .ok_or_else(|| ImageError::NoPlatform {
+        .filter(|d| platform(d).matches(&wanted))
+        .collect();
+    // linux/arm64/v8 asked, linux/arm64/v8 and linux/arm64 offered: the exact one.
+    if matching.iter().any(|d| platform(d) == wanted) {
+        matching.retain(|d| platform(d) == wanted);
+    }
+    match matching.len() {
+        0 => Err(ImageError::NoPlatform {
             image: image.to_string(),
             wanted: wanted.to_string(),
             available,
-        })
+        }),
+        1 => Ok(matching.swap_remove(0)),
+        _ => Err(ImageError::AmbiguousPlatform {
+            image: image.to_string(),
+            wanted: wanted.to_string(),
+            names: matching
+                .iter()
+                .map(|d| {
+                    let name = ref_name(d).unwrap_or(&d.digest);
+                    format!("{name} for {}", platform(d))
+                })
+                .collect(),
+        }),
+    }
 }
 
 /// Resolves the image of an OCI layout to its config and layers.
@@ -371,9 +470,9 @@ pub fn resolve(
     let index: Index = parse(
         image,
         "index.json",
-        &read_member(store, image, "index.json", "index.json", None)?,
+        &read_member(store, image, "index.json", "index.json", None, None)?,
     )?;
-    let chosen = choose(store, image, selection, index.manifests, true)?;
+    let chosen = choose(store, image, selection, index.manifests)?;
     let manifest: Manifest = parse(image, &chosen.digest, &read_blob(store, image, &chosen)?)?;
     let config: ConfigFile = parse(
         image,
@@ -381,7 +480,9 @@ pub fn resolve(
         &read_blob(store, image, &manifest.config)?,
     )?;
     config.check_platform(image, selection)?;
-    let diff_ids = config.diff_ids(manifest.layers.len());
+    check_layer_count(image, manifest.layers.len())?;
+    let diff_ids = config.diff_ids(image, manifest.layers.len())?;
+    let repeats = repeats(manifest.layers.iter().map(|d| d.digest.as_str()));
     let mut layers = Vec::new();
     for (desc, diff_id) in manifest.layers.iter().zip(diff_ids) {
         let compression = LayerCompression::of_media_type(&desc.media_type).ok_or_else(|| {
@@ -391,35 +492,47 @@ pub fn resolve(
                 media_type: desc.media_type.clone(),
             }
         })?;
-        let member = blob_member(&desc.digest).ok_or_else(|| {
-            bad(
-                image,
-                format!("digest {:?} is not sha256:<64 hex digits>", desc.digest),
-            )
-        })?;
+        let member = member_of(image, desc)?;
         let size = store.blob_size(&member, image, &desc.digest)?;
-        if desc.size != 0 && size != desc.size {
-            return Err(bad(
-                image,
-                format!(
-                    "blob {} has {size} bytes, the manifest says {}",
-                    desc.digest, desc.size
-                ),
-            ));
-        }
+        check_size(image, &desc.digest, size, desc.size)?;
         layers.push(LayerDesc {
             member,
             name: desc.digest.clone(),
             compression,
             digest: Some(desc.digest.clone()),
-            diff_id,
+            diff_id: Some(diff_id),
             size,
+            repeats: repeats[desc.digest.as_str()],
         });
     }
     let mut meta = config.meta();
     meta.manifest_digest = chosen.digest.clone();
     meta.reference = ref_name(&chosen).unwrap_or_default().to_string();
     Ok((meta, layers))
+}
+
+/// At most [`MAX_LAYERS`] layers.
+pub fn check_layer_count(image: &str, layers: usize) -> Result<(), ImageError> {
+    if layers <= MAX_LAYERS {
+        return Ok(());
+    }
+    Err(ImageError::Refused {
+        image: image.to_string(),
+        why: format!(
+            "the manifest lists {layers} layers, more than the {MAX_LAYERS} any image needs"
+        ),
+    })
+}
+
+/// How often each layer is listed.
+pub fn repeats<'a>(
+    keys: impl Iterator<Item = &'a str>,
+) -> std::collections::HashMap<&'a str, usize> {
+    let mut counts = std::collections::HashMap::new();
+    for key in keys {
+        *counts.entry(key).or_insert(0) += 1;
+    }
+    counts
 }
 
 #[cfg(test)]
@@ -513,8 +626,14 @@ mod layout_tests {
             stub_platform: Platform::of_stub("x86_64"),
         };
         let progress = Progress::hidden();
-        let input = open(&ImageArg::Path(dir.to_path_buf()), &selection, &progress)
-            .map_err(|e| e.to_string())?;
+        let limits = crate::image::Limits::default();
+        let input = open(
+            &ImageArg::Path(dir.to_path_buf()),
+            &selection,
+            &limits,
+            &progress,
+        )
+        .map_err(|e| e.to_string())?;
         let meta = input.meta.clone().unwrap();
         let mut out = Vec::new();
         input
@@ -557,6 +676,139 @@ mod layout_tests {
         let err = pick(dir.path(), None).unwrap_err();
         assert!(
             err.contains(&format!("blob sha256:{name} is damaged")),
+            "{err}"
+        );
+    }
+
+    /// A layout whose index.json lists the manifest of `layers` (tars) and `diff_ids`.
+    fn layout(layers: &[Vec<u8>], diff_ids: &[Vec<u8>], size_lie: u64) -> TempDir {
+        let dir = TempDir::new();
+        let root = dir.path();
+        fs::create_dir_all(root.join("blobs/sha256")).unwrap();
+        fs::write(root.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+        let descs: Vec<String> = layers
+            .iter()
+            .map(|l| {
+                let desc = blob(root, "application/vnd.oci.image.layer.v1.tar", l, "");
+                let size = format!(r#""size":{}"#, l.len());
+                desc.replace(&size, &format!(r#""size":{}"#, l.len() as u64 + size_lie))
+            })
+            .collect();
+        let ids: Vec<String> = diff_ids
+            .iter()
+            .map(|l| format!(r#""{}""#, Sha256Digest::of(l)))
+            .collect();
+        let config = format!(
+            r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":[{}]}}}}"#,
+            ids.join(",")
+        );
+        let config = blob(
+            root,
+            "application/vnd.oci.image.config.v1+json",
+            config.as_bytes(),
+            "",
+        );
+        let manifest = format!(
+            r#"{{"schemaVersion":2,"config":{config},"layers":[{}]}}"#,
+            descs.join(",")
+        );
+        let manifest = blob(
+            root,
+            "application/vnd.oci.image.manifest.v1+json",
+            manifest.as_bytes(),
+            "",
+        );
+        fs::write(
+            root.join("index.json"),
+            format!(r#"{{"schemaVersion":2,"manifests":[{manifest}]}}"#),
+        )
+        .unwrap();
+        dir
+    }
+
+    #[test]
+    fn every_layer_is_verified_by_size_and_diff_id() {
+        let a = layer(&[("a", 'f', "a")]);
+        let b = layer(&[("b", 'f', "b")]);
+        let ok = layout(&[a.clone(), b.clone()], &[a.clone(), b.clone()], 0);
+        assert_eq!(pick(ok.path(), None).unwrap().1, ["a", "b"]);
+        // A dropped layer: the config still lists its diff_id.
+        let one = std::slice::from_ref(&a);
+        let dropped = layout(one, &[a.clone(), b.clone()], 0);
+        let err = pick(dropped.path(), None).unwrap_err();
+        assert!(
+            err.contains(
+                "refused: the manifest lists 1 layers but the image config has 2 diff_ids"
+            ),
+            "{err}"
+        );
+        // A descriptor whose size lies (a longer one: the blob stays the same).
+        let lies = layout(one, one, 1);
+        let err = pick(lies.path(), None).unwrap_err();
+        let says = format!("has {} bytes, its descriptor says {}", a.len(), a.len() + 1);
+        assert!(err.contains(&says), "{err}");
+    }
+
+    #[test]
+    fn a_big_layer_listed_many_times_is_refused_a_small_one_is_not() {
+        let empty = layer(&[]);
+        let small = layout(&vec![empty.clone(); 6], &vec![empty.clone(); 6], 0);
+        pick(small.path(), None).unwrap();
+        let big = layer(&[("big", 'f', &"x".repeat(2 << 20))]);
+        let many = layout(&vec![big.clone(); 20], &vec![big.clone(); 20], 0);
+        let err = pick(many.path(), None).unwrap_err();
+        assert!(err.contains("is listed 20 times in the manifest"), "{err}");
+    }
+
+    #[test]
+    fn nested_indexes_stop_at_the_depth_cap() {
+        let dir = multi_platform();
+        let root = dir.path();
+        let mut top = fs::read_to_string(root.join("index.json")).unwrap();
+        for _ in 0..MAX_INDEX_DEPTH {
+            let inner = top
+                .trim_start_matches(r#"{"schemaVersion":2,"manifests":["#)
+                .trim_end_matches("]}")
+                .to_string();
+            let index = format!(r#"{{"schemaVersion":2,"manifests":[{inner}]}}"#);
+            let desc = blob(
+                root,
+                "application/vnd.oci.image.index.v1+json",
+                index.as_bytes(),
+                "",
+            );
+            top = format!(r#"{{"schemaVersion":2,"manifests":[{desc}]}}"#);
+        }
+        fs::write(root.join("index.json"), top).unwrap();
+        let err = pick(root, None).unwrap_err();
+        assert!(err.contains("nested more than 8 deep"), "{err}");
+    }
+
+    #[test]
+    fn two_images_for_one_platform_are_an_error_listing_them() {
+        let dir = TempDir::new();
+        let root = dir.path();
+        fs::create_dir_all(root.join("blobs/sha256")).unwrap();
+        fs::write(root.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+        let one = image(root, "amd64");
+        let other =
+            image(root, "arm64").replace(r#""architecture":"arm64""#, r#""architecture":"amd64""#);
+        let named = |d: &str, n: &str| {
+            d[..d.len() - 1].to_string()
+                + &format!(r#","annotations":{{"org.opencontainers.image.ref.name":"{n}"}}}}"#)
+        };
+        fs::write(
+            root.join("index.json"),
+            format!(
+                r#"{{"schemaVersion":2,"manifests":[{},{}]}}"#,
+                named(&one, "same"),
+                named(&other, "same")
+            ),
+        )
+        .unwrap();
+        let err = pick(root, None).unwrap_err();
+        assert!(
+            err.contains("holds 2 different images for linux/amd64 (same for linux/amd64, same for linux/amd64)"),
             "{err}"
         );
     }

@@ -1,12 +1,18 @@
 //! Where an image's files are: a directory (an OCI layout or an unpacked docker-archive)
 //! or the members of a tar, read in place by offset. Both are addressed by the member
 //! names the image's own JSON uses (`blobs/sha256/<hex>`, `<id>/layer.tar`).
+//!
+//! A directory is read by handle (`handle.rs`): a member is opened component by component
+//! from the directory's descriptor, never following a symlink, and must be a regular
+//! file. A blob that is a symlink (to someone's private tar), a FIFO, a device, or a name
+//! that leaves the directory is refused, not read.
 use super::error::ImageError;
+use super::handle::{DirHandle, OpenError};
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Component, Path};
 
 /// The two image formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,11 +25,13 @@ pub enum Kind {
 
 impl Kind {
     /// The format of a directory, `None` for a plain root filesystem. A layout written by
-    /// docker 25+ has both files: the OCI side is read, it carries digests.
-    pub fn of_dir(dir: &Path) -> Option<Kind> {
-        if dir.join("oci-layout").is_file() && dir.join("index.json").is_file() {
+    /// docker 25+ has both files: the OCI side is read, it carries digests. Only regular
+    /// files count (a symlink named index.json makes a root filesystem, whose symlinks
+    /// are archived as symlinks).
+    pub fn of_dir(dir: &DirHandle) -> Option<Kind> {
+        if dir.has_file("oci-layout") && dir.has_file("index.json") {
             Some(Kind::Oci)
-        } else if dir.join("manifest.json").is_file() && !dir.join("bin").exists() {
+        } else if dir.has_file("manifest.json") && !dir.has("bin") {
             Some(Kind::Docker)
         } else {
             None
@@ -54,7 +62,7 @@ pub enum Member {
 }
 
 pub enum Store {
-    Dir(PathBuf),
+    Dir(DirHandle),
     Archive {
         file: File,
         members: HashMap<String, Member>,
@@ -102,77 +110,96 @@ pub fn normalize(name: &str) -> String {
     parts.join("/")
 }
 
+/// Why a member cannot be read.
+pub enum StoreError {
+    Io(io::Error),
+    /// Not a regular file inside the directory: what it is.
+    NotRegular(&'static str),
+}
+
+/// A member's bytes and size; `None` when there is no such member.
+pub type Opened<'a> = Option<(Box<dyn Read + 'a>, u64)>;
+
 impl Store {
     /// Opens a member: `Ok(None)` when there is no such member.
-    pub fn open(&self, name: &str) -> io::Result<Option<(Box<dyn Read + '_>, u64)>> {
+    pub fn open(&self, name: &str) -> Result<Opened<'_>, StoreError> {
         match self {
             Store::Dir(dir) => {
-                let Some(path) = safe_join(dir, name) else {
-                    return Ok(None);
-                };
-                match File::open(&path) {
-                    Ok(file) => {
-                        let meta = file.metadata()?;
-                        if !meta.is_file() {
-                            return Ok(None);
-                        }
-                        Ok(Some((Box::new(file), meta.len())))
+                if !is_relative_inside(name) {
+                    return Err(StoreError::NotRegular("a name outside the directory"));
+                }
+                match dir.open_below(name) {
+                    Ok((file, st)) => {
+                        let len = u64::try_from(st.st_size).unwrap_or(0);
+                        Ok(Some((Box::new(file), len)))
                     }
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-                    Err(e) => Err(e),
+                    Err(OpenError::Missing) => Ok(None),
+                    Err(OpenError::Wrong(what)) => Err(StoreError::NotRegular(what)),
+                    Err(OpenError::Io(e)) => Err(StoreError::Io(e)),
                 }
             }
-            Store::Archive { file, members } => {
-                let mut name = normalize(name);
-                // A few links deep at most: a loop is a damaged archive, not an image.
-                for _ in 0..8 {
-                    match members.get(&name) {
-                        None => return Ok(None),
-                        Some(Member::File { offset, size }) => {
-                            return Ok(Some((
-                                Box::new(MemberReader {
-                                    file,
-                                    pos: *offset,
-                                    end: offset + size,
-                                }),
-                                *size,
-                            )))
-                        }
-                        Some(Member::Link(target)) => name = target.clone(),
-                    }
-                }
-                Ok(None)
-            }
+            Store::Archive { file, members } => Ok(archive_member(file, members, name)),
         }
     }
 
-    /// A member's size, `None` when it is missing.
-    /// The size of member `name`, a blob the image names as `blob`: missing is an
-    /// error naming the blob.
-    pub fn blob_size(&self, name: &str, image: &str, blob: &str) -> Result<u64, ImageError> {
-        self.open(name)
-            .map_err(|source| ImageError::Read {
-                image: image.to_string(),
-                source,
-            })?
-            .map(|(_, size)| size)
-            .ok_or_else(|| ImageError::MissingBlob {
+    /// Opens member `name`, a blob the image names as `blob`: missing, refused or
+    /// unreadable is an error naming the blob.
+    pub fn open_blob(
+        &self,
+        name: &str,
+        image: &str,
+        blob: &str,
+    ) -> Result<(Box<dyn Read + '_>, u64), ImageError> {
+        match self.open(name) {
+            Ok(Some(opened)) => Ok(opened),
+            Ok(None) => Err(ImageError::MissingBlob {
                 image: image.to_string(),
                 blob: blob.to_string(),
-            })
+            }),
+            Err(StoreError::NotRegular(what)) => Err(ImageError::NotRegular {
+                image: image.to_string(),
+                blob: blob.to_string(),
+                what,
+            }),
+            Err(StoreError::Io(source)) => Err(ImageError::Read {
+                image: image.to_string(),
+                source,
+            }),
+        }
+    }
+
+    /// The size of member `name`, a blob the image names as `blob`.
+    pub fn blob_size(&self, name: &str, image: &str, blob: &str) -> Result<u64, ImageError> {
+        self.open_blob(name, image, blob).map(|(_, size)| size)
     }
 }
 
-/// `dir/name` for a relative name that stays inside `dir`.
-fn safe_join(dir: &Path, name: &str) -> Option<PathBuf> {
-    let rel = Path::new(name);
-    if rel
-        .components()
-        .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
-    {
-        return None;
+/// A member of an archive, following links a few deep at most: a loop is a damaged
+/// archive, not an image.
+fn archive_member<'a>(file: &'a File, members: &HashMap<String, Member>, name: &str) -> Opened<'a> {
+    let mut name = normalize(name);
+    for _ in 0..8 {
+        match members.get(&name)? {
+            Member::File { offset, size } => {
+                let reader = MemberReader {
+                    file,
+                    pos: *offset,
+                    end: offset.saturating_add(*size),
+                };
+                return Some((Box::new(reader), *size));
+            }
+            Member::Link(target) => name = target.clone(),
+        }
     }
-    Some(dir.join(rel))
+    None
+}
+
+/// A relative name that stays inside the directory: no `..`, not absolute.
+fn is_relative_inside(name: &str) -> bool {
+    !name.is_empty()
+        && Path::new(name)
+            .components()
+            .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
 }
 
 #[cfg(test)]
@@ -184,11 +211,9 @@ mod tests {
         assert_eq!(normalize("./a/b"), "a/b");
         assert_eq!(normalize("a//b/"), "a/b");
         assert_eq!(normalize("x/../y.tar"), "y.tar");
-        assert!(safe_join(Path::new("/d"), "../etc/passwd").is_none());
-        assert!(safe_join(Path::new("/d"), "/etc/passwd").is_none());
-        assert_eq!(
-            safe_join(Path::new("/d"), "blobs/sha256/ab"),
-            Some(PathBuf::from("/d/blobs/sha256/ab"))
-        );
+        assert!(!is_relative_inside("../etc/passwd"));
+        assert!(!is_relative_inside("blobs/../../x"));
+        assert!(!is_relative_inside("/etc/passwd"));
+        assert!(is_relative_inside("blobs/sha256/ab"));
     }
 }
