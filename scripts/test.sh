@@ -27,6 +27,8 @@ declare -A needs=(
     [useradd]=passwd
     [cc]=gcc                 # the linker rustc uses
     [mmdebstrap]=mmdebstrap  # make-nginx-image.sh, make-debian-rootfs.sh
+    [podman]=podman          # scripts/compare-podman.sh (tests/tests/podman_compare.rs)
+    [python3]=python3        # compare-podman.sh reads the two tars
 )
 missing=()
 for cmd in "${!needs[@]}"; do
@@ -65,6 +67,8 @@ say "making the example image"
 bash scripts/make-example-image.sh build </dev/null || die "the example image could not be made (see above)"
 say "making the multi-layer test images (skopeo, umoci)"
 bash scripts/make-test-images.sh build </dev/null || die "the test images could not be made (see above)"
+say "making the umoci-insert image (issue 12: layer tars without end-of-archive blocks)"
+bash scripts/make-umoci-insert-image.sh build </dev/null || die "the umoci-insert image could not be made (see above)"
 say "making the nginx image (mmdebstrap, Debian bookworm)"
 bash scripts/make-nginx-image.sh build </dev/null || die "the nginx image could not be made (see above)"
 say "making the Debian rootfs (hostile.rs: SIGKILL mid-extraction, a full cache, seccomp)"

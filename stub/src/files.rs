@@ -15,7 +15,7 @@ use std::fs::{self, DirBuilder, File};
 use std::io::{self, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
 
 /// Creates `dir` (0700) or checks that an existing one is ours, and makes it private.
@@ -85,6 +85,9 @@ pub fn check_private(fd: &OwnedFd, dir: &Path, what: &str, fix: &str, repair: bo
 }
 
 /// `rm -rf`, making directories writable on the way (images hold read-only ones).
+/// Works from directory descriptors, one name at a time, so a tree deeper than
+/// PATH_MAX (an image's path near the limit, under the cache's own path) goes too, and
+/// a symlink is removed, never followed.
 pub fn remove_tree(path: &Path) -> io::Result<()> {
     let meta = match fs::symlink_metadata(path) {
         Ok(m) => m,
@@ -94,13 +97,68 @@ pub fn remove_tree(path: &Path) -> io::Result<()> {
     if !meta.is_dir() {
         return fs::remove_file(path);
     }
-    if meta.mode() & 0o700 != 0o700 {
-        fs::set_permissions(path, fs::Permissions::from_mode(0o700))?;
+    let parent = path.parent().unwrap_or(Path::new("."));
+    let parent = if parent.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        parent
+    };
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
+    let parent = File::options()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY)
+        .open(parent)?;
+    remove_entry_at(&parent, &CString::new(name.as_encoded_bytes())?)
+}
+
+/// Removes the directory `name` of `dir` with everything below it.
+fn remove_entry_at(dir: &File, name: &std::ffi::CStr) -> io::Result<()> {
+    use nix::unistd::{unlinkat, UnlinkatFlags};
+    let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW;
+    let sub = match crate::sys::openat(dir.as_fd(), name, flags, 0) {
+        // A directory of mode 000 (overlay's work/work): open it to ourselves first.
+        Err(e) if e.raw_os_error() == Some(libc::EACCES) => {
+            nix::sys::stat::fchmodat(
+                Some(dir.as_raw_fd()),
+                name,
+                Mode::from_bits_truncate(0o700),
+                nix::sys::stat::FchmodatFlags::FollowSymlink,
+            )?;
+            crate::sys::openat(dir.as_fd(), name, flags, 0)
+        }
+        other => other,
     }
-    for item in fs::read_dir(path)? {
-        remove_tree(&item?.path())?;
+    .map(File::from)?;
+    if fstat(sub.as_raw_fd())?.st_mode & 0o700 != 0o700 {
+        fchmod(sub.as_raw_fd(), Mode::from_bits_truncate(0o700))?;
     }
-    fs::remove_dir(path)
+    let names: Vec<(CString, bool)> = nix::dir::Dir::from_fd(nix::unistd::dup(sub.as_raw_fd())?)?
+        .iter()
+        .filter_map(|e| e.ok())
+        .filter(|e| !matches!(e.file_name().to_bytes(), b"." | b".."))
+        .map(|e| {
+            let is_dir = e.file_type() == Some(nix::dir::Type::Directory);
+            (e.file_name().to_owned(), is_dir)
+        })
+        .collect();
+    for (child, is_dir) in names {
+        let removed = match is_dir {
+            false => unlinkat(
+                Some(sub.as_raw_fd()),
+                child.as_c_str(),
+                UnlinkatFlags::NoRemoveDir,
+            ),
+            true => Err(nix::errno::Errno::EISDIR),
+        };
+        match removed {
+            Ok(()) => {}
+            Err(nix::errno::Errno::EISDIR) => remove_entry_at(&sub, &child)?,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    unlinkat(Some(dir.as_raw_fd()), name, UnlinkatFlags::RemoveDir).map_err(io::Error::from)
 }
 
 /// Writes `path` through a temporary file in the same directory and a rename, so a

@@ -8,6 +8,7 @@ mod cli;
 mod container;
 mod error;
 mod files;
+mod holder;
 mod log;
 mod rootfs;
 mod signals;
@@ -70,6 +71,9 @@ fn start(flags: &cli::Flags, command: Vec<OsString>) -> Result<i32> {
     if flags.cache_list || flags.cache_rm.is_some() {
         return cache_command(flags);
     }
+    if let Some(id) = &flags.exec {
+        return container::join::exec(flags, id, command);
+    }
     let packed = payload::open_self()?;
     log::debug!(
         "payload: {} ({}), {} bytes at offset {}",
@@ -78,11 +82,25 @@ fn start(flags: &cli::Flags, command: Vec<OsString>) -> Result<i32> {
         packed.footer.payload_len,
         packed.footer.payload_offset
     );
-    let plan = RunPlan::new(flags, command, &packed.config)?;
-    let mapping = userns::choose(plan.userns, |m| rootfs::is_extracted(&packed, m))?;
-    let rootfs = rootfs::ensure_rootfs(&packed, &mapping)?;
-    drop(packed);
-    container::run(&plan, &rootfs, mapping)
+    let (plan, env) = RunPlan::new(flags, command, &packed.config)?;
+    let mapping = userns::choose(plan.userns, |m| {
+        rootfs::is_extracted(&packed, m) || holder::is_held(m)
+    })?;
+    // Subordinate ids: a held user namespace spares the helpers (and is made once).
+    let held = match mapping.is_subid() {
+        true => holder::get(&mapping)
+            .map_err(|e| log::debug!("userns: no holder ({}); the helpers map each run", e.msg))
+            .ok(),
+        false => None,
+    };
+    let userns = held.as_ref().map(|h| &h.userns);
+    let rootfs = rootfs::ensure_rootfs(&packed, &mapping, userns)?;
+    std::mem::forget(packed);
+    let code = container::run(&plan, env, &rootfs, mapping, userns);
+    // Freeing what an image may have made large (30k variables) costs more than the
+    // whole start with musl's allocator; the process ends now anyway.
+    std::mem::forget(plan);
+    code
 }
 
 /// --cache-list, --cache-rm: where subordinate ids exist, inside a namespace that has
@@ -107,6 +125,9 @@ fn cache_command(flags: &cli::Flags) -> Result<i32> {
     match userns::subid_available() {
         Ok((uids, gids)) => userns::run_inside(&userns::Mapping::Subid { uids, gids }, work)?,
         Err(_) => work()?,
+    }
+    if what.as_deref() == Some("all") {
+        holder::stop_all();
     }
     Ok(0)
 }

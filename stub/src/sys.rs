@@ -164,6 +164,33 @@ pub fn reset_signal_dispositions() {
     }
 }
 
+/// Ignores the signals a terminal sends (hangup, Ctrl-C, Ctrl-\\, job control), for a
+/// process that must outlive the terminal it was started from.
+pub fn ignore_terminal_signals() {
+    for sig in [
+        libc::SIGHUP,
+        libc::SIGINT,
+        libc::SIGQUIT,
+        libc::SIGTSTP,
+        libc::SIGTTIN,
+        libc::SIGTTOU,
+    ] {
+        // SAFETY: SIG_IGN installs no handler code.
+        unsafe {
+            libc::signal(sig, libc::SIG_IGN);
+        }
+    }
+}
+
+/// The uid that owns a user namespace (ioctl NS_GET_OWNER_UID, not in nix).
+pub fn namespace_owner(ns: BorrowedFd<'_>) -> io::Result<u32> {
+    let mut uid: libc::uid_t = 0;
+    // SAFETY: NS_GET_OWNER_UID writes one uid_t through the pointer, which points at
+    // `uid` for the whole call; `ns` is an open namespace descriptor.
+    let ret = unsafe { libc::ioctl(ns.as_raw_fd(), libc::NS_GET_OWNER_UID as _, &mut uid) };
+    cvt(ret.into()).map(|_| uid)
+}
+
 /// kill(2) with any signal number, real-time ones included (nix's `Signal` has none).
 pub fn send_signal(pid: libc::pid_t, signal: libc::c_int) -> io::Result<()> {
     // SAFETY: kill(2) takes two integers and touches no memory of ours.

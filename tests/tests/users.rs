@@ -145,8 +145,14 @@ fn without_subids(t: &Test, program: &Path, args: &[&str]) -> Cmd {
     let user = test_user(t);
     let script = r#"mount --bind /dev/null /etc/subuid && mount --bind /dev/null /etc/subgid &&
         u=$1 g=$2 && shift 2 && exec /usr/bin/setpriv --reuid="$u" --regid="$g" --init-groups -- "$@""#;
+    // A machine where the helpers never worked has no held user namespace either
+    // (one made earlier by working helpers would spare them): a runtime dir of its own.
+    let runtime = t.dir.join("runtime");
+    fs::create_dir_all(&runtime).unwrap();
+    t.env.give_to_user(&runtime);
     t.cmd(Path::new("/usr/bin/unshare"))
         .as_current_user()
+        .env("XDG_RUNTIME_DIR", &runtime)
         .args(["--mount", "--propagation", "private", "--", "/bin/sh", "-c"])
         .args([script, "sh"])
         .arg(user.uid.to_string())
@@ -167,8 +173,14 @@ fn with_broken_map_helpers(t: &Test, program: &Path, args: &[&str]) -> Cmd {
             cp /usr/bin/$h "$d/$h" && chmod 0755 "$d/$h" && mount --bind "$d/$h" /usr/bin/$h || exit 1
         done &&
         u=$1 g=$2 && shift 2 && exec /usr/bin/setpriv --reuid="$u" --regid="$g" --init-groups -- "$@""#;
+    // A machine where the helpers never worked has no held user namespace either
+    // (one made earlier by working helpers would spare them): a runtime dir of its own.
+    let runtime = t.dir.join("runtime");
+    fs::create_dir_all(&runtime).unwrap();
+    t.env.give_to_user(&runtime);
     t.cmd(Path::new("/usr/bin/unshare"))
         .as_current_user()
+        .env("XDG_RUNTIME_DIR", &runtime)
         .args(["--mount", "--propagation", "private", "--", "/bin/sh", "-c"])
         .args([script, "sh"])
         .arg(&copies)

@@ -24,8 +24,12 @@ pub fn key_of(entry: &[u8]) -> &[u8] {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Env {
     entries: Vec<Vec<u8>>,
-    /// Each key's entry: the first of its entries, if the list came with duplicates.
-    index: BTreeMap<Vec<u8>, usize>,
+    /// Each key's entry (the first of its entries, if the list came with duplicates),
+    /// by a 64-bit hash of the key: no copy of the key, one allocation less per entry
+    /// (the stub's allocator, musl's, is slow; 30k entries are a start's budget).
+    index: BTreeMap<u64, usize>,
+    /// Entries whose key's hash another key had already (practically never).
+    collided: Vec<usize>,
 }
 
 impl Env {
@@ -37,11 +41,35 @@ impl Env {
     /// [`Self::set`] or [`Self::push_entry`] replaces the first entry of its key, as if
     /// the list had been searched from the start.
     pub fn from_entries(entries: Vec<Vec<u8>>) -> Self {
-        let mut index = BTreeMap::new();
-        for (at, entry) in entries.iter().enumerate() {
-            index.entry(key_of(entry).to_vec()).or_insert(at);
+        let mut env = Env {
+            entries,
+            ..Env::default()
+        };
+        for at in 0..env.entries.len() {
+            if env.find(key_of(&env.entries[at])).is_none() {
+                env.remember(at);
+            }
         }
-        Env { entries, index }
+        env
+    }
+
+    /// Where the entry of `key` is.
+    fn find(&self, key: &[u8]) -> Option<usize> {
+        let is_key = |&at: &usize| key_of(&self.entries[at]) == key;
+        match self.index.get(&hash(key)) {
+            Some(at) if is_key(at) => Some(*at),
+            _ => self.collided.iter().copied().find(is_key),
+        }
+    }
+
+    fn remember(&mut self, at: usize) {
+        let h = hash(key_of(&self.entries[at]));
+        match self.index.entry(h) {
+            std::collections::btree_map::Entry::Occupied(_) => self.collided.push(at),
+            std::collections::btree_map::Entry::Vacant(slot) => {
+                slot.insert(at);
+            }
+        }
     }
 
     /// Sets `key` to `value`: the entry `key=value`, put as [`Self::push_entry`] does.
@@ -59,24 +87,23 @@ impl Env {
     }
 
     fn put(&mut self, entry: Vec<u8>) {
-        match self.index.get(key_of(&entry)) {
-            Some(&at) => self.entries[at] = entry,
+        match self.find(key_of(&entry)) {
+            Some(at) => self.entries[at] = entry,
             None => {
-                self.index
-                    .insert(key_of(&entry).to_vec(), self.entries.len());
                 self.entries.push(entry);
+                self.remember(self.entries.len() - 1);
             }
         }
     }
 
     pub fn has(&self, key: &[u8]) -> bool {
-        self.index.contains_key(key)
+        self.find(key).is_some()
     }
 
     /// The value of `key`: what follows the first `=` of its entry, empty for an entry
     /// without one.
     pub fn get(&self, key: &[u8]) -> Option<&[u8]> {
-        let entry = &self.entries[*self.index.get(key)?];
+        let entry = &self.entries[self.find(key)?];
         Some(entry.get(key.len() + 1..).unwrap_or_default())
     }
 
@@ -95,6 +122,13 @@ impl Env {
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
+}
+
+/// FNV-1a, 64 bits.
+fn hash(key: &[u8]) -> u64 {
+    key.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 /// Each entry as [`Env::push_entry`] puts it.
@@ -183,6 +217,18 @@ mod tests {
         // Collected, the duplicates collapse into the first place.
         let env: Env = ["A=1", "B=2", "A=3"].into_iter().collect();
         assert_eq!(list(&env), ["A=3", "B=2"]);
+    }
+
+    #[test]
+    fn a_key_whose_hash_collides_is_still_found() {
+        // As if B's hash were A's: B is then only in the collided list.
+        let mut env = Env::from_entries(vec![b"A=1".to_vec()]);
+        env.entries.push(b"B=2".to_vec());
+        env.collided.push(1);
+        assert_eq!(env.get(b"B"), Some(&b"2"[..]));
+        env.set(b"B", b"3");
+        assert_eq!(list(&env), ["A=1", "B=3"]);
+        assert!(!env.has(b"C"));
     }
 
     #[test]

@@ -196,6 +196,24 @@ impl<R: Read> TarReader<R> {
         Ok(())
     }
 
+    /// Skips `n` bytes; Ok(false) when the stream ends first (nothing else is wrong).
+    fn skip_to_eof_or(&mut self, mut n: u64) -> Result<bool, TarError> {
+        let mut buf = [0u8; BLOCK];
+        while n > 0 {
+            let want = n.min(buf.len() as u64) as usize;
+            let got = match self.inner.read(&mut buf[..want]) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => other?,
+            };
+            if got == 0 {
+                return Ok(false);
+            }
+            self.offset += got as u64;
+            n -= got as u64;
+        }
+        Ok(true)
+    }
+
     /// The stored bytes of an extension header, at most `cap`.
     fn read_extension(&mut self, size: u64, cap: u64, what: &str) -> Result<Vec<u8>, TarError> {
         if size > cap {
@@ -229,7 +247,13 @@ impl<R: Read> TarReader<R> {
         if self.done {
             return Ok(None);
         }
-        self.skip(self.left + self.pad)?;
+        self.skip(self.left)?;
+        // An archive may end right after the last file's data, without its padding or
+        // the two zero blocks (umoci writes such layers; docker and podman read them).
+        if !self.skip_to_eof_or(self.pad)? {
+            self.done = true;
+            return Ok(None);
+        }
         self.left = 0;
         self.pad = 0;
         let mut pending = Pending::default();
@@ -750,6 +774,15 @@ mod tests {
         assert_eq!(entries[1].1, b"hello");
         assert_eq!((entries[1].0.mode, entries[1].0.uid), (0o644, 1000));
         assert_eq!(entries[2].0.kind(), Kind::Symlink);
+    }
+
+    #[test]
+    fn an_archive_may_end_right_after_the_last_files_data() {
+        let mut a = header(b"a", b'0', 3);
+        a.extend_from_slice(b"abc"); // no padding, no end blocks (umoci insert)
+        let entries = read_all(&a).unwrap();
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0].1, b"abc");
     }
 
     #[test]

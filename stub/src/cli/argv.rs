@@ -35,7 +35,7 @@ const SWITCHES: [&str; 23] = [
 ];
 
 /// Options that take a value (the next argument), as argh spells them.
-pub const WITH_VALUE: [&str; 35] = [
+pub const WITH_VALUE: [&str; 36] = [
     "-e",
     "--env",
     "--env-file",
@@ -71,6 +71,7 @@ pub const WITH_VALUE: [&str; 35] = [
     "--group-add",
     "--stop-timeout",
     "--name",
+    "--exec",
 ];
 
 /// docker's names for flags of ours.

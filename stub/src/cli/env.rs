@@ -78,10 +78,10 @@ pub fn pass_from_host(env: &mut Env, key: &str) {
 }
 
 /// The entries as the command's envp.
-pub fn to_os(env: &Env) -> Vec<OsString> {
-    env.entries()
-        .iter()
-        .map(|e| OsString::from_vec(e.clone()))
+pub fn into_os(env: Env) -> Vec<OsString> {
+    env.into_entries()
+        .into_iter()
+        .map(OsString::from_vec)
         .collect()
 }
 
@@ -122,7 +122,7 @@ mod tests {
         assert_eq!(env[0], "PATH=/image/bin");
         assert_eq!(env[1], "HOSTNAME=host");
         assert!(env.contains(&"X=3".to_string()));
-        let os = to_os(&resolve("h", &image, false, &[], &[]).unwrap());
+        let os = into_os(resolve("h", &image, false, &[], &[]).unwrap());
         assert_eq!(lookup(&os, "X"), Some(OsStr::new("1=2")));
         assert_eq!(lookup(&os, "PAT"), None);
     }

@@ -63,6 +63,11 @@ pub struct Flags {
     #[argh(option)]
     pub pid_file: Option<String>,
 
+    /// run the command in the running container ID (started with --id or --name),
+    /// as docker exec does
+    #[argh(option)]
+    pub exec: Option<String>,
+
     /// the container's id (default: the image name and a unique suffix); two running
     /// containers cannot share one
     #[argh(option)]

@@ -26,9 +26,6 @@ pub struct RunPlan {
     pub hostname: String,
     /// argv of the container's command (never empty).
     pub argv: Vec<OsString>,
-    /// Docker's defaults, the image's Env, --env-file and -e, merged; $HOME is added
-    /// once the user is known.
-    pub env: Env,
     pub working_dir: String,
     /// What SIGTERM to the stub becomes (the image's StopSignal).
     pub stop_signal: libc::c_int,
@@ -77,7 +74,14 @@ pub struct RunPlan {
 }
 
 impl RunPlan {
-    pub fn new(flags: &Flags, command: Vec<OsString>, config: &ImageConfig) -> Result<RunPlan> {
+    /// The plan, and the environment it resolved (docker's defaults, the image's Env,
+    /// --env-file and -e, merged; $HOME is added once the user is known): handed on by
+    /// value, as it may hold tens of thousands of entries.
+    pub fn new(
+        flags: &Flags,
+        command: Vec<OsString>,
+        config: &ImageConfig,
+    ) -> Result<(RunPlan, Env)> {
         let cwd = std::env::current_dir().context("cannot read the current directory")?;
         let absolute = |p: &str| cwd.join(p);
         let hostname = hostname(flags, config)?;
@@ -120,11 +124,10 @@ impl RunPlan {
                 "--rm and --overlay contradict each other: choose one",
             ));
         }
-        Ok(RunPlan {
+        let plan = RunPlan {
             debug: flags.debug,
             read_only: (flags.read_only || config.read_only) && !flags.read_write,
             argv: argv(flags, command, config),
-            env,
             working_dir: working_dir(flags, config)?,
             stop_signal: stop_signal(config)?,
             detach: flags.detach,
@@ -189,7 +192,8 @@ impl RunPlan {
             group_add: flags.group_add.clone(),
             stop_timeout: flags.stop_timeout,
             hostname,
-        })
+        };
+        Ok((plan, env))
     }
 }
 

@@ -3,7 +3,7 @@
 //! stub's, seccomp last, then exec with a PATH lookup. A failure is reported on stderr
 //! and as a code on the exec-status pipe: 127 not found, 126 cannot run, 125 setup.
 
-use super::launch::Launch;
+use super::process::Process;
 use super::{seccomp, tty};
 use crate::cli::env::{lookup, DEFAULT_PATH};
 use crate::error::{Context, Error, Result, EXIT_BINCTR};
@@ -26,10 +26,10 @@ pub struct Stdio<'a> {
 
 /// Finishes the command's environment, then execs. Never returns; on failure writes
 /// 126 or 127 (cannot run), or 125 (setup) on the status pipe.
-pub fn run_command(launch: &Launch<'_>, stdio: &Stdio<'_>, status: BorrowedFd<'_>) -> ! {
+pub fn run_command(process: &Process, stdio: &Stdio<'_>, status: BorrowedFd<'_>) -> ! {
     // Errors go to the user's stderr even after stdio moved to a pty or a log.
     let errors = nix::fcntl::fcntl(2, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(3)).ok();
-    let (code, e) = match prepare_and_exec(launch, stdio) {
+    let (code, e) = match prepare_and_exec(process, stdio) {
         Ok(never) => match never {},
         Err(failure) => failure,
     };
@@ -38,17 +38,17 @@ pub fn run_command(launch: &Launch<'_>, stdio: &Stdio<'_>, status: BorrowedFd<'_
             let fd = sys::take_fd(fd);
             let _ = nix::unistd::write(&fd, format!("binctr: {}\n", e.msg).as_bytes());
         }
-        None => e.report(launch.plan.debug),
+        None => e.report(process.debug),
     }
     let _ = nix::unistd::write(status, &[code as u8]);
     sys::exit_now(code);
 }
 
 fn prepare_and_exec(
-    launch: &Launch<'_>,
+    process: &Process,
     stdio: &Stdio<'_>,
 ) -> std::result::Result<Infallible, (i32, Error)> {
-    let plan = launch.plan;
+    let plan = process;
     let setup = |e: Error| (EXIT_BINCTR, e);
     sys::reset_signal_dispositions();
     nix::sys::signal::SigSet::empty()
@@ -60,7 +60,7 @@ fn prepare_and_exec(
     enter_working_dir(&plan.working_dir, plan.read_only).map_err(setup)?;
     set_limits(&plan.ulimits).map_err(setup)?;
     drop_privileges(&plan.caps).map_err(setup)?;
-    switch_user(launch).map_err(setup)?;
+    switch_user(process).map_err(setup)?;
     // Nothing of the stub's reaches the command: only 0, 1, 2 and the descriptors
     // systemd passed for socket activation.
     sys::close_range_from(3 + plan.preserve_fds, true)
@@ -68,7 +68,7 @@ fn prepare_and_exec(
         .map_err(setup)?;
 
     let argv: Vec<CString> = plan.argv.iter().map(|a| cstring(a)).collect();
-    let mut envp: Vec<CString> = launch.env.iter().map(|e| cstring(e)).collect();
+    let mut envp: Vec<CString> = process.env.iter().map(|e| cstring(e)).collect();
     if plan.preserve_fds > 0 {
         envp.push(cstring(OsStr::new(&format!(
             "LISTEN_PID={}",
@@ -77,12 +77,12 @@ fn prepare_and_exec(
     }
     debug!("process: exec {:?}", plan.argv);
     // Last, so the filter need not allow anything of the setup above.
-    if let Some(filter) = seccomp::filter(plan.seccomp, launch.fake_root) {
+    if let Some(filter) = seccomp::filter(plan.seccomp, process.fake_root) {
         seccomp::install(&filter)
             .context("cannot install the seccomp filter")
             .map_err(setup)?;
     }
-    Err(exec_in_path(&plan.argv[0], &launch.env, &argv, &envp))
+    Err(exec_in_path(&plan.argv[0], &process.env, &argv, &envp))
 }
 
 /// execve of `command`, looked up in the container's PATH (as docker does) unless it
@@ -105,7 +105,15 @@ fn exec_in_path(
         let mut full = OsString::from(OsStr::from_bytes(dir));
         full.push("/");
         full.push(command);
-        let Err(err) = nix::unistd::execve(&cstring(&full), argv, envp);
+        let full = cstring(&full);
+        // Only where it exists: a failed execve still copies the whole environment
+        // into the kernel first (tens of thousands of variables cost a millisecond).
+        if let Err(Errno::ENOENT | Errno::ENOTDIR) =
+            nix::unistd::access(full.as_c_str(), nix::unistd::AccessFlags::F_OK)
+        {
+            continue;
+        }
+        let Err(err) = nix::unistd::execve(&full, argv, envp);
         if !matches!(err, Errno::ENOENT | Errno::ENOTDIR) {
             denied.get_or_insert(err);
         }
@@ -197,11 +205,11 @@ fn enter_working_dir(dir: &str, read_only: bool) -> Result<()> {
 /// Becomes the container user. With subordinate ids the command starts as root in the
 /// namespace and switches (groups first, then gid, then uid); with a single mapping the
 /// caller already is that user inside, and setgroups is denied.
-fn switch_user(launch: &Launch<'_>) -> Result<()> {
-    if !launch.mapping.is_subid() {
+fn switch_user(process: &Process) -> Result<()> {
+    if !process.subid {
         return Ok(());
     }
-    let id = &launch.identity;
+    let id = &process.identity;
     let groups: Vec<nix::unistd::Gid> = id.groups.iter().map(|&g| g.into()).collect();
     nix::unistd::setgroups(&groups).context("setgroups failed")?;
     nix::unistd::setgid(id.gid.into()).with_context(|| {

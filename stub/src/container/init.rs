@@ -69,12 +69,13 @@ pub fn container_init(
         console: console.as_ref().map(|c| c.as_fd()),
         detached: detached_stdio.as_ref().map(|d| d.as_fd()),
     };
+    let process = &launch.process;
     if !plan.init {
         // --no-init: the command itself is PID 1.
-        exec::run_command(launch, &stdio, status.as_fd());
+        exec::run_command(process, &stdio, status.as_fd());
     }
     let command = match sys::fork() {
-        Ok(0) => exec::run_command(launch, &stdio, status.as_fd()),
+        Ok(0) => exec::run_command(process, &stdio, status.as_fd()),
         Ok(pid) => Pid::from_raw(pid),
         Err(e) => fail(
             status.as_fd(),

@@ -63,6 +63,18 @@ impl WritableLayer {
         }
     }
 
+    /// Writes this process's pid in the lock (the detached monitor, after its fork:
+    /// the one a refused second user of the layer is told about).
+    pub fn claim(&self) {
+        if let Some(lock) = &self._lock {
+            let mut lock: &File = lock;
+            let _ = lock
+                .set_len(0)
+                .and_then(|()| lock.rewind())
+                .and_then(|()| write!(lock, "{}", std::process::id()));
+        }
+    }
+
     /// Removes a per-run layer. `userns`: the container's user namespace, whose ids
     /// own what the container wrote (subordinate ids); joined to remove them.
     pub fn finish(self, mapping: &Mapping, userns: Option<&File>) {

@@ -15,10 +15,12 @@ mod children;
 mod exec;
 mod hooks;
 mod init;
+pub mod join;
 pub mod launch;
 mod layer;
 mod monitor;
 pub mod mounts;
+mod process;
 mod seccomp;
 mod spawn;
 mod state;
@@ -40,13 +42,29 @@ use std::io::Read;
 
 /// Runs the container to its end (or, with -d, until its command started) and returns
 /// the stub's exit code.
-pub fn run(plan: &RunPlan, rootfs: &Rootfs, mapping: Mapping) -> Result<i32> {
-    let launch = Launch::resolve(plan, rootfs, mapping)?;
+/// `userns`: the held user namespace to start the container in (no helper runs), or
+/// None to make one.
+pub fn run(
+    plan: &RunPlan,
+    env: binctr_format::Env,
+    rootfs: &Rootfs,
+    mapping: Mapping,
+    userns: Option<&File>,
+) -> Result<i32> {
+    let launch = Launch::resolve(plan, env, rootfs, mapping, userns)?;
+    let code = run_launched(&launch, rootfs);
+    // As main does with the plan: not worth freeing on the way out.
+    std::mem::forget(launch);
+    code
+}
+
+fn run_launched(launch: &Launch<'_>, rootfs: &Rootfs) -> Result<i32> {
+    let plan = launch.plan;
     debug!(
         "user: {}:{} groups {:?}; {}; chown/setuid {}",
-        launch.identity.uid,
-        launch.identity.gid,
-        launch.identity.groups,
+        launch.process.identity.uid,
+        launch.process.identity.gid,
+        launch.process.identity.groups,
         launch.mapping.describe(),
         if launch.fake_root {
             "faked (fake root)"
@@ -65,9 +83,9 @@ pub fn run(plan: &RunPlan, rootfs: &Rootfs, mapping: Mapping) -> Result<i32> {
         }
     };
     if plan.detach {
-        return detach(&launch, rootfs, layer, state);
+        return detach(launch, rootfs, layer, state);
     }
-    let code = start_and_watch(&launch, rootfs, layer, &state, None);
+    let code = start_and_watch(launch, rootfs, layer, &state, None);
     state.remove();
     code
 }
@@ -98,7 +116,7 @@ fn start_and_watch(
         }
     };
     let userns = spawned.userns.take();
-    let code = monitor::watch(launch.plan, spawned, state, &watched, started);
+    let code = monitor::watch(launch, spawned, state, &watched, started);
     layer.finish(&launch.mapping, userns.as_ref());
     code
 }
@@ -112,6 +130,7 @@ fn detach(launch: &Launch<'_>, rootfs: &Rootfs, layer: WritableLayer, state: Sta
     if pid == 0 {
         drop(read_end);
         let _ = nix::unistd::setsid();
+        layer.claim();
         let mut started = File::from(write_end);
         let result = start_and_watch(launch, rootfs, layer, &state, Some(&mut started));
         if let Err(e) = &result {

@@ -4,10 +4,11 @@
 //! runs the poststop hooks and returns the exit code.
 
 use super::children::{self, Skip, Watch};
+use super::launch::Launch;
 use super::spawn::Spawned;
 use super::state::State;
 use super::{hooks, tty};
-use crate::cli::{RunPlan, Stage, Terminal};
+use crate::cli::{Stage, Terminal};
 use crate::files::write_atomically;
 use crate::sys;
 use nix::errno::Errno;
@@ -22,12 +23,13 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 /// in detached mode, is the pipe to the process the user is waiting on: it gets one
 /// byte (0 when the command runs, else the stub's exit code).
 pub fn watch(
-    plan: &RunPlan,
+    launch: &Launch<'_>,
     spawned: Spawned,
     state: &State,
     watched: &SigSet,
     started: Option<&mut File>,
 ) -> crate::error::Result<i32> {
+    let plan = launch.plan;
     let pid = spawned.pid.as_raw();
     let master = spawned
         .pty_sock
@@ -36,7 +38,7 @@ pub fn watch(
     let mut code = [0u8; 1];
     let exec_failed = matches!((&spawned.status).read(&mut code), Ok(1));
     if !exec_failed {
-        let _ = state.record("running", pid);
+        let _ = state.record("running", pid, Some(&launch.process));
         if let Some(pid_file) = &plan.pid_file {
             write_atomically(pid_file, format!("{pid}\n").as_bytes())
                 .map_err(|e| spawned.abort(e))?;
@@ -101,7 +103,7 @@ fn detach_own_stdio() -> std::io::Result<()> {
 /// Waits for `child` and returns its exit code, while it forwards the signals of `set`
 /// (SIGTERM as `stop_signal`), reaps any other child, and, with a pty `master`, relays
 /// the terminal: bytes both ways and window sizes.
-fn relay(mut watch: Watch, set: &SigSet, mut master: Option<OwnedFd>) -> i32 {
+pub fn relay(mut watch: Watch, set: &SigSet, mut master: Option<OwnedFd>) -> i32 {
     let child = watch.child;
     let Some(signals) = children::signal_fd(set, SfdFlags::SFD_NONBLOCK) else {
         return children::wait_plain(child);

@@ -82,21 +82,26 @@ pub fn spawn(
         None
     };
 
-    let mut flags = libc::CLONE_NEWUSER
-        | libc::CLONE_NEWNS
-        | libc::CLONE_NEWPID
-        | libc::CLONE_NEWUTS
-        | libc::CLONE_NEWIPC;
+    let mut flags =
+        libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
     if plan.net_none {
         flags |= libc::CLONE_NEWNET;
     }
     debug!(
-        "namespaces: clone(user, mount, pid, uts, ipc{})",
+        "namespaces: clone({}mount, pid, uts, ipc{})",
+        if launch.userns.is_some() {
+            "in the held user namespace: "
+        } else {
+            "user, "
+        },
         if plan.net_none { ", net" } else { "" }
     );
-    let pid = sys::clone_into_namespaces(flags)
-        .context("cannot create the container's namespaces")
-        .map_err(userns::with_blocked_hint)?;
+    let pid = match launch.userns {
+        Some(ns) => clone_joined(ns, flags),
+        None => sys::clone_into_namespaces(flags | libc::CLONE_NEWUSER),
+    }
+    .context("cannot create the container's namespaces")
+    .map_err(userns::with_blocked_hint)?;
     if pid == 0 {
         drop((go_write, status_read, pty_parent));
         let ends = ChildEnds {
@@ -115,7 +120,9 @@ pub fn spawn(
         pty_sock: pty_parent,
         userns: File::open(format!("/proc/{pid}/ns/user")).ok(),
     };
-    userns::write_maps(pid, &launch.mapping).map_err(|e| spawned.abort(e))?;
+    if launch.userns.is_none() {
+        userns::write_maps(pid, &launch.mapping).map_err(|e| spawned.abort(e))?;
+    }
     hooks::run(
         &plan.hooks,
         Stage::Prestart,
@@ -126,6 +133,38 @@ pub fn spawn(
     let _ = File::from(go_write).write_all(b"1");
     debug!("process: container pid {pid} on the host");
     Ok(spawned)
+}
+
+/// Like clone_into_namespaces, from inside the user namespace `ns`: a short-lived
+/// child joins it and clones the container with CLONE_PARENT, so the container is our
+/// child (we wait for it, its PR_SET_PDEATHSIG follows us) and owned by `ns`. Returns
+/// the container's pid here, 0 in the container.
+fn clone_joined(ns: &File, flags: libc::c_int) -> std::io::Result<libc::pid_t> {
+    use std::io::Read;
+    let (pid_read, pid_write) = pipe2(OFlag::O_CLOEXEC)?;
+    let middle = sys::fork()?;
+    if middle == 0 {
+        drop(pid_read);
+        let cloned = nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWUSER)
+            .map_err(std::io::Error::from)
+            .and_then(|()| sys::clone_into_namespaces(flags | libc::CLONE_PARENT));
+        let reply: i32 = match cloned {
+            Ok(0) => return Ok(0),
+            Ok(pid) => pid,
+            Err(e) => -e.raw_os_error().unwrap_or(libc::EINVAL),
+        };
+        let _ = File::from(pid_write).write_all(&reply.to_ne_bytes());
+        sys::exit_now(0);
+    }
+    drop(pid_write);
+    let mut bytes = [0u8; 4];
+    let got = File::from(pid_read).read_exact(&mut bytes);
+    let _ = nix::sys::wait::waitpid(Pid::from_raw(middle), None);
+    got?;
+    match i32::from_ne_bytes(bytes) {
+        pid if pid > 0 => Ok(pid),
+        errno => Err(std::io::Error::from_raw_os_error(-errno)),
+    }
 }
 
 /// -d: the command's stdout and stderr go to the log (appended) or /dev/null.

@@ -75,15 +75,24 @@ impl State {
         .to_string()
     }
 
-    /// Records the state for other tools (`state.json`, replaced atomically).
-    pub fn record(&self, status: &str, pid: libc::pid_t) -> Result<()> {
-        match &self.dir {
-            Some(dir) => write_atomically(
-                &dir.join("state.json"),
-                self.oci_json(status, pid).as_bytes(),
-            ),
-            None => Ok(()),
+    /// Records the state for other tools (`state.json`, replaced atomically) and, when
+    /// running, how `--exec` starts a command in it (`exec.json`).
+    pub fn record(
+        &self,
+        status: &str,
+        pid: libc::pid_t,
+        process: Option<&super::process::Process>,
+    ) -> Result<()> {
+        let Some(dir) = &self.dir else {
+            return Ok(());
+        };
+        if let Some(process) = process {
+            write_atomically(&dir.join("exec.json"), process.to_json().as_bytes())?;
         }
+        write_atomically(
+            &dir.join("state.json"),
+            self.oci_json(status, pid).as_bytes(),
+        )
     }
 
     /// Removes the state directory (the container has exited).

@@ -164,7 +164,9 @@ pub fn is_extracted(packed: &Packed, mapping: &Mapping) -> bool {
 /// Returns the extracted rootfs of this packed file, extracting it on the first run.
 /// With subordinate ids the extraction runs inside a user namespace with that mapping,
 /// so files keep the image's owners; such an extraction has its own cache entry.
-pub fn ensure_rootfs(packed: &Packed, mapping: &Mapping) -> Result<Rootfs> {
+/// `userns`: a user namespace with `mapping` to extract in (the held one), else one is
+/// made for the extraction.
+pub fn ensure_rootfs(packed: &Packed, mapping: &Mapping, userns: Option<&File>) -> Result<Rootfs> {
     let root = cache_root()?;
     let key = key_for(packed, mapping);
     if let Some(rootfs) = open_entry(&root, &key)? {
@@ -183,7 +185,7 @@ pub fn ensure_rootfs(packed: &Packed, mapping: &Mapping) -> Result<Rootfs> {
         return Ok(rootfs);
     }
     let entry = root.join(&key);
-    remove_stale_temps(&root, &key, mapping);
+    remove_stale_temps(&root, &key, mapping, userns);
     let tmp = root.join(format!(".tmp-{key}.{}", std::process::id()));
     debug!(
         "rootfs: extracting into {} ({})",
@@ -191,7 +193,7 @@ pub fn ensure_rootfs(packed: &Packed, mapping: &Mapping) -> Result<Rootfs> {
         mapping.describe()
     );
     let result = prepare_entry(packed, &tmp, mapping)
-        .and_then(|()| extract(packed, &tmp, mapping))
+        .and_then(|()| extract(packed, &tmp, mapping, userns))
         .and_then(|()| make_durable(&root_fd, &tmp, &entry));
     if result.is_err() && !mapping.is_subid() {
         let _ = remove_tree(&tmp);
@@ -231,7 +233,7 @@ fn lock(path: &Path) -> Result<File> {
 
 /// Extracts the payload into `tmp/rootfs`: here, or with subordinate ids in a child
 /// inside the namespace (which reports its own errors and cleans up what it made).
-fn extract(packed: &Packed, tmp: &Path, mapping: &Mapping) -> Result<()> {
+fn extract(packed: &Packed, tmp: &Path, mapping: &Mapping, userns: Option<&File>) -> Result<()> {
     if !mapping.is_subid() {
         return extract_here(packed, tmp, false);
     }
@@ -239,13 +241,17 @@ fn extract(packed: &Packed, tmp: &Path, mapping: &Mapping) -> Result<()> {
     // (and then acts, once the mask is back).
     let old_mask =
         crate::signals::forwarded().thread_swap_mask(nix::sys::signal::SigmaskHow::SIG_BLOCK);
-    let done = userns::run_inside(mapping, || {
+    let work = || {
         let done = extract_here(packed, tmp, true);
         if done.is_err() {
             let _ = remove_tree(tmp);
         }
         done
-    });
+    };
+    let done = match userns {
+        Some(ns) => userns::run_joined(ns, work),
+        None => userns::run_inside(mapping, work),
+    };
     // A stop signal sent to us alone (kill, not the terminal) waited for the child.
     let done = match crate::signals::take_pending(&crate::signals::forwarded()) {
         Some(signal) if done.is_ok() => Err(Error::interrupted(
@@ -312,7 +318,7 @@ fn prepare_entry(packed: &Packed, tmp: &Path, mapping: &Mapping) -> Result<()> {
 
 /// Extractions of this key that a crashed run left behind (we hold the lock, so no
 /// live run owns them).
-fn remove_stale_temps(root: &Path, key: &str, mapping: &Mapping) {
+fn remove_stale_temps(root: &Path, key: &str, mapping: &Mapping, userns: Option<&File>) {
     let prefix = format!(".tmp-{key}.");
     let stale: Vec<PathBuf> = stale_temps(root)
         .into_iter()
@@ -332,10 +338,10 @@ fn remove_stale_temps(root: &Path, key: &str, mapping: &Mapping) {
         Ok(())
     };
     // Files with subordinate owners can only be removed where those ids exist.
-    let _ = if mapping.is_subid() {
-        userns::run_inside(mapping, remove)
-    } else {
-        remove()
+    let _ = match (mapping.is_subid(), userns) {
+        (false, _) => remove(),
+        (true, Some(ns)) => userns::run_joined(ns, remove),
+        (true, None) => userns::run_inside(mapping, remove),
     };
 }
 

@@ -1,0 +1,285 @@
+//! `--exec ID [CMD...]`: a command in a running container (docker exec). The container
+//! is found by its state (`<state root>/<ID>/`: its lock is held while it runs, its
+//! state.json names PID 1, exec.json how its command was started). A short-lived child
+//! joins PID 1's namespaces (user, ipc, uts, net, pid, mount: the mount namespace last,
+//! which moves it to the container's root) and clones the command with CLONE_PARENT, so
+//! the command is ours to wait for and its pid belongs to the container's pid namespace;
+//! should we die first, the container's init reaps it. The command starts as the
+//! container's did (exec.rs): its environment (plus -e), working dir (or -w), user (or
+//! -u), capabilities, no_new_privs and seccomp filter; a pty on a terminal.
+
+use super::children::{Skip, Stop, Watch};
+use super::exec::{self, Stdio};
+use super::process::Process;
+use super::{monitor, tty, users};
+use crate::cli::Flags;
+use crate::error::{Context, Error, Result, EXIT_BINCTR};
+use crate::log::debug;
+use crate::{signals, sys};
+use nix::sched::CloneFlags;
+use nix::unistd::Pid;
+use std::ffi::OsString;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+/// Runs `command` in the running container `id`; returns its exit code.
+pub fn exec(flags: &Flags, id: &str, command: Vec<OsString>) -> Result<i32> {
+    let root = match &flags.root {
+        Some(root) => std::path::PathBuf::from(root),
+        None => crate::cli::default_state_root(),
+    };
+    let dir = root.join(id);
+    let not_running = || {
+        Error::new(format!(
+            "no running container named '{}' (start one with --id or --name, then --exec it)",
+            crate::log::printable(id.as_bytes())
+        ))
+    };
+    if !is_running(&dir) {
+        return Err(not_running());
+    }
+    let pid = read_pid(&dir).ok_or_else(not_running)?;
+    // PID 1 is not dumpable (so the container cannot reach this file through
+    // /proc/1/exe): its namespaces are reached through its first child, the command.
+    let namespaces = open_namespaces(pid)
+        .or_else(|_| {
+            let child = first_child(pid).ok_or(std::io::Error::from_raw_os_error(libc::ESRCH))?;
+            open_namespaces(child)
+        })
+        .map_err(|_| not_running())?;
+    // The namespaces were opened by pid: that pid was still the container's PID 1.
+    if !is_running(&dir) || read_pid(&dir) != Some(pid) {
+        return Err(not_running());
+    }
+    let saved = std::fs::read(dir.join("exec.json")).map_err(|_| not_running())?;
+    let process = process_for(flags, pid, command, Process::from_json(&saved)?)?;
+    let tty = flags.tty
+        || (!flags.detach
+            && nix::unistd::isatty(0).unwrap_or(false)
+            && nix::unistd::isatty(1).unwrap_or(false));
+    debug!("exec: into container {id} (pid {pid}), {:?}", process.argv);
+    run(&namespaces, &process, tty)
+}
+
+fn is_running(dir: &Path) -> bool {
+    let Ok(lock) = File::options()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(dir.join("lock"))
+    else {
+        return false;
+    };
+    // The container holds it; we must not be able to take it.
+    sys::lock_exclusive(lock.as_fd(), false).is_err()
+}
+
+fn read_pid(dir: &Path) -> Option<libc::pid_t> {
+    let text = std::fs::read(dir.join("state.json")).ok()?;
+    let value: serde_json::Value = serde_json::from_slice(&text).ok()?;
+    (value["status"] == "running")
+        .then(|| value["pid"].as_i64())
+        .flatten()
+        .and_then(|p| libc::pid_t::try_from(p).ok())
+}
+
+/// The oldest child of `parent` (from /proc/*/stat, which everyone may read).
+fn first_child(parent: libc::pid_t) -> Option<libc::pid_t> {
+    let mut children: Vec<libc::pid_t> = std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<libc::pid_t>().ok())
+        .filter(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // pid (comm) state ppid ...: comm may hold spaces and parentheses.
+            let after = stat.rsplit_once(") ").map_or("", |(_, rest)| rest);
+            after.split(' ').nth(1).and_then(|p| p.parse().ok()) == Some(parent)
+        })
+        .collect();
+    children.sort_unstable();
+    children.first().copied()
+}
+
+/// A container process's namespaces, in the order they are joined (user first, mount
+/// last).
+fn open_namespaces(pid: libc::pid_t) -> std::io::Result<Vec<(File, CloneFlags)>> {
+    let id = |f: &File| {
+        nix::sys::stat::fstat(std::os::fd::AsRawFd::as_raw_fd(f)).map(|s| (s.st_dev, s.st_ino))
+    };
+    let mut out = Vec::new();
+    for (name, kind) in [
+        ("user", CloneFlags::CLONE_NEWUSER),
+        ("ipc", CloneFlags::CLONE_NEWIPC),
+        ("uts", CloneFlags::CLONE_NEWUTS),
+        ("net", CloneFlags::CLONE_NEWNET),
+        ("pid", CloneFlags::CLONE_NEWPID),
+        ("mnt", CloneFlags::CLONE_NEWNS),
+    ] {
+        let theirs = File::open(format!("/proc/{pid}/ns/{name}"))?;
+        // One the container shares with us (the host's network, our own user
+        // namespace) is not joined: it is ours already, and joining could be refused.
+        let ours = File::open(format!("/proc/self/ns/{name}"))?;
+        if id(&theirs)? != id(&ours)? {
+            out.push((theirs, kind));
+        }
+    }
+    Ok(out)
+}
+
+/// The container's saved process with this command and the flags' -e, -w, -u.
+fn process_for(
+    flags: &Flags,
+    pid: libc::pid_t,
+    command: Vec<OsString>,
+    mut process: Process,
+) -> Result<Process> {
+    process.argv = if command.is_empty() {
+        vec!["/bin/sh".into()]
+    } else {
+        command
+    };
+    let mut env = binctr_format::Env::from_entries(
+        process
+            .env
+            .iter()
+            .map(|e| std::os::unix::ffi::OsStrExt::as_bytes(e.as_os_str()).to_vec())
+            .collect(),
+    );
+    for entry in &flags.env {
+        match entry.split_once('=') {
+            Some(("", _)) => {
+                return Err(Error::new(format!(
+                    "-e '{entry}': the variable has no name"
+                )))
+            }
+            Some(_) => env.push_entry(entry.as_bytes()),
+            None => crate::cli::env::pass_from_host(&mut env, entry),
+        }
+    }
+    process.env = crate::cli::env::into_os(env);
+    if let Some(dir) = &flags.workdir {
+        process.working_dir = dir.clone();
+    }
+    if let Some(user) = &flags.user {
+        let root = Path::new("/proc").join(pid.to_string()).join("root");
+        let identity = users::resolve(&root, None, user, &[])?;
+        if !process.subid && identity.uid != process.identity.uid {
+            return Err(Error::new(
+                "-u: with a single mapping the container has one user; start it with --userns subid to exec as another",
+            ));
+        }
+        process.identity = identity;
+    }
+    Ok(process)
+}
+
+/// Starts the command in the namespaces and watches it to its end.
+fn run(namespaces: &[(File, CloneFlags)], process: &Process, tty: bool) -> Result<i32> {
+    use nix::fcntl::OFlag;
+    use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+    let (status_read, status_write) =
+        nix::unistd::pipe2(OFlag::O_CLOEXEC).context("cannot create a pipe")?;
+    let socks = match tty {
+        true => Some(
+            socketpair(
+                AddressFamily::Unix,
+                SockType::SeqPacket,
+                None,
+                SockFlag::SOCK_CLOEXEC,
+            )
+            .context("cannot create a socket pair")?,
+        ),
+        false => None,
+    };
+    let mut watched = signals::FORWARDED.to_vec();
+    watched.extend([libc::SIGCHLD, libc::SIGWINCH]);
+    let watched = signals::set_of(&watched);
+    watched.thread_set_mask().context("cannot block signals")?;
+    let pid = clone_joined(namespaces).context("cannot join the container")?;
+    if pid == 0 {
+        drop(status_read);
+        command(process, socks.map(|(_, child)| child), status_write);
+    }
+    drop(status_write);
+    let master = socks.and_then(|(parent, _)| tty::recv_fd(parent.as_fd()).ok());
+    let mut code = [0u8; 1];
+    if matches!(File::from(status_read).read(&mut code), Ok(1)) {
+        let _ = nix::sys::wait::waitpid(Pid::from_raw(pid), None);
+        return Err(Error::reported(i32::from(code[0])));
+    }
+    let raw = master.as_ref().and_then(|m| {
+        sys::copy_winsize(sys::stdin(), m.as_fd());
+        tty::RawMode::enter(sys::stdin())
+    });
+    let skip = if master.is_some() {
+        Skip::Nothing
+    } else {
+        Skip::TerminalSignals
+    };
+    let stop = Stop {
+        signal: libc::SIGTERM,
+        timeout: None,
+    };
+    let exit = monitor::relay(Watch::new(Pid::from_raw(pid), stop, skip), &watched, master);
+    drop(raw);
+    Ok(exit)
+}
+
+/// The command's process: in pty mode a pty of the container's devpts (the master goes
+/// to us), then exec.rs's steps. Never returns.
+fn command(process: &Process, sock: Option<OwnedFd>, status: OwnedFd) -> ! {
+    let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
+    let pty = match &sock {
+        Some(sock) => match tty::open_pty().and_then(|(master, slave)| {
+            sys::copy_winsize(sys::stdin(), master.as_fd());
+            tty::send_fd(sock.as_fd(), master.as_fd()).map(|()| slave)
+        }) {
+            Ok(slave) => Some(slave),
+            Err(e) => {
+                e.report(process.debug);
+                let _ = nix::unistd::write(&status, &[EXIT_BINCTR as u8]);
+                sys::exit_now(EXIT_BINCTR);
+            }
+        },
+        None => None,
+    };
+    let stdio = Stdio {
+        pty_slave: pty,
+        console: None,
+        detached: None,
+    };
+    exec::run_command(process, &stdio, status.as_fd())
+}
+
+/// A child joins `namespaces` and clones the command with CLONE_PARENT (our child, in
+/// the container's pid namespace). Returns its pid here, 0 in the command.
+fn clone_joined(namespaces: &[(File, CloneFlags)]) -> std::io::Result<libc::pid_t> {
+    let (pid_read, pid_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    let middle = sys::fork()?;
+    if middle == 0 {
+        drop(pid_read);
+        let joined = namespaces
+            .iter()
+            .try_for_each(|(ns, kind)| nix::sched::setns(ns, *kind))
+            .map_err(std::io::Error::from);
+        let cloned = joined.and_then(|()| sys::clone_into_namespaces(libc::CLONE_PARENT));
+        let reply: i32 = match cloned {
+            Ok(0) => return Ok(0),
+            Ok(pid) => pid,
+            Err(e) => -e.raw_os_error().unwrap_or(libc::EINVAL),
+        };
+        let _ = File::from(pid_write).write_all(&reply.to_ne_bytes());
+        sys::exit_now(0);
+    }
+    drop(pid_write);
+    let mut bytes = [0u8; 4];
+    let got = File::from(pid_read).read_exact(&mut bytes);
+    let _ = nix::sys::wait::waitpid(Pid::from_raw(middle), None);
+    got?;
+    match i32::from_ne_bytes(bytes) {
+        pid if pid > 0 => Ok(pid),
+        errno => Err(std::io::Error::from_raw_os_error(-errno)),
+    }
+}
