@@ -4,23 +4,7 @@ use std::io;
 /// Large reads keep the per-call overhead out of the way of lz4.
 pub const BUF_SIZE: usize = 1 << 20;
 
-/// How much of a text from an image an error line or `inspect` shows.
-const SHOWN_BYTES: usize = 200;
-
-/// A text that came from an image (a name, a tag, a label) as one short line of plain
-/// text: control characters (a newline, a terminal escape) are escaped, so it cannot
-/// forge lines, colours, titles or clipboard writes, and a long one is cut, so a 16 MiB
-/// tag is not a 16 MiB line. The stub's `log::printable` follows the same rule.
-pub fn printable(bytes: &[u8]) -> String {
-    if bytes.len() <= SHOWN_BYTES {
-        return String::from_utf8_lossy(bytes).escape_debug().to_string();
-    }
-    format!(
-        "{}... ({} bytes)",
-        String::from_utf8_lossy(&bytes[..SHOWN_BYTES]).escape_debug(),
-        bytes.len()
-    )
-}
+pub use binctr_format::printable;
 
 /// [`printable`] of a string.
 pub fn shown(text: &str) -> String {

@@ -32,20 +32,4 @@ macro_rules! say {
 }
 pub(crate) use say;
 
-/// How much of a name from an image an error line or a listing shows.
-const SHOWN_BYTES: usize = 200;
-
-/// A name or text that came from an image (or the user) as one short line of plain
-/// text: control characters (a newline, a terminal escape) are escaped, so it cannot
-/// forge lines, colours or titles, and a long one is cut, so a 2 GiB name is not a
-/// 2 GiB "line".
-pub fn printable(bytes: &[u8]) -> String {
-    if bytes.len() <= SHOWN_BYTES {
-        return String::from_utf8_lossy(bytes).escape_debug().to_string();
-    }
-    format!(
-        "{}... ({} bytes)",
-        String::from_utf8_lossy(&bytes[..SHOWN_BYTES]).escape_debug(),
-        bytes.len()
-    )
-}
+pub use binctr_format::printable;

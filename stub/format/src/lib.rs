@@ -16,7 +16,8 @@
 //! - `hash.rs`: sha256 digests, and a reader that hashes what passes through;
 //! - `env.rs`: the `KEY=VALUE` environment, merged in order;
 //! - `tar_reader.rs`: a tar reader with bounded memory, for archives from anywhere;
-//! - `error.rs`: why a file is not a usable packed file.
+//! - `error.rs`: why a file is not a usable packed file;
+//! - `text.rs`: the one rule for showing text that came from an image.
 #![forbid(unsafe_code)]
 
 mod config;
@@ -27,6 +28,7 @@ mod hash;
 mod layout;
 mod read;
 pub mod tar_reader;
+mod text;
 
 pub use config::ImageConfig;
 pub use env::{key_of, Env};
@@ -38,3 +40,4 @@ pub use layout::{
     MIN_PAYLOAD_LEN,
 };
 pub use read::{read_tail, TailError};
+pub use text::printable;

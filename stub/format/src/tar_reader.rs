@@ -196,18 +196,24 @@ impl<R: Read> TarReader<R> {
         Ok(())
     }
 
-    /// Skips `n` bytes; Ok(false) when the stream ends first (nothing else is wrong).
+    /// Skips the padding of `n` bytes; Ok(false) when the stream ends exactly where it
+    /// would start (as Go's archive/tar, which docker and podman use, accepts). A
+    /// stream ending inside the padding is damaged.
     fn skip_to_eof_or(&mut self, mut n: u64) -> Result<bool, TarError> {
         let mut buf = [0u8; BLOCK];
+        let mut first = true;
         while n > 0 {
             let want = n.min(buf.len() as u64) as usize;
             let got = match self.inner.read(&mut buf[..want]) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 other => other?,
             };
-            if got == 0 {
-                return Ok(false);
+            match (got, first) {
+                (0, true) => return Ok(false),
+                (0, false) => return self.bad("the archive ends inside an entry's data"),
+                _ => {}
             }
+            first = false;
             self.offset += got as u64;
             n -= got as u64;
         }

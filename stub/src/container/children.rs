@@ -37,6 +37,16 @@ pub struct Stop {
     pub timeout: Option<Duration>,
 }
 
+impl Stop {
+    /// The plan's: the image's StopSignal, --stop-timeout.
+    pub fn of(plan: &crate::cli::RunPlan) -> Stop {
+        Stop {
+            signal: plan.stop_signal,
+            timeout: plan.stop_timeout.map(|s| Duration::from_secs(s.into())),
+        }
+    }
+}
+
 /// One child watched: signals passed on, the stop timeout kept.
 pub struct Watch {
     pub child: Pid,

@@ -105,12 +105,7 @@ pub fn container_init(
     };
     // SIGTERM becomes the image's StopSignal here too: a detached container is
     // stopped by a signal to the pid in its pid file, which is this process.
-    let stop = children::Stop {
-        signal: plan.stop_signal,
-        timeout: plan
-            .stop_timeout
-            .map(|s| std::time::Duration::from_secs(s.into())),
-    };
+    let stop = children::Stop::of(plan);
     sys::exit_now(children::forward_and_wait(
         command,
         &all_but_faults(),

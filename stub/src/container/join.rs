@@ -20,7 +20,7 @@ use nix::sched::CloneFlags;
 use nix::unistd::Pid;
 use std::ffi::OsString;
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
@@ -197,7 +197,8 @@ fn run(namespaces: &[(File, CloneFlags)], process: &Process, tty: bool) -> Resul
     watched.extend([libc::SIGCHLD, libc::SIGWINCH]);
     let watched = signals::set_of(&watched);
     watched.thread_set_mask().context("cannot block signals")?;
-    let pid = clone_joined(namespaces).context("cannot join the container")?;
+    let joined: Vec<(&File, CloneFlags)> = namespaces.iter().map(|(f, k)| (f, *k)).collect();
+    let pid = super::spawn::clone_joined(&joined, 0).context("cannot join the container")?;
     if pid == 0 {
         drop(status_read);
         command(process, socks.map(|(_, child)| child), status_write);
@@ -251,35 +252,4 @@ fn command(process: &Process, sock: Option<OwnedFd>, status: OwnedFd) -> ! {
         detached: None,
     };
     exec::run_command(process, &stdio, status.as_fd())
-}
-
-/// A child joins `namespaces` and clones the command with CLONE_PARENT (our child, in
-/// the container's pid namespace). Returns its pid here, 0 in the command.
-fn clone_joined(namespaces: &[(File, CloneFlags)]) -> std::io::Result<libc::pid_t> {
-    let (pid_read, pid_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-    let middle = sys::fork()?;
-    if middle == 0 {
-        drop(pid_read);
-        let joined = namespaces
-            .iter()
-            .try_for_each(|(ns, kind)| nix::sched::setns(ns, *kind))
-            .map_err(std::io::Error::from);
-        let cloned = joined.and_then(|()| sys::clone_into_namespaces(libc::CLONE_PARENT));
-        let reply: i32 = match cloned {
-            Ok(0) => return Ok(0),
-            Ok(pid) => pid,
-            Err(e) => -e.raw_os_error().unwrap_or(libc::EINVAL),
-        };
-        let _ = File::from(pid_write).write_all(&reply.to_ne_bytes());
-        sys::exit_now(0);
-    }
-    drop(pid_write);
-    let mut bytes = [0u8; 4];
-    let got = File::from(pid_read).read_exact(&mut bytes);
-    let _ = nix::sys::wait::waitpid(Pid::from_raw(middle), None);
-    got?;
-    match i32::from_ne_bytes(bytes) {
-        pid if pid > 0 => Ok(pid),
-        errno => Err(std::io::Error::from_raw_os_error(-errno)),
-    }
 }

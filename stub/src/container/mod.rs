@@ -22,7 +22,7 @@ mod monitor;
 pub mod mounts;
 mod process;
 mod seccomp;
-mod spawn;
+pub(crate) mod spawn;
 mod state;
 mod tty;
 pub mod users;

@@ -73,12 +73,7 @@ pub fn watch(
     } else {
         Skip::Nothing
     };
-    let stop = children::Stop {
-        signal: plan.stop_signal,
-        timeout: plan
-            .stop_timeout
-            .map(|s| std::time::Duration::from_secs(s.into())),
-    };
+    let stop = children::Stop::of(plan);
     let exit = relay(Watch::new(spawned.pid, stop, skip), watched, master);
     drop(raw);
     if let Err(e) = hooks::run(

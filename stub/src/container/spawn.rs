@@ -97,7 +97,7 @@ pub fn spawn(
         if plan.net_none { ", net" } else { "" }
     );
     let pid = match launch.userns {
-        Some(ns) => clone_joined(ns, flags),
+        Some(ns) => clone_joined(&[(ns, nix::sched::CloneFlags::CLONE_NEWUSER)], flags),
         None => sys::clone_into_namespaces(flags | libc::CLONE_NEWUSER),
     }
     .context("cannot create the container's namespaces")
@@ -135,17 +135,24 @@ pub fn spawn(
     Ok(spawned)
 }
 
-/// Like clone_into_namespaces, from inside the user namespace `ns`: a short-lived
-/// child joins it and clones the container with CLONE_PARENT, so the container is our
-/// child (we wait for it, its PR_SET_PDEATHSIG follows us) and owned by `ns`. Returns
-/// the container's pid here, 0 in the container.
-fn clone_joined(ns: &File, flags: libc::c_int) -> std::io::Result<libc::pid_t> {
+/// Like clone_into_namespaces, from inside `namespaces` (joined in order: a user
+/// namespace first, a mount namespace last): a short-lived child joins them and clones
+/// with CLONE_PARENT, so the new process is our child (we wait for it, its
+/// PR_SET_PDEATHSIG follows us) and belongs to what was joined. Returns its pid here,
+/// 0 in the new process. spawn (a held user namespace) and --exec (a running
+/// container's namespaces) start processes this way.
+pub fn clone_joined(
+    namespaces: &[(&File, nix::sched::CloneFlags)],
+    flags: libc::c_int,
+) -> std::io::Result<libc::pid_t> {
     use std::io::Read;
     let (pid_read, pid_write) = pipe2(OFlag::O_CLOEXEC)?;
     let middle = sys::fork()?;
     if middle == 0 {
         drop(pid_read);
-        let cloned = nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWUSER)
+        let cloned = namespaces
+            .iter()
+            .try_for_each(|(ns, kind)| nix::sched::setns(ns, *kind))
             .map_err(std::io::Error::from)
             .and_then(|()| sys::clone_into_namespaces(flags | libc::CLONE_PARENT));
         let reply: i32 = match cloned {
