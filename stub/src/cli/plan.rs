@@ -93,16 +93,8 @@ impl RunPlan {
             &flags.env_file,
             &flags.env,
         )?;
-        let mut volumes = flags
-            .volume
-            .iter()
-            .map(|v| parse_volume(v, &cwd))
-            .collect::<Result<Vec<_>>>()?;
-        let mut tmpfs = flags
-            .tmpfs
-            .iter()
-            .map(|t| parse_tmpfs(t))
-            .collect::<Result<Vec<_>>>()?;
+        let mut volumes = parse_all(&flags.volume, |v| parse_volume(v, &cwd))?;
+        let mut tmpfs = parse_all(&flags.tmpfs, parse_tmpfs)?;
         for spec in &flags.mount {
             match parse_mount(spec, &cwd)? {
                 Mount::Bind(v) => volumes.push(v),
@@ -139,11 +131,7 @@ impl RunPlan {
                 Some(root) => absolute(root),
                 None => default_state_root(),
             },
-            hooks: flags
-                .hook
-                .iter()
-                .map(|h| parse_hook(h))
-                .collect::<Result<Vec<_>>>()?,
+            hooks: parse_all(&flags.hook, parse_hook)?,
             terminal: terminal(flags, &cwd),
             volumes,
             tmpfs,
@@ -160,40 +148,31 @@ impl RunPlan {
             userns: Mode::parse(&flags.userns)?,
             fake_root: fake_root(flags)?,
             mask_paths: !flags.privileged,
-            ulimits: flags
-                .ulimit
-                .iter()
-                .map(|u| parse_ulimit(u))
-                .collect::<Result<Vec<_>>>()?,
-            shm_size: match &flags.shm_size {
-                Some(size) if valid_size(size) => size.clone(),
-                Some(size) => {
-                    return Err(Error::new(format!(
-                        "--shm-size {size}: give a size such as 64m or 1g"
-                    )))
-                }
-                None => "64m".into(),
-            },
-            hosts: flags
-                .add_host
-                .iter()
-                .map(|h| parse_host(h))
-                .collect::<Result<Vec<_>>>()?,
-            dns: flags
-                .dns
-                .iter()
-                .map(|d| parse_dns(d))
-                .collect::<Result<Vec<_>>>()?,
-            devices: flags
-                .device
-                .iter()
-                .map(|d| parse_device(d))
-                .collect::<Result<Vec<_>>>()?,
+            ulimits: parse_all(&flags.ulimit, parse_ulimit)?,
+            shm_size: shm_size(flags)?,
+            hosts: parse_all(&flags.add_host, parse_host)?,
+            dns: parse_all(&flags.dns, parse_dns)?,
+            devices: parse_all(&flags.device, parse_device)?,
             group_add: flags.group_add.clone(),
             stop_timeout: flags.stop_timeout,
             hostname,
         };
         Ok((plan, env))
+    }
+}
+
+/// Each value of a repeatable flag, parsed.
+fn parse_all<T>(values: &[String], parse: impl Fn(&str) -> Result<T>) -> Result<Vec<T>> {
+    values.iter().map(|v| parse(v)).collect()
+}
+
+fn shm_size(flags: &Flags) -> Result<String> {
+    match &flags.shm_size {
+        Some(size) if valid_size(size) => Ok(size.clone()),
+        Some(size) => Err(Error::new(format!(
+            "--shm-size {size}: give a size such as 64m or 1g"
+        ))),
+        None => Ok("64m".into()),
     }
 }
 

@@ -178,19 +178,10 @@ fn process_for(
 /// Starts the command in the namespaces and watches it to its end.
 fn run(namespaces: &[(File, CloneFlags)], process: &Process, tty: bool) -> Result<i32> {
     use nix::fcntl::OFlag;
-    use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
     let (status_read, status_write) =
         nix::unistd::pipe2(OFlag::O_CLOEXEC).context("cannot create a pipe")?;
     let socks = match tty {
-        true => Some(
-            socketpair(
-                AddressFamily::Unix,
-                SockType::SeqPacket,
-                None,
-                SockFlag::SOCK_CLOEXEC,
-            )
-            .context("cannot create a socket pair")?,
-        ),
+        true => Some(tty::socket_pair()?),
         false => None,
     };
     let mut watched = signals::FORWARDED.to_vec();

@@ -2,23 +2,21 @@
 //! `clone(NEWUSER|NEWNS|NEWPID|NEWUTS|NEWIPC[|NEWNET])`, the id maps written from
 //! outside, the prestart hooks, then "go". The child becomes PID 1 (init.rs).
 
-use super::hooks;
 use super::init::{self, ChildEnds};
 use super::launch::Launch;
 use super::layer::Upper;
 use super::state::State;
+use super::{hooks, tty};
 use crate::cli::{Stage, Terminal};
 use crate::error::{Context, Error, Result};
 use crate::log::debug;
 use crate::rootfs::Rootfs;
 use crate::{sys, userns};
 use nix::fcntl::OFlag;
-use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
 use nix::unistd::{pipe2, Pid};
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::OpenOptionsExt;
 
 /// The monitor's side of a started container.
 pub struct Spawned {
@@ -53,27 +51,11 @@ pub fn spawn(
     let (go_read, go_write) = pipe2(OFlag::O_CLOEXEC).context("cannot create a pipe")?;
     let (status_read, status_write) = pipe2(OFlag::O_CLOEXEC).context("cannot create a pipe")?;
     let (pty_parent, pty_child) = match plan.terminal {
-        Terminal::Pty => {
-            let (a, b) = socketpair(
-                AddressFamily::Unix,
-                SockType::SeqPacket,
-                None,
-                SockFlag::SOCK_CLOEXEC,
-            )
-            .context("cannot create a socket pair")?;
-            (Some(a), Some(b))
-        }
+        Terminal::Pty => tty::socket_pair().map(|(a, b)| (Some(a), Some(b)))?,
         _ => (None, None),
     };
     let console = match &plan.terminal {
-        Terminal::Console(path) => Some(OwnedFd::from(
-            File::options()
-                .read(true)
-                .write(true)
-                .custom_flags(libc::O_NOCTTY)
-                .open(path)
-                .with_context(|| format!("cannot open the console {}", path.display()))?,
-        )),
+        Terminal::Console(path) => Some(tty::open_console(path)?),
         _ => None,
     };
     let detached_stdio = if plan.detach {

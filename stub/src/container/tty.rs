@@ -56,6 +56,29 @@ pub fn become_session_leader_on(terminal: BorrowedFd<'_>) -> Result<()> {
     Ok(())
 }
 
+/// The socket pair over which a pty master travels (SCM_RIGHTS).
+pub fn socket_pair() -> Result<(OwnedFd, OwnedFd)> {
+    socket::socketpair(
+        socket::AddressFamily::Unix,
+        socket::SockType::SeqPacket,
+        None,
+        socket::SockFlag::SOCK_CLOEXEC,
+    )
+    .context("cannot create a socket pair")
+}
+
+/// `--console PATH`: the host pty slave the command uses (never our controlling tty).
+pub fn open_console(path: &std::path::Path) -> Result<OwnedFd> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::File::options()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOCTTY)
+        .open(path)
+        .map(OwnedFd::from)
+        .with_context(|| format!("cannot open the console {}", path.display()))
+}
+
 /// Sends `fd` over the unix socket `sock`.
 pub fn send_fd(sock: BorrowedFd<'_>, fd: BorrowedFd<'_>) -> Result<()> {
     let fds = [fd.as_raw_fd()];
