@@ -46,6 +46,8 @@ impl State {
             .create(true)
             .truncate(false)
             .mode(0o600)
+            // In a private directory; still, never through a link or onto a FIFO.
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
             .open(&lock_path)
             .with_context(|| format!("cannot create {}", lock_path.display()))?;
         crate::sys::lock_exclusive(std::os::fd::AsFd::as_fd(&lock), false).map_err(|_| {

@@ -223,6 +223,8 @@ fn lock(path: &Path) -> Result<File> {
         .create(true)
         .truncate(false)
         .mode(0o600)
+        // In a private directory; still, never through a link or onto a FIFO.
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)
         .with_context(|| format!("cannot create the cache lock {}", path.display()))?;
     debug!("rootfs: waiting for the cache lock");
