@@ -131,6 +131,12 @@ fn read_record(path: &Path) -> Option<(libc::pid_t, u64, u64)> {
 /// The recorded holder's namespace, if the record's pid still has it.
 fn verified(record: &Path, pid: libc::pid_t) -> Option<File> {
     let (_, dev, ino) = read_record(record)?;
+    // A killed holder not yet reaped (a zombie) still shows its namespace: gone.
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let state = stat.rsplit_once(") ")?.1.chars().next()?;
+    if matches!(state, 'Z' | 'X' | 'x') {
+        return None;
+    }
     let ns = File::open(format!("/proc/{pid}/ns/user")).ok()?;
     let st = nix::sys::stat::fstat(ns.as_raw_fd()).ok()?;
     (st.st_dev as u64 == dev && st.st_ino == ino).then_some(ns)
@@ -232,7 +238,20 @@ fn hold(go: File) -> ! {
     let _ = sys::close_range_from(0, false);
     sys::ignore_terminal_signals();
     let _ = nix::sys::signal::SigSet::empty().thread_set_mask();
-    let _ = nix::sys::prctl::set_name(c"binctr-userns");
+    // Start afresh with an argv of its own: the first run's (its -e values, say) must
+    // not stay on show in `ps` for as long as the holder lives.
+    let _ = nix::unistd::execve(c"/proc/self/exe", &[HOLDER_NAME], &[] as &[&std::ffi::CStr]);
+    sleep_forever()
+}
+
+/// The holder's argv[0]; a stub started with it alone sleeps for ever (main.rs).
+pub const HOLDER_NAME: &std::ffi::CStr = c"binctr-userns";
+
+/// The holder's life after its exec: nothing but sleep.
+pub fn sleep_forever() -> ! {
+    let _ = nix::sys::prctl::set_name(HOLDER_NAME);
+    // Rust's start-up reopened 0, 1 and 2 on /dev/null: the holder keeps nothing open.
+    let _ = sys::close_range_from(0, false);
     loop {
         nix::unistd::pause();
     }
