@@ -71,6 +71,8 @@ say "making the umoci-insert image (issue 12: layer tars without end-of-archive 
 bash scripts/make-umoci-insert-image.sh build </dev/null || die "the umoci-insert image could not be made (see above)"
 say "making the nginx image (mmdebstrap, Debian bookworm)"
 bash scripts/make-nginx-image.sh build </dev/null || die "the nginx image could not be made (see above)"
+say "making the python image (mmdebstrap, Debian bookworm: CPython's regression tests, ping's file capability)"
+bash scripts/make-python-image.sh build </dev/null || die "the python image could not be made (see above)"
 say "making the Debian rootfs (hostile.rs: SIGKILL mid-extraction, a full cache, seccomp)"
 bash scripts/make-debian-rootfs.sh </dev/null || die "the Debian rootfs could not be made (see above)"
 
