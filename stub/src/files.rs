@@ -44,6 +44,19 @@ pub fn private_dir(dir: &Path, what: &str, fix: &str) -> Result<OwnedFd> {
     Ok(fd)
 }
 
+/// Opens (creating, 0600) a lock file in a private directory: never through a symlink
+/// or onto a FIFO.
+pub fn open_lock(path: &Path) -> io::Result<File> {
+    File::options()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+}
+
 /// Opens a directory, refusing a symlink as its last component (parents may be links:
 /// `~/.cache -> /data/cache` is the user's choice).
 pub fn open_dir_nofollow(dir: &Path) -> io::Result<OwnedFd> {

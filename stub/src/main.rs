@@ -85,7 +85,8 @@ fn start(flags: &cli::Flags, command: Vec<OsString>) -> Result<i32> {
         packed.footer.payload_len,
         packed.footer.payload_offset
     );
-    let (plan, env) = RunPlan::new(flags, command, &packed.config)?;
+    let digest = packed.footer.payload_sha256.hex();
+    let (plan, env) = RunPlan::new(flags, command, &packed.config, &digest)?;
     let mapping = userns::choose(plan.userns, |m| {
         rootfs::is_extracted(&packed, m) || holder::is_held(m)
     })?;
@@ -99,6 +100,9 @@ fn start(flags: &cli::Flags, command: Vec<OsString>) -> Result<i32> {
     let userns = held.as_ref().map(|h| &h.userns);
     let rootfs = rootfs::ensure_rootfs(&packed, &mapping, userns)?;
     std::mem::forget(packed);
+    if let Some(id) = plan.share.clone() {
+        return container::share::run(plan, env, &rootfs, mapping, userns, id);
+    }
     let code = container::run(&plan, env, &rootfs, mapping, userns);
     // Freeing what an image may have made large (30k variables) costs more than the
     // whole start with musl's allocator; the process ends now anyway.

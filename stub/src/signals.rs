@@ -14,6 +14,15 @@ pub const FORWARDED: [libc::c_int; 6] = [
     libc::SIGUSR2,
 ];
 
+/// What a monitor (of the container, or of an `--exec`'d command) watches: the
+/// [`FORWARDED`] signals and SIGCONT (Slurm sends it before SIGTERM, so a stopped job
+/// can act on the SIGTERM) are passed on; SIGCHLD and SIGWINCH are its own.
+pub fn watched_by_monitor() -> SigSet {
+    let mut all = FORWARDED.to_vec();
+    all.extend([libc::SIGCONT, libc::SIGCHLD, libc::SIGWINCH]);
+    set_of(&all)
+}
+
 /// [`FORWARDED`] as a signal set.
 pub fn forwarded() -> SigSet {
     set_of(&FORWARDED)

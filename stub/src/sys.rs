@@ -197,21 +197,31 @@ pub fn send_signal(pid: libc::pid_t, signal: libc::c_int) -> io::Result<()> {
     cvt(unsafe { libc::kill(pid, signal) }.into()).map(drop)
 }
 
+/// Whether `fd` is an open descriptor of this process (fcntl F_GETFD).
+pub fn is_open_fd(fd: libc::c_int) -> bool {
+    // SAFETY: F_GETFD only reads the descriptor's flags; an unused number gives EBADF.
+    unsafe { libc::fcntl(fd, libc::F_GETFD) >= 0 }
+}
+
+/// Clears FD_CLOEXEC on `fd`, so it survives exec.
+pub fn keep_on_exec(fd: libc::c_int) -> io::Result<()> {
+    // SAFETY: F_SETFD only changes the descriptor's flags.
+    cvt(unsafe { libc::fcntl(fd, libc::F_SETFD, 0) }.into()).map(drop)
+}
+
 /// close_range(2) (not in nix) from `first` up: close them, or with `cloexec` only mark
 /// them close-on-exec, so nothing of the stub's reaches the container's command.
 pub fn close_range_from(first: libc::c_int, cloexec: bool) -> io::Result<()> {
+    close_range(first as libc::c_uint, libc::c_uint::MAX, cloexec)
+}
+
+/// close_range(2) of `first..=last`.
+pub fn close_range(first: libc::c_uint, last: libc::c_uint, cloexec: bool) -> io::Result<()> {
     const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
     let flags = if cloexec { CLOSE_RANGE_CLOEXEC } else { 0 };
     // SAFETY: close_range only closes or flags descriptors of this process; the callers
     // use none of them afterwards (or only until exec, with `cloexec`).
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_close_range,
-            first as libc::c_uint,
-            libc::c_uint::MAX,
-            flags,
-        )
-    };
+    let ret = unsafe { libc::syscall(libc::SYS_close_range, first, last, flags) };
     cvt(ret).map(drop)
 }
 
@@ -234,17 +244,42 @@ pub fn stdin() -> BorrowedFd<'static> {
 /// forked monitor keeps it after its parent exits). nix's `Flock` unlocks on drop,
 /// which would release it for every copy, so it cannot serve here.
 pub fn lock_exclusive(fd: BorrowedFd<'_>, wait: bool) -> io::Result<()> {
-    let op = if wait {
-        libc::LOCK_EX
-    } else {
-        libc::LOCK_EX | libc::LOCK_NB
-    };
+    flock(fd, libc::LOCK_EX, wait)
+}
+
+/// flock(2) with `op` (LOCK_EX, LOCK_SH or LOCK_UN); `wait` false adds LOCK_NB.
+pub fn flock(fd: BorrowedFd<'_>, op: libc::c_int, wait: bool) -> io::Result<()> {
+    let op = if wait { op } else { op | libc::LOCK_NB };
     loop {
-        // SAFETY: flock only takes a lock on an open descriptor.
+        // SAFETY: flock only takes or drops a lock on an open descriptor.
         let ret = unsafe { libc::flock(fd.as_raw_fd(), op) };
         match cvt(ret.into()) {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             other => return other.map(drop),
+        }
+    }
+}
+
+/// A POSIX record lock (fcntl F_SETLK[W]) on the whole of `fd`'s file: write-locked,
+/// or unlocked with `lock` false. Unlike flock's, it belongs to this process: a child
+/// forked while it is held does not hold it too.
+pub fn record_lock(fd: BorrowedFd<'_>, lock: bool, wait: bool) -> io::Result<()> {
+    let l_type = if lock { libc::F_WRLCK } else { libc::F_UNLCK };
+    let request = libc::flock {
+        l_type: l_type as libc::c_short,
+        l_whence: libc::SEEK_SET as libc::c_short,
+        l_start: 0,
+        l_len: 0,
+        l_pid: 0,
+    };
+    loop {
+        let arg = match wait {
+            true => nix::fcntl::FcntlArg::F_SETLKW(&request),
+            false => nix::fcntl::FcntlArg::F_SETLK(&request),
+        };
+        match nix::fcntl::fcntl(fd.as_raw_fd(), arg) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            other => return other.map(drop).map_err(io::Error::from),
         }
     }
 }

@@ -8,7 +8,7 @@
 use std::ffi::OsString;
 
 /// Switches (no value), as argh spells them.
-const SWITCHES: [&str; 23] = [
+const SWITCHES: [&str; 24] = [
     "-D",
     "--debug",
     "--version",
@@ -29,13 +29,14 @@ const SWITCHES: [&str; 23] = [
     "--cache-list",
     "--privileged",
     "--env-host",
+    "--no-share",
     "--writable-tmpfs",
     "--help",
     "-h",
 ];
 
 /// Options that take a value (the next argument), as argh spells them.
-pub const WITH_VALUE: [&str; 36] = [
+pub const WITH_VALUE: [&str; 37] = [
     "-e",
     "--env",
     "--env-file",
@@ -72,6 +73,7 @@ pub const WITH_VALUE: [&str; 36] = [
     "--stop-timeout",
     "--name",
     "--exec",
+    "--share",
 ];
 
 /// docker's names for flags of ours.

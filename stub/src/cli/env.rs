@@ -11,11 +11,20 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 /// The PATH a container gets when its image sets none (docker's default).
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
+/// Which of the host's variables the container gets.
+#[derive(Clone, Copy, Default)]
+pub struct HostVars {
+    /// All of them (--env-host).
+    pub all: bool,
+    /// A launcher's (launcher.rs): Slurm's, PMI's, the MPI libraries'.
+    pub launcher: bool,
+}
+
 /// The environment before the container user is known ($HOME comes with the user).
 pub fn resolve(
     hostname: &str,
     image: &[String],
-    host: bool,
+    host: HostVars,
     env_files: &[String],
     flags: &[String],
 ) -> Result<Env> {
@@ -28,8 +37,11 @@ pub fn resolve(
     for entry in image {
         env.push_entry(entry.as_bytes());
     }
+    if host.launcher {
+        super::launcher::pass_env(&mut env);
+    }
     // podman's --env-host: the whole host environment, over the image's.
-    if host {
+    if host.all {
         for (key, value) in std::env::vars_os() {
             env.set(key.as_bytes(), value.as_bytes());
         }
@@ -117,12 +129,19 @@ mod tests {
     #[test]
     fn image_env_then_flags_in_docker_order() {
         let image = vec!["PATH=/image/bin".to_string(), "X=1=2".to_string()];
-        let env = resolve("host", &image, false, &[], &["X=3".to_string()]).unwrap();
+        let env = resolve(
+            "host",
+            &image,
+            HostVars::default(),
+            &[],
+            &["X=3".to_string()],
+        )
+        .unwrap();
         let env = entries(&env);
         assert_eq!(env[0], "PATH=/image/bin");
         assert_eq!(env[1], "HOSTNAME=host");
         assert!(env.contains(&"X=3".to_string()));
-        let os = into_os(resolve("h", &image, false, &[], &[]).unwrap());
+        let os = into_os(resolve("h", &image, HostVars::default(), &[], &[]).unwrap());
         assert_eq!(lookup(&os, "X"), Some(OsStr::new("1=2")));
         assert_eq!(lookup(&os, "PAT"), None);
     }

@@ -144,6 +144,16 @@ pub struct Flags {
     #[argh(switch)]
     pub env_host: bool,
 
+    /// run in one container shared by every run given the same KEY (the first starts
+    /// it, the last to exit ends it); under srun this is the default, per job step and node
+    #[argh(option)]
+    pub share: Option<String>,
+
+    /// under srun, run in a container of this run's own (not the one the step's ranks
+    /// on this node share)
+    #[argh(switch)]
+    pub no_share: bool,
+
     /// mount a tmpfs: PATH[:OPTIONS], options as mount's (size=64m,mode=755,noexec...)
     #[argh(option)]
     pub tmpfs: Vec<String>,

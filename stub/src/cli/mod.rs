@@ -7,6 +7,7 @@ mod caps;
 pub mod env;
 mod flags;
 mod hooks;
+pub mod launcher;
 mod plan;
 mod ulimit;
 mod volumes;

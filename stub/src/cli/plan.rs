@@ -6,6 +6,7 @@
 use super::env;
 use super::flags::Flags;
 use super::hooks::{parse_hook, Hook};
+use super::launcher;
 use super::ulimit::{parse_ulimit, Ulimit};
 use super::volumes::{
     parse_device, parse_mount, parse_tmpfs, parse_volume, Device, Mount, Tmpfs, Volume,
@@ -48,6 +49,14 @@ pub struct RunPlan {
     pub layer: Layer,
     /// Descriptors 3..3+N passed on (systemd socket activation).
     pub preserve_fds: i32,
+    /// Other descriptors passed on at their numbers (PMI_FD under a launcher).
+    pub keep_fds: Vec<i32>,
+    /// The id of the container shared with the other runs of a group (--share, srun's
+    /// ranks on one node), which this run joins or starts.
+    pub share: Option<String>,
+    /// The container runs no command of its own: its PID 1 only waits, while the
+    /// group's commands are started in it (set for the shared container).
+    pub pause: bool,
     /// The command's capabilities (the bounding set).
     pub caps: Vec<caps::Capability>,
     /// The default seccomp filter (off with --security-opt seccomp=unconfined).
@@ -81,15 +90,20 @@ impl RunPlan {
         flags: &Flags,
         command: Vec<OsString>,
         config: &ImageConfig,
+        digest: &str,
     ) -> Result<(RunPlan, Env)> {
         let cwd = std::env::current_dir().context("cannot read the current directory")?;
         let absolute = |p: &str| cwd.join(p);
         let hostname = hostname(flags, config)?;
         let net_none = net_none(&flags.net)?;
+        let launched = launcher::detected();
         let mut env = env::resolve(
             &hostname,
             &config.env,
-            flags.env_host,
+            env::HostVars {
+                all: flags.env_host,
+                launcher: launched,
+            },
             &flags.env_file,
             &flags.env,
         )?;
@@ -103,6 +117,15 @@ impl RunPlan {
         }
         volumes.extend(notify_socket(&mut env, net_none));
         let preserve_fds = socket_activation(&mut env);
+        let keep_fds = match launched {
+            true => launcher::kept_fds(),
+            false => Vec::new(),
+        };
+        if launched {
+            let binds = launcher::binds();
+            crate::log::debug!("{}", launcher::describe(&keep_fds, &binds));
+            volumes.extend(binds);
+        }
         if flags.log.is_some() && !flags.detach {
             return Err(Error::new(
                 "--log only applies to a detached container (-d)",
@@ -139,6 +162,9 @@ impl RunPlan {
             init: !flags.no_init,
             layer: layer(flags, &cwd)?,
             preserve_fds,
+            keep_fds,
+            share: launcher::share_id(flags, digest)?,
+            pause: false,
             caps: match flags.privileged {
                 true => caps::all().into_iter().collect(),
                 false => super::caps::resolve_caps(&flags.cap_add, &flags.cap_drop)?,

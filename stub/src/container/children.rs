@@ -53,7 +53,12 @@ pub struct Watch {
     stop: Stop,
     skip: Skip,
     deadline: Option<Instant>,
+    /// Asked about once a second: true ends the child (SIGKILL).
+    idle: Option<(Box<dyn FnMut() -> bool>, Instant)>,
 }
+
+/// How often an idle check runs.
+const IDLE_EVERY: Duration = Duration::from_secs(1);
 
 impl Watch {
     pub fn new(child: Pid, stop: Stop, skip: Skip) -> Watch {
@@ -62,7 +67,15 @@ impl Watch {
             stop,
             skip,
             deadline: None,
+            idle: None,
         }
+    }
+
+    /// Ends the child once `check` says it has nothing left to do (a shared container
+    /// whose group is gone).
+    pub fn end_when(mut self, check: Box<dyn FnMut() -> bool>) -> Watch {
+        self.idle = Some((check, Instant::now() + IDLE_EVERY));
+        self
     }
 
     /// One received signal: SIGCHLD reaps (and gives the child's exit code once it is
@@ -87,9 +100,14 @@ impl Watch {
         None
     }
 
-    /// How long a poll may wait: until the stop timeout, or for ever.
+    /// How long a poll may wait: until the stop timeout or the next idle check, or for
+    /// ever.
     pub fn poll_timeout(&self) -> PollTimeout {
-        match self.deadline {
+        let next = match (self.deadline, &self.idle) {
+            (Some(d), Some((_, at))) => Some(d.min(*at)),
+            (d, idle) => d.or(idle.as_ref().map(|(_, at)| *at)),
+        };
+        match next {
             None => PollTimeout::NONE,
             Some(deadline) => {
                 let ms = deadline
@@ -100,11 +118,21 @@ impl Watch {
         }
     }
 
-    /// SIGKILL once the stop timeout has passed.
+    /// SIGKILL once the stop timeout has passed, or the idle check says so.
     pub fn check_deadline(&mut self) {
-        if self.deadline.is_some_and(|d| Instant::now() >= d) {
+        let now = Instant::now();
+        if self.deadline.is_some_and(|d| now >= d) {
             self.deadline = None;
             let _ = sys::send_signal(self.child.as_raw(), libc::SIGKILL);
+        }
+        if let Some((check, at)) = &mut self.idle {
+            if now >= *at {
+                *at = now + IDLE_EVERY;
+                if check() {
+                    self.idle = None;
+                    let _ = sys::send_signal(self.child.as_raw(), libc::SIGKILL);
+                }
+            }
         }
     }
 }
@@ -127,6 +155,29 @@ pub fn forward_and_wait(child: Pid, set: &SigSet, stop: Stop, skip: Skip) -> i32
             if let Some(code) = watch.handle(&info) {
                 return code;
             }
+        }
+    }
+}
+
+/// PID 1 of a container with no command of its own (a shared one): reaps whatever is
+/// left to it, and ends (0) on SIGTERM, SIGINT, SIGHUP or SIGQUIT.
+pub fn pause(set: &SigSet) -> i32 {
+    let Some(signals) = signal_fd(set, SfdFlags::empty()) else {
+        return EXIT_BINCTR;
+    };
+    loop {
+        match signals.read_signal() {
+            Ok(Some(info)) => match info.ssi_signo as libc::c_int {
+                libc::SIGCHLD => {
+                    while let Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) =
+                        waitpid(None, Some(WaitPidFlag::WNOHANG))
+                    {}
+                }
+                libc::SIGTERM | libc::SIGINT | libc::SIGHUP | libc::SIGQUIT => return 0,
+                _ => {}
+            },
+            Ok(None) | Err(Errno::EINTR) => {}
+            Err(_) => return EXIT_BINCTR,
         }
     }
 }

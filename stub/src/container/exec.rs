@@ -61,9 +61,9 @@ fn prepare_and_exec(
     set_limits(&plan.ulimits).map_err(setup)?;
     drop_privileges(&plan.caps).map_err(setup)?;
     switch_user(process).map_err(setup)?;
-    // Nothing of the stub's reaches the command: only 0, 1, 2 and the descriptors
-    // systemd passed for socket activation.
-    sys::close_range_from(3 + plan.preserve_fds, true)
+    // Nothing of the stub's reaches the command: only 0, 1, 2, the descriptors
+    // systemd passed for socket activation and PMI's socket.
+    close_all_but(3 + plan.preserve_fds, &plan.keep_fds)
         .context("cannot close the stub's descriptors")
         .map_err(setup)?;
 
@@ -83,6 +83,22 @@ fn prepare_and_exec(
             .map_err(setup)?;
     }
     Err(exec_in_path(&plan.argv[0], &process.env, &argv, &envp))
+}
+
+/// Marks every descriptor from `first` on close-on-exec, except those in `keep`.
+fn close_all_but(first: i32, keep: &[i32]) -> std::io::Result<()> {
+    let mut keep: Vec<i32> = keep.iter().copied().filter(|&fd| fd >= first).collect();
+    keep.sort_unstable();
+    keep.dedup();
+    let mut from = first as u32;
+    for fd in keep {
+        if fd as u32 > from {
+            sys::close_range(from, fd as u32 - 1, true)?;
+        }
+        sys::keep_on_exec(fd)?;
+        from = fd as u32 + 1;
+    }
+    sys::close_range(from, u32::MAX, true)
 }
 
 /// execve of `command`, looked up in the container's PATH (as docker does) unless it

@@ -70,18 +70,22 @@ pub fn container_init(
         detached: detached_stdio.as_ref().map(|d| d.as_fd()),
     };
     let process = &launch.process;
-    if !plan.init {
+    if !plan.init && !plan.pause {
         // --no-init: the command itself is PID 1.
         exec::run_command(process, &stdio, status.as_fd());
     }
-    let command = match sys::fork() {
-        Ok(0) => exec::run_command(process, &stdio, status.as_fd()),
-        Ok(pid) => Pid::from_raw(pid),
-        Err(e) => fail(
-            status.as_fd(),
-            &Error::from(e).within("cannot fork the command"),
-            plan.debug,
-        ),
+    // A shared container runs no command of its own (closing `status` says it started).
+    let command = match plan.pause {
+        true => None,
+        false => match sys::fork() {
+            Ok(0) => exec::run_command(process, &stdio, status.as_fd()),
+            Ok(pid) => Some(Pid::from_raw(pid)),
+            Err(e) => fail(
+                status.as_fd(),
+                &Error::from(e).within("cannot fork the command"),
+                plan.debug,
+            ),
+        },
     };
     // The init keeps nothing of the host: no descriptors beyond stdio (and those on
     // /dev/null when detached), no capabilities, and it is not dumpable, so the
@@ -106,12 +110,10 @@ pub fn container_init(
     // SIGTERM becomes the image's StopSignal here too: a detached container is
     // stopped by a signal to the pid in its pid file, which is this process.
     let stop = children::Stop::of(plan);
-    sys::exit_now(children::forward_and_wait(
-        command,
-        &all_but_faults(),
-        stop,
-        skip,
-    ));
+    sys::exit_now(match command {
+        Some(command) => children::forward_and_wait(command, &all_but_faults(), stop, skip),
+        None => children::pause(&all_but_faults()),
+    });
 }
 
 /// Mounts, pivot_root, hostname, loopback; in pty mode, a pty of the new devpts.

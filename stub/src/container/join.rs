@@ -11,6 +11,7 @@
 use super::children::{Skip, Stop, Watch};
 use super::exec::{self, Stdio};
 use super::process::Process;
+use super::state::{open_namespaces, Namespaces};
 use super::{monitor, tty, users};
 use crate::cli::Flags;
 use crate::error::{Context, Error, Result, EXIT_BINCTR};
@@ -31,40 +32,91 @@ pub fn exec(flags: &Flags, id: &str, command: Vec<OsString>) -> Result<i32> {
         Some(root) => std::path::PathBuf::from(root),
         None => crate::cli::default_state_root(),
     };
-    let dir = root.join(id);
-    let not_running = || {
-        Error::new(format!(
-            "no running container named '{}' (start one with --id or --name, then --exec it)",
-            crate::log::printable(id.as_bytes())
-        ))
-    };
-    if !is_running(&dir) {
-        return Err(not_running());
-    }
-    let pid = read_pid(&dir).ok_or_else(not_running)?;
-    // PID 1 is not dumpable (so the container cannot reach this file through
-    // /proc/1/exe): its namespaces are reached through its first child, the command.
-    let namespaces = open_namespaces(pid)
-        .or_else(|_| {
-            let child = first_child(pid).ok_or(std::io::Error::from_raw_os_error(libc::ESRCH))?;
-            open_namespaces(child)
-        })
-        .map_err(|_| not_running())?;
-    // The namespaces were opened by pid: that pid was still the container's PID 1.
-    if !is_running(&dir) || read_pid(&dir) != Some(pid) {
-        return Err(not_running());
-    }
-    let saved = std::fs::read(dir.join("exec.json")).map_err(|_| not_running())?;
-    let process = process_for(flags, pid, command, Process::from_json(&saved)?)?;
+    let running = Running::open(&root.join(id), id)?;
+    let process = process_for(flags, running.pid, command, running.saved)?;
     let tty = flags.tty
         || (!flags.detach
             && nix::unistd::isatty(0).unwrap_or(false)
             && nix::unistd::isatty(1).unwrap_or(false));
-    debug!("exec: into container {id} (pid {pid}), {:?}", process.argv);
-    run(&namespaces, &process, tty)
+    debug!(
+        "exec: into container {id} (pid {}), {:?}",
+        running.pid, process.argv
+    );
+    run(&running.namespaces, &process, tty)
 }
 
-fn is_running(dir: &Path) -> bool {
+/// A running container, ready to be joined.
+pub struct Running {
+    /// PID 1 (on the host).
+    pub pid: libc::pid_t,
+    /// Its namespaces, in the order they are joined.
+    pub namespaces: Namespaces,
+    /// How its command was started (exec.json).
+    pub saved: Process,
+}
+
+impl Running {
+    /// The container whose state is in `dir`, if it runs.
+    pub fn open(dir: &Path, id: &str) -> Result<Running> {
+        let not_running = || {
+            Error::new(format!(
+                "no running container named '{}' (start one with --id or --name, then --exec it)",
+                crate::log::printable(id.as_bytes())
+            ))
+        };
+        if !is_running(dir) {
+            return Err(not_running());
+        }
+        let pid = read_pid(dir).ok_or_else(not_running)?;
+        let saved = std::fs::read(dir.join("exec.json")).map_err(|_| not_running())?;
+        let json: serde_json::Value = serde_json::from_slice(&saved).map_err(|_| not_running())?;
+        // The monitor keeps the namespaces open; else (PID 1 is not dumpable, so the
+        // container cannot reach the stub file through /proc/1/exe) they are reached
+        // through PID 1's first child, the command.
+        let namespaces = from_monitor(&json)
+            .or_else(|_| open_namespaces(pid))
+            .or_else(|_| {
+                let child =
+                    first_child(pid).ok_or(std::io::Error::from_raw_os_error(libc::ESRCH))?;
+                open_namespaces(child)
+            })
+            .map_err(|_| not_running())?;
+        // They were opened by pid: that pid was still the container's monitor or PID 1.
+        let same = std::fs::read(dir.join("exec.json")).is_ok_and(|now| now == saved);
+        if !is_running(dir) || read_pid(dir) != Some(pid) || !same {
+            return Err(not_running());
+        }
+        Ok(Running {
+            pid,
+            namespaces,
+            saved: Process::from_json(&saved)?,
+        })
+    }
+}
+
+/// The namespaces the container's monitor keeps open for us (exec.json names it and
+/// the descriptors), opened through /proc/MONITOR/fd.
+fn from_monitor(json: &serde_json::Value) -> std::io::Result<Namespaces> {
+    let bad = || std::io::Error::from_raw_os_error(libc::ENOENT);
+    let monitor = json["monitor"].as_u64().ok_or_else(bad)?;
+    let mut out = Vec::new();
+    for entry in json["namespaces"].as_array().ok_or_else(bad)? {
+        let fd = entry[0].as_u64().ok_or_else(bad)?;
+        let kind = entry[1]
+            .as_i64()
+            .and_then(|k| libc::c_int::try_from(k).ok())
+            .and_then(CloneFlags::from_bits)
+            .ok_or_else(bad)?;
+        // setns with `kind` refuses a descriptor that is not such a namespace.
+        out.push((File::open(format!("/proc/{monitor}/fd/{fd}"))?, kind));
+    }
+    match out.is_empty() {
+        true => Err(bad()),
+        false => Ok(out),
+    }
+}
+
+pub fn is_running(dir: &Path) -> bool {
     let Ok(lock) = File::options()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
@@ -76,7 +128,7 @@ fn is_running(dir: &Path) -> bool {
     sys::lock_exclusive(lock.as_fd(), false).is_err()
 }
 
-fn read_pid(dir: &Path) -> Option<libc::pid_t> {
+pub fn read_pid(dir: &Path) -> Option<libc::pid_t> {
     let text = std::fs::read(dir.join("state.json")).ok()?;
     let value: serde_json::Value = serde_json::from_slice(&text).ok()?;
     (value["status"] == "running")
@@ -100,32 +152,6 @@ fn first_child(parent: libc::pid_t) -> Option<libc::pid_t> {
         .collect();
     children.sort_unstable();
     children.first().copied()
-}
-
-/// A container process's namespaces, in the order they are joined (user first, mount
-/// last).
-fn open_namespaces(pid: libc::pid_t) -> std::io::Result<Vec<(File, CloneFlags)>> {
-    let id = |f: &File| {
-        nix::sys::stat::fstat(std::os::fd::AsRawFd::as_raw_fd(f)).map(|s| (s.st_dev, s.st_ino))
-    };
-    let mut out = Vec::new();
-    for (name, kind) in [
-        ("user", CloneFlags::CLONE_NEWUSER),
-        ("ipc", CloneFlags::CLONE_NEWIPC),
-        ("uts", CloneFlags::CLONE_NEWUTS),
-        ("net", CloneFlags::CLONE_NEWNET),
-        ("pid", CloneFlags::CLONE_NEWPID),
-        ("mnt", CloneFlags::CLONE_NEWNS),
-    ] {
-        let theirs = File::open(format!("/proc/{pid}/ns/{name}"))?;
-        // One the container shares with us (the host's network, our own user
-        // namespace) is not joined: it is ours already, and joining could be refused.
-        let ours = File::open(format!("/proc/self/ns/{name}"))?;
-        if id(&theirs)? != id(&ours)? {
-            out.push((theirs, kind));
-        }
-    }
-    Ok(out)
 }
 
 /// The container's saved process with this command and the flags' -e, -w, -u.
@@ -176,7 +202,7 @@ fn process_for(
 }
 
 /// Starts the command in the namespaces and watches it to its end.
-fn run(namespaces: &[(File, CloneFlags)], process: &Process, tty: bool) -> Result<i32> {
+pub fn run(namespaces: &[(File, CloneFlags)], process: &Process, tty: bool) -> Result<i32> {
     use nix::fcntl::OFlag;
     let (status_read, status_write) =
         nix::unistd::pipe2(OFlag::O_CLOEXEC).context("cannot create a pipe")?;
@@ -184,9 +210,7 @@ fn run(namespaces: &[(File, CloneFlags)], process: &Process, tty: bool) -> Resul
         true => Some(tty::socket_pair()?),
         false => None,
     };
-    let mut watched = signals::FORWARDED.to_vec();
-    watched.extend([libc::SIGCHLD, libc::SIGWINCH]);
-    let watched = signals::set_of(&watched);
+    let watched = signals::watched_by_monitor();
     watched.thread_set_mask().context("cannot block signals")?;
     let joined: Vec<(&File, CloneFlags)> = namespaces.iter().map(|(f, k)| (f, *k)).collect();
     let pid = super::spawn::clone_joined(&joined, 0).context("cannot join the container")?;

@@ -78,6 +78,7 @@ impl<'a> Launch<'a> {
             subid: mapping.is_subid(),
             identity,
             preserve_fds: plan.preserve_fds,
+            keep_fds: plan.keep_fds.clone(),
             debug: plan.debug,
         };
         Ok(Launch {

@@ -22,6 +22,7 @@ mod monitor;
 pub mod mounts;
 mod process;
 mod seccomp;
+pub mod share;
 pub(crate) mod spawn;
 mod state;
 mod tty;
@@ -101,9 +102,7 @@ fn start_and_watch(
     state: &State,
     started: Option<&mut File>,
 ) -> Result<i32> {
-    let mut watched = signals::FORWARDED.to_vec();
-    watched.extend([libc::SIGCHLD, libc::SIGWINCH]);
-    let watched = signals::set_of(&watched);
+    let watched = signals::watched_by_monitor();
     let spawned = watched
         .thread_set_mask()
         .context("cannot block signals")
@@ -130,6 +129,10 @@ fn detach(launch: &Launch<'_>, rootfs: &Rootfs, layer: WritableLayer, state: Sta
     if pid == 0 {
         drop(read_end);
         let _ = nix::unistd::setsid();
+        // A launcher's socket (PMI_FD) is the command's, not the monitor's to keep open.
+        for fd in &launch.plan.keep_fds {
+            let _ = nix::unistd::close(*fd);
+        }
         layer.claim();
         let mut started = File::from(write_end);
         let result = start_and_watch(launch, rootfs, layer, &state, Some(&mut started));

@@ -38,7 +38,7 @@ pub fn watch(
     let mut code = [0u8; 1];
     let exec_failed = matches!((&spawned.status).read(&mut code), Ok(1));
     if !exec_failed {
-        let _ = state.record("running", pid, Some(&launch.process));
+        let _ = state.record("running", pid, Some((&launch.process, &spawned.namespaces)));
         if let Some(pid_file) = &plan.pid_file {
             write_atomically(pid_file, format!("{pid}\n").as_bytes())
                 .map_err(|e| spawned.abort(e))?;
@@ -74,7 +74,11 @@ pub fn watch(
         Skip::Nothing
     };
     let stop = children::Stop::of(plan);
-    let exit = relay(Watch::new(spawned.pid, stop, skip), watched, master);
+    let mut watch = Watch::new(spawned.pid, stop, skip);
+    if plan.pause {
+        watch = watch.end_when(super::share::group_gone(plan));
+    }
+    let exit = relay(watch, watched, master);
     drop(raw);
     if let Err(e) = hooks::run(
         &plan.hooks,

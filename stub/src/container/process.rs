@@ -26,12 +26,14 @@ pub struct Process {
     pub identity: Identity,
     /// Descriptors 3..3+N passed on (systemd socket activation).
     pub preserve_fds: i32,
+    /// Other descriptors passed on at their numbers (PMI_FD).
+    pub keep_fds: Vec<i32>,
     pub debug: bool,
 }
 
 impl Process {
     /// The parts `--exec` reuses (argv, descriptors and limits are its own).
-    pub fn to_json(&self) -> String {
+    pub fn to_json(&self) -> Value {
         // Hex: exact for any bytes, and one string an entry (30k entries stay cheap).
         let hex =
             |v: &[OsString]| -> Vec<String> { v.iter().map(|s| to_hex(s.as_bytes())).collect() };
@@ -48,7 +50,6 @@ impl Process {
             "groups": self.identity.groups,
             "home": self.identity.home,
         })
-        .to_string()
     }
 
     pub fn from_json(text: &[u8]) -> Result<Process> {
@@ -90,6 +91,7 @@ impl Process {
                 home: v["home"].as_str().map(str::to_string),
             },
             preserve_fds: 0,
+            keep_fds: Vec::new(),
             debug: false,
         })
     }
@@ -138,9 +140,10 @@ mod tests {
                 home: Some("/var/www".into()),
             },
             preserve_fds: 0,
+            keep_fds: Vec::new(),
             debug: false,
         };
-        let back = Process::from_json(p.to_json().as_bytes()).unwrap();
+        let back = Process::from_json(p.to_json().to_string().as_bytes()).unwrap();
         assert_eq!(back.env, p.env);
         assert_eq!(back.caps, p.caps);
         assert_eq!(back.identity, p.identity);

@@ -28,6 +28,10 @@ pub struct Spawned {
     /// The container's user namespace (/proc/PID/ns/user), kept to remove what the
     /// container wrote with the namespace's ids once it is gone.
     pub userns: Option<File>,
+    /// With state on disk: all of the container's namespaces, opened now, while PID 1
+    /// may still be looked at (it makes itself undumpable later), and kept for `--exec`
+    /// to join through this process for as long as the container runs.
+    pub namespaces: super::state::Namespaces,
 }
 
 impl Spawned {
@@ -101,6 +105,10 @@ pub fn spawn(
         status: File::from(status_read),
         pty_sock: pty_parent,
         userns: File::open(format!("/proc/{pid}/ns/user")).ok(),
+        namespaces: match state.dir {
+            Some(_) => super::state::open_namespaces(pid).unwrap_or_default(),
+            None => Vec::new(),
+        },
     };
     if launch.userns.is_none() {
         userns::write_maps(pid, &launch.mapping).map_err(|e| spawned.abort(e))?;

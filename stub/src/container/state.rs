@@ -10,6 +10,10 @@ use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::PathBuf;
 
+/// A container's namespaces, in the order they are joined (a user namespace first, the
+/// mount namespace last), with their kinds.
+pub type Namespaces = Vec<(File, nix::sched::CloneFlags)>;
+
 pub struct State {
     pub id: String,
     /// None: a plain foreground run with a generated id keeps no state on disk (nothing
@@ -78,18 +82,27 @@ impl State {
     }
 
     /// Records the state for other tools (`state.json`, replaced atomically) and, when
-    /// running, how `--exec` starts a command in it (`exec.json`).
+    /// running, how `--exec` starts a command in it (`exec.json`: the process, and the
+    /// container's namespaces as descriptors this monitor keeps open).
     pub fn record(
         &self,
         status: &str,
         pid: libc::pid_t,
-        process: Option<&super::process::Process>,
+        process: Option<(&super::process::Process, &Namespaces)>,
     ) -> Result<()> {
         let Some(dir) = &self.dir else {
             return Ok(());
         };
-        if let Some(process) = process {
-            write_atomically(&dir.join("exec.json"), process.to_json().as_bytes())?;
+        if let Some((process, namespaces)) = process {
+            let mut json = process.to_json();
+            json["monitor"] = std::process::id().into();
+            json["namespaces"] = namespaces
+                .iter()
+                .map(|(file, kind)| {
+                    serde_json::json!([std::os::fd::AsRawFd::as_raw_fd(file), kind.bits()])
+                })
+                .collect();
+            write_atomically(&dir.join("exec.json"), json.to_string().as_bytes())?;
         }
         write_atomically(
             &dir.join("state.json"),
@@ -103,4 +116,30 @@ impl State {
             let _ = fs::remove_dir_all(dir);
         }
     }
+}
+
+/// A container process's namespaces, in the order they are joined (user first, mount
+/// last).
+pub fn open_namespaces(pid: libc::pid_t) -> std::io::Result<Namespaces> {
+    let id = |f: &File| {
+        nix::sys::stat::fstat(std::os::fd::AsRawFd::as_raw_fd(f)).map(|s| (s.st_dev, s.st_ino))
+    };
+    let mut out = Vec::new();
+    for (name, kind) in [
+        ("user", nix::sched::CloneFlags::CLONE_NEWUSER),
+        ("ipc", nix::sched::CloneFlags::CLONE_NEWIPC),
+        ("uts", nix::sched::CloneFlags::CLONE_NEWUTS),
+        ("net", nix::sched::CloneFlags::CLONE_NEWNET),
+        ("pid", nix::sched::CloneFlags::CLONE_NEWPID),
+        ("mnt", nix::sched::CloneFlags::CLONE_NEWNS),
+    ] {
+        let theirs = File::open(format!("/proc/{pid}/ns/{name}"))?;
+        // One the container shares with us (the host's network, our own user
+        // namespace) is not joined: it is ours already, and joining could be refused.
+        let ours = File::open(format!("/proc/self/ns/{name}"))?;
+        if id(&theirs)? != id(&ours)? {
+            out.push((theirs, kind));
+        }
+    }
+    Ok(out)
 }

@@ -130,21 +130,85 @@ fn open_entry(root: &Path, key: &str) -> Result<Option<Rootfs>> {
     Ok(Some(Rootfs { entry, rootfs }))
 }
 
-/// Where the extracted images live: $BINCTR_CACHE, $XDG_CACHE_HOME/binctr, ~/.cache/binctr.
+/// Where the extracted images live: $BINCTR_CACHE, else $XDG_CACHE_HOME/binctr or
+/// ~/.cache/binctr unless that is on a network filesystem (a cluster's NFS or Lustre
+/// home: slow, flock unreliable, every node extracting into one place), where a
+/// node-local directory is used instead (see [`node_local`]).
 pub fn cache_root() -> Result<PathBuf> {
+    static ROOT: std::sync::OnceLock<std::result::Result<PathBuf, String>> =
+        std::sync::OnceLock::new();
+    ROOT.get_or_init(|| choose_cache_root().map_err(|e| e.msg))
+        .clone()
+        .map_err(Error::new)
+}
+
+fn choose_cache_root() -> Result<PathBuf> {
     let non_empty = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
     if let Some(dir) = non_empty("BINCTR_CACHE") {
         return Ok(PathBuf::from(dir));
     }
-    if let Some(dir) = non_empty("XDG_CACHE_HOME") {
-        return Ok(PathBuf::from(dir).join("binctr"));
+    let default = match (non_empty("XDG_CACHE_HOME"), non_empty("HOME")) {
+        (Some(dir), _) => PathBuf::from(dir).join("binctr"),
+        (None, Some(home)) => PathBuf::from(home).join(".cache/binctr"),
+        (None, None) => {
+            return Err(Error::new(
+                "no cache directory: set HOME, XDG_CACHE_HOME or BINCTR_CACHE",
+            ))
+        }
+    };
+    let Some(fs) = network_fs(&default) else {
+        return Ok(default);
+    };
+    let local = node_local();
+    debug!(
+        "cache: {} is on {fs} (a network filesystem): using {} on this node (set BINCTR_CACHE to choose)",
+        default.display(),
+        local.display()
+    );
+    Ok(local)
+}
+
+/// The node-local cache: `$TMPDIR/binctr-UID` when TMPDIR (a job's own, on a cluster)
+/// is local, else `/var/tmp/binctr-UID`; private like any cache root.
+fn node_local() -> PathBuf {
+    let uid = nix::unistd::getuid();
+    let tmpdir = std::env::var_os("TMPDIR")
+        .map(PathBuf::from)
+        .filter(|d| d.is_absolute() && d.is_dir() && network_fs(d).is_none());
+    match tmpdir {
+        Some(dir) => dir.join(format!("binctr-{uid}")),
+        None => PathBuf::from(format!("/var/tmp/binctr-{uid}")),
     }
-    if let Some(home) = non_empty("HOME") {
-        return Ok(PathBuf::from(home).join(".cache/binctr"));
-    }
-    Err(Error::new(
-        "no cache directory: set HOME, XDG_CACHE_HOME or BINCTR_CACHE",
-    ))
+}
+
+/// The network filesystem `path` (or its nearest existing parent) is on, by statfs
+/// magic, if it is one.
+pub fn network_fs(path: &Path) -> Option<&'static str> {
+    const NETWORK: [(i64, &str); 13] = [
+        (0x6969, "NFS"),
+        (0x0BD0_0BD0, "Lustre"),
+        (0x4750_4653, "GPFS"),
+        (0x1983_0326, "BeeGFS"),
+        (0xFF53_4D42, "CIFS"),
+        (0xFE53_4D42, "SMB2"),
+        (0x517B, "SMB"),
+        (0x00C3_6400, "CephFS"),
+        (0x5346_414F, "AFS"),
+        (0x0116_1970, "GFS2"),
+        (0x7461_636F, "OCFS2"),
+        (0xAAD7_AAEA, "PanFS"),
+        (0x0102_1997, "9P"),
+    ];
+    let st = path
+        .ancestors()
+        .find_map(|p| nix::sys::statfs::statfs(p).ok())?;
+    // The field's type differs between C libraries (glibc i64, musl u64).
+    #[allow(clippy::unnecessary_cast)]
+    let magic = st.filesystem_type().0 as i64 & 0xFFFF_FFFF;
+    NETWORK
+        .iter()
+        .find(|(m, _)| *m == magic)
+        .map(|(_, name)| *name)
 }
 
 /// The cache key of this image under `mapping`.
