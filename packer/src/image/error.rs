@@ -192,6 +192,17 @@ impl fmt::Display for ImageError {
                 image,
                 blob,
                 media_type,
+            } if media_type.ends_with("+encrypted") => write!(
+                f,
+                "{}: layer {} is encrypted (\"{}\"): decrypt the image first (skopeo copy --decryption-key KEY ...)",
+                shown(image),
+                shown(blob),
+                shown(media_type)
+            ),
+            ImageError::MediaType {
+                image,
+                blob,
+                media_type,
             } => write!(
                 f,
                 "{}: layer {} has the unknown media type \"{}\" (binctr-pack reads tar layers, plain, gzip or zstd)",

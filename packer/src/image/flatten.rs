@@ -7,23 +7,28 @@
 //!    `.wh.NAME` deletes NAME from the layers below, `.wh..wh..opq` empties its directory
 //!    of what the layers below put there. A hard link is resolved, when it is applied, to
 //!    the entry that holds its data. What is left in the tree are the winning entries.
+//!    As docker and podman apply a layer, an entry (a whiteout too) whose parent
+//!    directories do not exist makes them, 0755 and root's: they stay when what is below
+//!    them is deleted, and a whiteout of a path that never existed leaves its directories.
 //! 2. Write: read the layers again, bottom to top, and write only the winning entries, in
 //!    layer order and, within a layer, in tar order. A hard link's data entry always comes
 //!    before the link (same layer earlier, or a lower layer), so links stay links. When
 //!    the data entry itself lost (its path was deleted or replaced above), its data is
 //!    written, where it stands, under the first of its links' paths (sorted by name), and
-//!    the other links point there. A hard link to nothing is dropped.
+//!    the other links point there. A hard link to nothing is dropped. A directory made
+//!    as a parent is written right before the entry it was made for.
 //!
 //! Both passes read the layers with the stub's tar reader and its caps, and each read is
 //! checked against the layer's digests (`layer.rs`): the second pass sees the bytes the
 //! first one planned with, or the pack fails before anything is committed. A layer with
-//! no winning entry is not read again.
+//! no winning entry is not read again. A layer whose tar breaks is reported with the byte
+//! of its tar where it broke and the last entry read before it.
 //!
 //! Entries are rewritten with their own header (mode, owner, times, device numbers) and
 //! their xattrs, under a normalized path (`bin/sh`, directories `bin/`): the same layers
-//! always give the same bytes. Whiteout files never reach the output. Sparse files are
-//! written out in full, so no file may claim more than `--max-size`, nor the flattened
-//! tar add up to more.
+//! always give the same bytes (a symlink's mode is 0777, as Linux shows every symlink).
+//! Whiteout files never reach the output. Sparse files are written out in full, so no
+//! file may claim more than `--max-size`, nor the flattened tar add up to more.
 //!
 //! The tree keys paths with `/` stored as NUL (which no name may hold): then a directory's
 //! whole subtree sorts right after it, and a file that an entry below it replaces is
@@ -32,8 +37,8 @@ use super::error::ImageError;
 use super::flat_tar::checksum_ok;
 use super::limits::{human, tar_limits, Budget, Limits, MAX_TREE_BYTES, NODE_COST, PATH_MAX};
 use super::types::Stats;
-use crate::util::printable;
-use binctr_format::tar_reader::{Header, Kind, TarReader};
+use crate::util::{os_error, printable};
+use binctr_format::tar_reader::{Header, Kind, TarError, TarReader};
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::ffi::OsStr;
@@ -74,8 +79,11 @@ struct EntryId {
 /// The entry that currently provides a path.
 #[derive(Debug, Clone, Copy)]
 struct Node {
+    /// For a directory made as a parent: the entry it was made for.
     id: EntryId,
     dir: bool,
+    /// A directory no entry lists, made as the parent of entry `id`.
+    made: bool,
     /// For a hard link: the entry that holds its data.
     data: Option<EntryId>,
     /// The bytes it writes (a hard link: its data's).
@@ -93,13 +101,23 @@ enum Action {
     Link(Vec<u8>),
 }
 
+/// What pass 2 writes.
+#[derive(Default)]
+struct Plan {
+    /// What to do with each winning entry.
+    actions: HashMap<EntryId, Action>,
+    /// The directories to write right before an entry (its parents no entry lists),
+    /// parents first.
+    parents: HashMap<EntryId, Vec<Vec<u8>>>,
+}
+
 pub fn flatten<W: Write>(
     layers: &dyn Layers,
     limits: &Limits,
     out: &mut W,
 ) -> Result<Stats, ImageError> {
-    let actions = plan(layers, limits)?;
-    write(layers, &actions, limits, out)
+    let plan = plan(layers, limits)?;
+    write(layers, &plan, limits, out)
 }
 
 /// The paths of pass 1, keyed with [`SEP`] between components.
@@ -174,7 +192,7 @@ impl Ctx<'_> {
 }
 
 /// Pass 1: which entry of which layer ends up at which path.
-fn plan(layers: &dyn Layers, limits: &Limits) -> Result<HashMap<EntryId, Action>, ImageError> {
+fn plan(layers: &dyn Layers, limits: &Limits) -> Result<Plan, ImageError> {
     let mut tree = Tree::default();
     let budget = Budget::new(limits.max_size);
     for layer in 0..layers.count() {
@@ -186,7 +204,14 @@ fn plan(layers: &dyn Layers, limits: &Limits) -> Result<HashMap<EntryId, Action>
         layers.read(layer, &budget, &mut |stream| {
             let mut tar = TarReader::new(stream, tar_limits());
             let mut index = 0u32;
-            while let Some(h) = tar.next_entry().map_err(|e| ctx.damaged(e.to_string()))? {
+            let mut last = LastEntry::default();
+            loop {
+                let h = match tar.next_entry() {
+                    Ok(Some(h)) => h,
+                    Ok(None) => break,
+                    Err(e) => return Err(ctx.damaged(last.broken(&e, tar.offset()))),
+                };
+                last.read(&h);
                 let id = EntryId {
                     layer: layer as u32,
                     index,
@@ -200,6 +225,63 @@ fn plan(layers: &dyn Layers, limits: &Limits) -> Result<HashMap<EntryId, Action>
         })?;
     }
     actions(tree, layers.image(), limits)
+}
+
+/// The last entry a layer's tar gave, for the message when the tar breaks after it.
+#[derive(Default)]
+struct LastEntry {
+    path: Option<Vec<u8>>,
+}
+
+impl LastEntry {
+    fn read(&mut self, h: &Header) {
+        let path = self.path.get_or_insert_with(Vec::new);
+        path.clear();
+        path.extend_from_slice(&h.path);
+    }
+
+    /// How the tar broke, where (the offset in the uncompressed tar) and after what:
+    /// one line.
+    fn broken(&self, e: &TarError, at: u64) -> String {
+        let (why, at) = match e {
+            TarError::Bad { offset, why } => (why.clone(), *offset),
+            TarError::Io(e) => (os_error(e), at),
+        };
+        let after = match &self.path {
+            Some(path) => format!("the last entry read is '{}'", printable(path)),
+            None => "before its first entry".to_string(),
+        };
+        format!("{why} (at byte {at} of its tar; {after})")
+    }
+}
+
+/// Makes the parent directories of `key` that are not in the tree, as a container
+/// runtime does before it applies an entry: 0755 and root's, made for entry `id`. Stops
+/// at a parent that is not a directory (nothing is made below a file). `false` when the
+/// tree would grow past its cap.
+fn make_parents(tree: &mut Tree, key: &[u8], id: EntryId) -> bool {
+    let mut at = 0;
+    while let Some(sep) = key[at..].iter().position(|&b| b == SEP) {
+        let parent = &key[..at + sep];
+        match tree.get(parent) {
+            Some(node) if node.dir => {}
+            Some(_) => return true,
+            None => {
+                let node = Node {
+                    id,
+                    dir: true,
+                    made: true,
+                    data: None,
+                    size: 0,
+                };
+                if !tree.insert(parent.to_vec(), node) {
+                    return false;
+                }
+            }
+        }
+        at += sep + 1;
+    }
+    true
 }
 
 /// Applies one entry of a layer to the tree.
@@ -227,12 +309,22 @@ fn apply(tree: &mut Tree, id: EntryId, h: &Header, ctx: &Ctx) -> Result<(), Imag
         Some(at) => (&path[..at], &path[at + 1..]),
         None => (&path[..0], &path[..]),
     };
+    if name.starts_with(b".wh..wh.") && name != OPAQUE {
+        return Ok(()); // aufs bookkeeping (.wh..wh.plnk, ...), never content
+    }
+    let whiteout = name.starts_with(WHITEOUT);
+    if !whiteout {
+        // A file, symlink or link above this path is no longer a directory: replaced.
+        if let Some(above) = tree.non_dir_above(&path) {
+            tree.remove(&above);
+        }
+    }
+    if !make_parents(tree, &path, id) {
+        return Err(too_many_paths(ctx));
+    }
     if name == OPAQUE {
         tree.remove_below(parent, Some(id.layer));
         return Ok(());
-    }
-    if name.starts_with(b".wh..wh.") {
-        return Ok(()); // aufs bookkeeping (.wh..wh.plnk, ...), never content
     }
     if let Some(hidden) = name.strip_prefix(WHITEOUT) {
         let target = join(parent, hidden);
@@ -241,10 +333,6 @@ fn apply(tree: &mut Tree, id: EntryId, h: &Header, ctx: &Ctx) -> Result<(), Imag
         }
         tree.remove_below(&target, Some(id.layer));
         return Ok(());
-    }
-    // A file, symlink or link above this path is no longer a directory: replaced.
-    if let Some(above) = tree.non_dir_above(&path) {
-        tree.remove(&above);
     }
     let dir = h.kind() == Kind::Dir;
     if !dir {
@@ -263,40 +351,45 @@ fn apply(tree: &mut Tree, id: EntryId, h: &Header, ctx: &Ctx) -> Result<(), Imag
     } else {
         (None, if h.kind() == Kind::File { h.size } else { 0 })
     };
-    if !tree.insert(
-        path,
-        Node {
-            id,
-            dir,
-            data,
-            size,
-        },
-    ) {
-        return Err(ImageError::Refused {
-            image: ctx.layers.image().to_string(),
-            why: format!(
-                "more paths than binctr-pack flattens ({} of names)",
-                human(MAX_TREE_BYTES as u64)
-            ),
-        });
+    let node = Node {
+        id,
+        dir,
+        made: false,
+        data,
+        size,
+    };
+    if !tree.insert(path, node) {
+        return Err(too_many_paths(ctx));
     }
     Ok(())
 }
 
+fn too_many_paths(ctx: &Ctx) -> ImageError {
+    ImageError::Refused {
+        image: ctx.layers.image().to_string(),
+        why: format!(
+            "more paths than binctr-pack flattens ({} of names)",
+            human(MAX_TREE_BYTES as u64)
+        ),
+    }
+}
+
 /// Pass 1's result: the action of every winning entry. Checks that the flattened tar
 /// stays within `--max-size`.
-fn actions(
-    tree: Tree,
-    image: &str,
-    limits: &Limits,
-) -> Result<HashMap<EntryId, Action>, ImageError> {
+fn actions(tree: Tree, image: &str, limits: &Limits) -> Result<Plan, ImageError> {
     let targets: HashSet<EntryId> = tree.map.values().filter_map(|n| n.data).collect();
     let mut target_paths: HashMap<EntryId, Vec<u8>> = HashMap::new();
     let mut actions = HashMap::new();
+    let mut parents: HashMap<EntryId, Vec<Vec<u8>>> = HashMap::new();
     // Links grouped by the entry holding their data: (path, link entry, size).
     let mut groups: BTreeMap<EntryId, Vec<(Vec<u8>, EntryId, u64)>> = BTreeMap::new();
     let mut total = 0u64;
     for (key, node) in tree.map {
+        if node.made {
+            // In key order: a parent before what is below it.
+            parents.entry(node.id).or_default().push(slashes(key));
+            continue;
+        }
         match node.data {
             None => {
                 total = total.saturating_add(node.size);
@@ -337,7 +430,7 @@ fn actions(
             limit: limits.max_size,
         });
     }
-    Ok(actions)
+    Ok(Plan { actions, parents })
 }
 
 /// A path as the tree keys it: relative, without `.` or empty components, components
@@ -388,14 +481,16 @@ fn join(parent: &[u8], name: &[u8]) -> Vec<u8> {
 /// Pass 2: the winning entries, bottom layer first, in tar order.
 fn write<W: Write>(
     layers: &dyn Layers,
-    actions: &HashMap<EntryId, Action>,
+    plan: &Plan,
     limits: &Limits,
     out: &mut W,
 ) -> Result<Stats, ImageError> {
     let mut builder = Builder::new(out);
     let mut entries = 0u64;
     let budget = Budget::new(limits.max_size);
-    let wanted: BTreeSet<u32> = actions.keys().map(|id| id.layer).collect();
+    let wanted: BTreeSet<u32> = (plan.actions.keys().chain(plan.parents.keys()))
+        .map(|id| id.layer)
+        .collect();
     for layer in 0..layers.count() {
         if !wanted.contains(&(layer as u32)) {
             continue;
@@ -405,7 +500,7 @@ fn write<W: Write>(
                 builder: &mut builder,
                 layers,
                 layer,
-                actions,
+                plan,
                 entries: &mut entries,
             };
             writer.write(stream)
@@ -420,7 +515,7 @@ struct LayerWriter<'a, W: Write> {
     builder: &'a mut Builder<W>,
     layers: &'a dyn Layers,
     layer: usize,
-    actions: &'a HashMap<EntryId, Action>,
+    plan: &'a Plan,
     entries: &'a mut u64,
 }
 
@@ -439,13 +534,24 @@ impl<W: Write> LayerWriter<'_, W> {
             tar_limits(),
         );
         let mut index = 0u32;
-        while let Some(h) = tar.next_entry().map_err(|e| self.damaged(e))? {
+        let mut seen = LastEntry::default();
+        loop {
+            let h = match tar.next_entry() {
+                Ok(Some(h)) => h,
+                Ok(None) => break,
+                Err(e) => return Err(self.damaged(seen.broken(&e, tar.offset()))),
+            };
+            seen.read(&h);
             let id = EntryId {
                 layer: self.layer as u32,
                 index,
             };
             index = index.saturating_add(1);
-            let Some(action) = self.actions.get(&id) else {
+            for dir in self.plan.parents.get(&id).into_iter().flatten() {
+                self.parent_dir(dir, h.mtime).map_err(ImageError::Write)?;
+                *self.entries += 1;
+            }
+            let Some(action) = self.plan.actions.get(&id) else {
                 continue;
             };
             // Of an entry that is not sparse, the last block read is its own header.
@@ -454,11 +560,25 @@ impl<W: Write> LayerWriter<'_, W> {
             let result = self.entry(&h, raw.as_ref(), action, &mut tar, &mut read_error);
             match (result, read_error) {
                 (Ok(()), _) => *self.entries += 1,
-                (Err(_), Some(why)) => return Err(self.damaged(why)),
+                (Err(_), Some(e)) => return Err(self.damaged(seen.broken(&e, tar.offset()))),
                 (Err(e), None) => return Err(ImageError::Write(e)),
             }
         }
         Ok(())
+    }
+
+    /// A directory no entry lists, made as a parent: 0755, root's.
+    fn parent_dir(&mut self, path: &[u8], mtime: i64) -> io::Result<()> {
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(EntryType::Directory);
+        header.set_mode(0o755);
+        header.set_uid(0);
+        header.set_gid(0);
+        set_mtime(&mut header, mtime);
+        header.set_size(0);
+        let mut dir = path.to_vec();
+        dir.push(b'/');
+        self.builder.append_data(&mut header, os(&dir), io::empty())
     }
 
     /// Writes one entry as `action` says. Errors of reading the entry's data are also
@@ -469,7 +589,7 @@ impl<W: Write> LayerWriter<'_, W> {
         raw: Option<&[u8; BLOCK]>,
         action: &Action,
         tar: &mut TarReader<R>,
-        read_error: &mut Option<String>,
+        read_error: &mut Option<TarError>,
     ) -> io::Result<()> {
         let mut header = out_header(h, raw);
         // The xattrs (names that are not UTF-8 cannot be PAX keys: dropped).
@@ -503,9 +623,11 @@ impl<W: Write> LayerWriter<'_, W> {
                 dir.push(b'/');
                 self.builder.append_data(&mut header, os(&dir), io::empty())
             }
-            Kind::Symlink => self
-                .builder
-                .append_link(&mut header, os(&path), os(&h.link)),
+            Kind::Symlink => {
+                header.set_mode(0o777);
+                self.builder
+                    .append_link(&mut header, os(&path), os(&h.link))
+            }
             Kind::File => {
                 header.set_entry_type(EntryType::Regular);
                 header.set_size(h.size);
@@ -530,8 +652,21 @@ fn out_header(h: &Header, raw: Option<&[u8; BLOCK]>) -> tar::Header {
     header.set_mode(h.mode);
     header.set_uid(h.uid);
     header.set_gid(h.gid);
-    header.set_mtime(u64::try_from(h.mtime).unwrap_or(0));
+    set_mtime(&mut header, h.mtime);
     header
+}
+
+/// An mtime, one before 1970 too: negative, in base-256 two's complement (as GNU tar
+/// writes it and Go's archive/tar reads it).
+fn set_mtime(header: &mut tar::Header, mtime: i64) {
+    match u64::try_from(mtime) {
+        Ok(mtime) => header.set_mtime(mtime),
+        Err(_) => {
+            let field = &mut header.as_old_mut().mtime;
+            field.fill(0xff);
+            field[4..].copy_from_slice(&mtime.to_be_bytes());
+        }
+    }
 }
 
 fn os(path: &[u8]) -> &Path {
@@ -567,11 +702,11 @@ struct FileData<'a, R> {
     chunk: usize,
     pos: u64,
     size: u64,
-    error: &'a mut Option<String>,
+    error: &'a mut Option<TarError>,
 }
 
 impl<'a, R: Read> FileData<'a, R> {
-    fn new(tar: &'a mut TarReader<R>, h: &Header, error: &'a mut Option<String>) -> Self {
+    fn new(tar: &'a mut TarReader<R>, h: &Header, error: &'a mut Option<TarError>) -> Self {
         FileData {
             tar,
             chunks: h.sparse.clone().unwrap_or_else(|| vec![(0, h.size)]),
@@ -582,10 +717,11 @@ impl<'a, R: Read> FileData<'a, R> {
         }
     }
 
-    fn fail(&mut self, why: String) -> io::Error {
-        let e = io::Error::new(io::ErrorKind::InvalidData, why.clone());
-        *self.error = Some(why);
-        e
+    /// Keeps the reader's error aside and gives the builder one of its own.
+    fn fail(&mut self, e: TarError) -> io::Error {
+        let for_builder = io::Error::new(io::ErrorKind::InvalidData, e.to_string());
+        *self.error = Some(e);
+        for_builder
     }
 }
 
@@ -607,9 +743,15 @@ impl<R: Read> Read for FileData<'_, R> {
             Some(&(at, len)) if at <= self.pos => {
                 let n = want(at + len - self.pos);
                 match self.tar.read_data(&mut buf[..n]) {
-                    Ok(0) => return Err(self.fail("the entry's data ends early".into())),
+                    Ok(0) => {
+                        let early = TarError::Bad {
+                            offset: self.tar.offset(),
+                            why: "the entry's data ends early".into(),
+                        };
+                        return Err(self.fail(early));
+                    }
                     Ok(n) => n,
-                    Err(e) => return Err(self.fail(e.to_string())),
+                    Err(e) => return Err(self.fail(e)),
                 }
             }
             next => {
@@ -998,9 +1140,124 @@ pub mod tests {
             layer(&[("a/", 'd', ""), ("a/b", 'f', "file"), ("a/b-x", 'f', "x")]),
             layer(&[("a/b/c", 'f', "c")]),
         ]);
+        // a/b is now a directory: made as a/b/c's parent, as docker makes it.
         assert_eq!(
             out,
-            [e("a/", 'd', ""), e("a/b-x", 'f', "x"), e("a/b/c", 'f', "c")]
+            [
+                e("a/", 'd', ""),
+                e("a/b-x", 'f', "x"),
+                e("a/b/", 'd', ""),
+                e("a/b/c", 'f', "c")
+            ]
+        );
+    }
+
+    #[test]
+    fn parents_no_entry_lists_are_made_as_docker_makes_them() {
+        let out = flat(vec![
+            // No directory entries at all: a/b/ is made for a/b/f.
+            layer(&[("a/b/f", 'f', "f")]),
+            layer(&[
+                // Deleting the only file leaves its directories.
+                ("a/b/.wh.f", 'f', ""),
+                // Whiteouts of paths that never existed: nothing deleted, their
+                // directories made.
+                ("no/such/.wh.dir", 'f', ""),
+                (".wh.ghost", 'f', ""),
+                ("new/.wh..wh..opq", 'f', ""),
+            ]),
+        ]);
+        assert_eq!(
+            out,
+            [
+                e("a/", 'd', ""),
+                e("a/b/", 'd', ""),
+                e("no/", 'd', ""),
+                e("no/such/", 'd', ""),
+                e("new/", 'd', ""),
+            ]
+        );
+        // A directory listed later replaces the one made, keeping what is below it.
+        let out = flat(vec![
+            layer(&[("d/x", 'f', "x")]),
+            layer(&[("d/", 'd', ""), ("d/y", 'f', "y")]),
+        ]);
+        assert_eq!(
+            out,
+            [e("d/x", 'f', "x"), e("d/", 'd', ""), e("d/y", 'f', "y")]
+        );
+    }
+
+    #[test]
+    fn duplicate_entries_the_last_wins() {
+        let out = flat(vec![layer(&[
+            ("dup", 'f', "one"),
+            ("link", 'h', "dup"),
+            ("dup", 'f', "two"),
+            ("s", 'l', "a"),
+            ("s", 'l', "b"),
+            ("df/", 'd', ""),
+            ("df/y", 'f', "y"),
+            ("df", 'f', "now a file"),
+        ])]);
+        // The link keeps the data it was made with, as link(2) would.
+        assert_eq!(
+            out,
+            [
+                e("link", 'f', "one"),
+                e("dup", 'f', "two"),
+                e("s", 'l', "b"),
+                e("df", 'f', "now a file"),
+            ]
+        );
+    }
+
+    #[test]
+    fn times_before_1970_are_kept() {
+        let mut tar = raw_header(b"old", b'0', 0);
+        tar[136..148].copy_from_slice(&[
+            0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x9c,
+        ]);
+        seal(&mut tar);
+        tar.extend([0u8; 1024]);
+        let mut out = Vec::new();
+        flatten(&MemLayers(vec![tar]), &Limits::default(), &mut out).unwrap();
+        let mut reader = TarReader::new(&out[..], tar_limits());
+        assert_eq!(reader.next_entry().unwrap().unwrap().mtime, -100);
+    }
+
+    #[test]
+    fn symlinks_are_0777() {
+        let mut out = Vec::new();
+        let layers = MemLayers(vec![layer(&[("s", 'l', "target")])]);
+        flatten(&layers, &Limits::default(), &mut out).unwrap();
+        let mut archive = tar::Archive::new(&out[..]);
+        let entry = archive.entries().unwrap().next().unwrap().unwrap();
+        assert_eq!(entry.header().mode().unwrap(), 0o777);
+    }
+
+    #[test]
+    fn a_broken_layer_names_the_byte_and_the_last_entry() {
+        let whole = layer(&[("etc/", 'd', ""), ("etc/ok", 'f', &"x".repeat(3000))]);
+        // Cut inside etc/ok's data.
+        let cut = whole[..512 * 2 + 1000].to_vec();
+        let err = flatten(&MemLayers(vec![cut]), &Limits::default(), &mut Vec::new())
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "test: layer 0 is damaged: the archive ends inside an entry's data (at byte 2024 of its tar; the last entry read is 'etc/ok')"
+        );
+        assert_eq!(err.lines().count(), 1);
+        // A damaged first header.
+        let mut bad = whole.clone();
+        bad[10] ^= 0xff;
+        let err = flatten(&MemLayers(vec![bad]), &Limits::default(), &mut Vec::new())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.ends_with("(at byte 512 of its tar; before its first entry)"),
+            "{err}"
         );
     }
 
@@ -1055,9 +1312,12 @@ pub mod tests {
             .unwrap()
             .map(|e| e.unwrap().header().clone())
             .collect();
-        assert_eq!(entries[0].device_major().unwrap(), Some(1));
-        assert_eq!(entries[0].device_minor().unwrap(), Some(3));
-        assert_eq!(entries[1].uid().unwrap(), 100_000_000);
+        // dev/ first: the parent no entry lists, made 0755 and root's.
+        assert_eq!(entries[0].entry_type(), EntryType::Directory);
+        assert_eq!(entries[0].mode().unwrap(), 0o755);
+        assert_eq!(entries[1].device_major().unwrap(), Some(1));
+        assert_eq!(entries[1].device_minor().unwrap(), Some(3));
+        assert_eq!(entries[2].uid().unwrap(), 100_000_000);
     }
 
     #[test]

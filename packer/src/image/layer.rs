@@ -5,6 +5,11 @@
 //! layer has only its diff_id, which must be there). A damaged blob usually breaks the
 //! decompressor first; the digest is still what is reported, because it names the cause.
 //!
+//! What the blob is compressed with is told by its magic bytes, as docker and podman
+//! tell it: a layer whose media type says plain tar but holds gzip (docker's own
+//! `rootfs.diff.tar` types may, containerd says) is read as gzip. The media type only
+//! says it is a layer, and what to expect when the bytes show no compression.
+//!
 //! Every read is checked, the second pass's too: flattening reads each layer twice, and
 //! a blob changed between the passes fails the pack before anything is committed. The
 //! uncompressed bytes are taken from the pass's budget (`--max-size`), and a layer listed
@@ -32,20 +37,24 @@ pub enum LayerCompression {
 }
 
 impl LayerCompression {
-    /// The compression of a layer media type, `None` when it is not a layer type known.
+    /// The compression of a layer media type, `None` when it is not a layer type known:
+    /// the OCI types (nondistributable ones included), docker's (foreign ones included),
+    /// as containerd reads them.
     pub fn of_media_type(media_type: &str) -> Option<LayerCompression> {
         Some(match media_type {
             "application/vnd.oci.image.layer.v1.tar"
-            | "application/vnd.oci.image.layer.nondistributable.v1.tar"
-            | "application/vnd.docker.image.rootfs.diff.tar" => LayerCompression::Plain,
+            | "application/vnd.oci.image.layer.nondistributable.v1.tar" => LayerCompression::Plain,
+            // containerd: "may have been compressed but failed to use the correct media
+            // type".
+            "application/vnd.docker.image.rootfs.diff.tar"
+            | "application/vnd.docker.image.rootfs.foreign.diff.tar" => LayerCompression::Detect,
             "application/vnd.oci.image.layer.v1.tar+gzip"
             | "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
             | "application/vnd.docker.image.rootfs.diff.tar.gzip"
             | "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip" => LayerCompression::Gzip,
             "application/vnd.oci.image.layer.v1.tar+zstd"
-            | "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd" => {
-                LayerCompression::Zstd
-            }
+            | "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd"
+            | "application/vnd.docker.image.rootfs.diff.tar.zstd" => LayerCompression::Zstd,
             _ => return None,
         })
     }
@@ -117,9 +126,10 @@ impl Layers for StoreLayers<'_> {
             let mut tar = HashingReader::new(capped);
             let result = f(&mut tar).and_then(|()| {
                 // The zero blocks and padding after the end count for the diff_id.
-                io::copy(&mut tar, &mut io::sink())
-                    .map(drop)
-                    .map_err(|e| self.damaged(index, os_error(&e)))
+                io::copy(&mut tar, &mut io::sink()).map(drop).map_err(|e| {
+                    let why = format!("{} (after the end of its tar)", os_error(&e));
+                    self.damaged(index, why)
+                })
             });
             (result, tar.digest().to_string())
         };
@@ -205,24 +215,31 @@ impl StoreLayers<'_> {
         Ok(())
     }
 
-    /// The layer's tar: the blob decompressed as the manifest says or, when it does not
-    /// say (docker-archive), as the magic bytes say.
+    /// The layer's tar: the blob decompressed as its magic bytes say (as docker and
+    /// podman decompress a layer, whatever its media type says), else as the media type
+    /// says (a blob that should be gzip and is not fails as a damaged gzip stream).
     fn decoder<'r, R: BufRead + 'r>(
         &self,
         desc: &LayerDesc,
         mut blob: R,
     ) -> Result<Box<dyn Read + 'r>, ImageError> {
-        let compression = match desc.compression {
-            LayerCompression::Detect => {
-                let magic = blob.fill_buf().map_err(|e| self.read_error(e))?;
-                match Compression::of_magic(magic) {
-                    Some(Compression::Gzip) => LayerCompression::Gzip,
-                    Some(Compression::Zstd) => LayerCompression::Zstd,
-                    // Anything else is read as a tar, whose reader says what is wrong.
-                    _ => LayerCompression::Plain,
-                }
+        let magic = blob.fill_buf().map_err(|e| self.read_error(e))?;
+        let compression = match (Compression::of_magic(magic), desc.compression) {
+            (Some(Compression::Gzip), _) => LayerCompression::Gzip,
+            (Some(Compression::Zstd), _) => LayerCompression::Zstd,
+            (Some(other @ (Compression::Xz | Compression::Bzip2)), _) => {
+                return Err(ImageError::Layer {
+                    image: self.image.to_string(),
+                    layer: desc.name.clone(),
+                    why: format!(
+                        "it is {}-compressed, which binctr-pack does not read (docker and podman do): recompress the image with gzip or zstd (skopeo copy --dest-compress-format gzip)",
+                        if other == Compression::Xz { "xz" } else { "bzip2" }
+                    ),
+                });
             }
-            known => known,
+            // Anything else is read as a tar, whose reader says what is wrong.
+            (None, LayerCompression::Detect) => LayerCompression::Plain,
+            (None, declared) => declared,
         };
         Ok(match compression {
             LayerCompression::Gzip => Box::new(MultiGzDecoder::new(blob)),
@@ -253,6 +270,22 @@ mod tests {
             of("application/vnd.docker.image.rootfs.diff.tar.gzip"),
             Some(Gzip)
         );
+        assert_eq!(
+            of("application/vnd.docker.image.rootfs.foreign.diff.tar"),
+            Some(Detect)
+        );
+        assert_eq!(
+            of("application/vnd.docker.image.rootfs.diff.tar.zstd"),
+            Some(Zstd)
+        );
+        assert_eq!(
+            of("application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"),
+            Some(Gzip)
+        );
         assert_eq!(of("application/vnd.oci.image.layer.v1.tar+lzma"), None);
+        assert_eq!(
+            of("application/vnd.oci.image.layer.v1.tar+gzip+encrypted"),
+            None
+        );
     }
 }

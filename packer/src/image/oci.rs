@@ -292,11 +292,17 @@ pub fn parse<T: DeserializeOwned>(image: &str, what: &str, bytes: &[u8]) -> Resu
     })
 }
 
+/// The image's name: containerd's full name when there is one (`docker save` of docker
+/// 25+ writes it, with only the tag as the OCI ref name), else the OCI ref name.
 fn ref_name(desc: &Descriptor) -> Option<&str> {
-    desc.annotations
-        .get(REF_NAME)
-        .or_else(|| desc.annotations.get(CONTAINERD_NAME))
-        .map(String::as_str)
+    ref_names(desc).next()
+}
+
+/// Every name a descriptor gives its image, the fullest first.
+fn ref_names(desc: &Descriptor) -> impl Iterator<Item = &str> {
+    [CONTAINERD_NAME, REF_NAME]
+        .into_iter()
+        .filter_map(|key| desc.annotations.get(key).map(String::as_str))
 }
 
 /// `repo[:tag]` without a digest, the tag defaulting to `latest`.
@@ -371,7 +377,7 @@ fn by_name(
 ) -> Result<Vec<Descriptor>, ImageError> {
     if let Some(wanted) = &selection.image {
         let all = names(&candidates);
-        candidates.retain(|d| ref_name(d).is_some_and(|r| ref_matches(r, wanted)));
+        candidates.retain(|d| ref_names(d).any(|r| ref_matches(r, wanted)));
         if candidates.is_empty() {
             return Err(ImageError::NoSuchImage {
                 image: image.to_string(),

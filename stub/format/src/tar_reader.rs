@@ -363,7 +363,9 @@ impl<R: Read> TarReader<R> {
             mode: (parse_number(&block[100..108]).unwrap_or(0) & 0o7777) as u32,
             uid: self.number(&block[108..116], "uid").unwrap_or(0),
             gid: self.number(&block[116..124], "gid").unwrap_or(0),
-            mtime: self.number(&block[136..148], "mtime").unwrap_or(0) as i64,
+            // Before 1970 is negative (GNU tar writes it in base-256); an mtime that is
+            // not a number is the epoch, as an unreadable one tells nothing.
+            mtime: parse_signed(&block[136..148]).unwrap_or(0),
             size: stored,
             stored,
             ..Header::default()
@@ -679,6 +681,30 @@ fn parse_octal(field: &[u8]) -> Option<u64> {
     u64::from_str_radix(text, 8).ok()
 }
 
+/// A field that may be negative (an mtime): octal, or base-256 in two's complement
+/// (the high bit of the first byte set, the next one the sign), as Go's archive/tar
+/// reads it. `None` past 64 bits.
+fn parse_signed(field: &[u8]) -> Option<i64> {
+    let Some(&first) = field.first().filter(|&&b| b & 0x80 != 0) else {
+        return parse_octal(field).and_then(|n| i64::try_from(n).ok());
+    };
+    let invert = if first & 0x40 != 0 { 0xff } else { 0 };
+    let mut n: u64 = 0;
+    for (i, &b) in field.iter().enumerate() {
+        let byte = if i == 0 {
+            (b ^ invert) & 0x7f
+        } else {
+            b ^ invert
+        };
+        if n >> 56 != 0 {
+            return None;
+        }
+        n = (n << 8) | u64::from(byte);
+    }
+    let n = i64::try_from(n).ok()?;
+    Some(if invert != 0 { !n } else { n })
+}
+
 /// Octal, or base-256 (the high bit of the first byte set) for large values.
 fn parse_number(field: &[u8]) -> Option<u64> {
     if field.first().is_some_and(|&b| b & 0x80 != 0) {
@@ -857,6 +883,32 @@ mod tests {
         let entries = read_all(&b).unwrap();
         assert_eq!(entries[0].0.path, b"prefix/name");
         assert_eq!(entries[0].1, b"abc");
+    }
+
+    #[test]
+    fn base256_owners_and_times_before_1970() {
+        let mut b = header(b"old", b'0', 0);
+        // uid 3000000 and gid 2^40 in base-256; mtime -100 in base-256 two's complement.
+        b[108..116].copy_from_slice(&[0x80, 0, 0, 0, 0, 0x2d, 0xc6, 0xc0]);
+        b[116..124].copy_from_slice(&[0x80, 0, 1, 0, 0, 0, 0, 0]);
+        b[136..148].copy_from_slice(&[0xff; 12]);
+        b[147] = 0x9c;
+        seal(&mut b);
+        b.extend(header(b"future", b'0', 0));
+        let at = b.len() - BLOCK;
+        b[at + 136..at + 148]
+            .copy_from_slice(&[0x80, 0, 0, 0, 0, 0, 0, 0x17, 0x48, 0x76, 0xe7, 0xff]);
+        seal(&mut b[at..]);
+        let entries = read_all(&b).unwrap();
+        assert_eq!(entries[0].0.uid, 3_000_000);
+        assert_eq!(entries[0].0.gid, 1 << 40);
+        assert_eq!(entries[0].0.mtime, -100);
+        assert_eq!(entries[1].0.mtime, 99_999_999_999);
+        assert_eq!(
+            parse_signed(&[0x80, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
+            None
+        );
+        assert_eq!(parse_signed(b"00000000017\0"), Some(15));
     }
 
     #[test]
