@@ -123,14 +123,15 @@ pub fn remove_tree(path: &Path) -> io::Result<()> {
         .read(true)
         .custom_flags(libc::O_DIRECTORY)
         .open(parent)?;
-    remove_entry_at(&parent, &CString::new(name.as_encoded_bytes())?)
+    remove_dir_at(parent.as_fd(), &CString::new(name.as_encoded_bytes())?)
 }
 
-/// Removes the directory `name` of `dir` with everything below it.
-fn remove_entry_at(dir: &File, name: &std::ffi::CStr) -> io::Result<()> {
+/// Removes the directory `name` of `dir` with everything below it, through
+/// descriptors (never following a symlink).
+pub fn remove_dir_at(dir: std::os::fd::BorrowedFd<'_>, name: &std::ffi::CStr) -> io::Result<()> {
     use nix::unistd::{unlinkat, UnlinkatFlags};
     let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW;
-    let sub = match crate::sys::openat(dir.as_fd(), name, flags, 0) {
+    let sub = match crate::sys::openat(dir, name, flags, 0) {
         // A directory of mode 000 (overlay's work/work): open it to ourselves first.
         Err(e) if e.raw_os_error() == Some(libc::EACCES) => {
             nix::sys::stat::fchmodat(
@@ -139,7 +140,7 @@ fn remove_entry_at(dir: &File, name: &std::ffi::CStr) -> io::Result<()> {
                 Mode::from_bits_truncate(0o700),
                 nix::sys::stat::FchmodatFlags::FollowSymlink,
             )?;
-            crate::sys::openat(dir.as_fd(), name, flags, 0)
+            crate::sys::openat(dir, name, flags, 0)
         }
         other => other,
     }
@@ -167,7 +168,7 @@ fn remove_entry_at(dir: &File, name: &std::ffi::CStr) -> io::Result<()> {
         };
         match removed {
             Ok(()) => {}
-            Err(nix::errno::Errno::EISDIR) => remove_entry_at(&sub, &child)?,
+            Err(nix::errno::Errno::EISDIR) => remove_dir_at(sub.as_fd(), &child)?,
             Err(e) => return Err(e.into()),
         }
     }

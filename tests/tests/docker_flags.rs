@@ -432,7 +432,10 @@ fn ulimit_nofile_sets_the_soft_and_hard_limits_inside() {
         ],
     )
     .run();
-    assert_refused(&out, &["--ulimit", "hard limit"]);
+    assert_refused(
+        &out,
+        &["--ulimit nofile=100:", "hard limit", &format!("is {hard};")],
+    );
 }
 
 #[test]

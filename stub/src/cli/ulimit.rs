@@ -7,6 +7,8 @@ use nix::sys::resource::Resource;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ulimit {
+    /// docker's name for it (`nofile`), for messages.
+    pub name: &'static str,
     pub resource: Resource,
     pub soft: u64,
     pub hard: u64,
@@ -35,10 +37,10 @@ pub fn parse_ulimit(spec: &str) -> Result<Ulimit> {
     let (name, values) = spec
         .split_once('=')
         .ok_or_else(|| bad("expected NAME=SOFT[:HARD], e.g. nofile=1024:2048"))?;
-    let resource = NAMES
+    let (name, resource) = NAMES
         .iter()
         .find(|(n, _)| *n == name)
-        .map(|&(_, r)| r)
+        .copied()
         .ok_or_else(|| bad("unknown limit (nofile, nproc, core, stack, memlock, ...)"))?;
     let number = |v: &str| match v {
         "unlimited" | "-1" => Ok(u64::MAX),
@@ -57,6 +59,7 @@ pub fn parse_ulimit(spec: &str) -> Result<Ulimit> {
         return Err(bad("the soft limit is above the hard one"));
     }
     Ok(Ulimit {
+        name,
         resource,
         soft,
         hard,

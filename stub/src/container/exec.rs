@@ -194,13 +194,18 @@ fn set_limits(limits: &[crate::cli::Ulimit]) -> Result<()> {
     use nix::sys::resource::{getrlimit, setrlimit};
     for limit in limits {
         let (_, hard) = getrlimit(limit.resource).context("getrlimit")?;
+        let show = |n: u64| match n {
+            libc::RLIM_INFINITY => "unlimited".to_string(),
+            n => n.to_string(),
+        };
         setrlimit(limit.resource, limit.soft, limit.hard).map_err(|e| {
             Error::new(format!(
-                "--ulimit {:?}={}:{}: {} (your hard limit is {hard}; only root outside can raise it)",
-                limit.resource,
-                limit.soft,
-                limit.hard,
-                e.desc()
+                "--ulimit {}={}:{}: {} (your hard limit is {}; only root outside can raise it)",
+                limit.name,
+                show(limit.soft),
+                show(limit.hard),
+                e.desc(),
+                show(hard)
             ))
         })?;
     }

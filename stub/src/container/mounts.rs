@@ -418,14 +418,10 @@ fn mount_sys(root: BorrowedFd<'_>, own_net: bool) -> Result<()> {
 /// --add-host lines are appended to the hosts copy; --dns replaces the nameservers.
 fn setup_etc(root: BorrowedFd<'_>, scratch: &Path, plan: &crate::cli::RunPlan) -> Result<()> {
     let read_only = plan.read_only;
+    let host_resolv = fs::read("/etc/resolv.conf").unwrap_or_default();
     let resolv = match plan.dns.is_empty() {
-        true => fs::read("/etc/resolv.conf").unwrap_or_default(),
-        false => plan
-            .dns
-            .iter()
-            .map(|ip| format!("nameserver {ip}\n"))
-            .collect::<String>()
-            .into_bytes(),
+        true => host_resolv,
+        false => with_nameservers(&host_resolv, &plan.dns),
     };
     let mut hosts = fs::read("/etc/hosts").unwrap_or_else(|_| {
         b"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n".to_vec()
@@ -453,6 +449,25 @@ fn setup_etc(root: BorrowedFd<'_>, scratch: &Path, plan: &crate::cli::RunPlan) -
             .with_context(|| format!("cannot bind /etc/{name}"))?;
     }
     Ok(())
+}
+
+/// --dns: the host's resolv.conf with its nameserver lines replaced by these (its
+/// `search` and `options` lines stay, as docker keeps them).
+fn with_nameservers(host: &[u8], servers: &[String]) -> Vec<u8> {
+    let mut out: Vec<u8> = servers
+        .iter()
+        .flat_map(|ip| format!("nameserver {ip}\n").into_bytes())
+        .collect();
+    for line in host.split(|&b| b == b'\n') {
+        let word = line
+            .split(|b| b.is_ascii_whitespace())
+            .find(|w| !w.is_empty());
+        if matches!(word, Some(b"search" | b"domain" | b"options")) {
+            out.extend_from_slice(line);
+            out.push(b'\n');
+        }
+    }
+    out
 }
 
 /// The file to mount /etc/NAME on; in a writable root, a dangling symlink or missing file
@@ -674,5 +689,20 @@ fn apt_without_sandbox(root: BorrowedFd<'_>) {
     match inroot::replace_file(root, dir, b"99binctr-fake-root", text.as_bytes(), 0o644) {
         Ok(()) => debug!("mounts: apt told to keep root (fake root)"),
         Err(e) => debug!("mounts: cannot write /etc/apt/apt.conf.d/99binctr-fake-root: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dns_replaces_nameservers_and_keeps_search_and_options() {
+        let host = b"# generated\nnameserver 10.0.0.1\nsearch corp.example\noptions ndots:2\nnameserver 10.0.0.2\n";
+        let out = with_nameservers(host, &["1.1.1.1".to_string()]);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "nameserver 1.1.1.1\nsearch corp.example\noptions ndots:2\n"
+        );
     }
 }

@@ -180,16 +180,14 @@ pub fn mkfifo_at(dir: BorrowedFd<'_>, name: &CStr, mode: u32) -> io::Result<()> 
     .map_err(io::Error::from)
 }
 
-/// Removes whatever `name` is, a file or an empty directory.
+/// Removes whatever `name` is: a file, or a directory with everything in it (a later
+/// entry of a tar replacing a directory by a file, as docker's extraction does).
 pub fn remove_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
     use nix::unistd::{unlinkat, UnlinkatFlags};
     match unlinkat(Some(dir.as_raw_fd()), name, UnlinkatFlags::NoRemoveDir) {
-        Err(nix::errno::Errno::EISDIR) => {
-            unlinkat(Some(dir.as_raw_fd()), name, UnlinkatFlags::RemoveDir)
-        }
-        other => other,
+        Err(nix::errno::Errno::EISDIR) => crate::files::remove_dir_at(dir, name),
+        other => other.map_err(io::Error::from),
     }
-    .map_err(io::Error::from)
 }
 
 /// Sets the mtime of `name` itself (a symlink is not followed).
