@@ -103,6 +103,29 @@ if ! userns_err=$(cd / && run_as_test_user unshare --user --map-root-user --moun
 fi
 echo "ok: user namespaces (kernel $(uname -r), user.max_user_namespaces=$(cat /proc/sys/user/max_user_namespaces))"
 
+# --- 5b. Slurm and MPI (issue 14: tests/tests/slurm.rs) ----------------------------------
+# A three-node Slurm cluster on this machine and an Open MPI image; the cluster is stopped
+# after the checks (below). The pmix plugin of srun loads libpmix.so from libpmix-dev.
+slurm_pkgs=(slurm-wlm munge openmpi-bin libopenmpi-dev libpmix2 libpmix-bin libpmix-dev)
+slurm_missing=()
+for pkg in "${slurm_pkgs[@]}"; do
+    dpkg-query -W -f '${Status}' "$pkg" 2>/dev/null | grep -q 'ok installed' || slurm_missing+=("$pkg")
+done
+if ((${#slurm_missing[@]})); then
+    is_root || die "missing packages: ${slurm_missing[*]}; install them (as root: apt-get install ${slurm_missing[*]}) or run this script as root"
+    say "installing ${slurm_missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -q --no-install-recommends "${slurm_missing[@]}" </dev/null || {
+        apt-get update -q </dev/null
+        apt-get install -y -q --no-install-recommends "${slurm_missing[@]}" </dev/null
+    }
+fi
+say "making the MPI image (mmdebstrap, Debian bookworm: Open MPI, PMIx, tests/mpi/ring.c)"
+bash scripts/make-mpi-image.sh build </dev/null || die "the MPI image could not be made (see above)"
+say "starting the Slurm test cluster (three slurmd on this machine)"
+bash scripts/slurm-cluster.sh start </dev/null || die "the Slurm test cluster could not be started (see above)"
+# --- end of 5b ---------------------------------------------------------------------------
+
 # --- 6. Checks ---------------------------------------------------------------------------
 export BINCTR_DIST=$root/dist
 export BINCTR_FIXTURES=$root/build
@@ -132,6 +155,8 @@ check fuzz bash scripts/fuzz.sh "${FUZZ_SECONDS:-30}"
 if is_root; then
     pkill -KILL -u "$test_user" -x binctr-userns 2>/dev/null || true
 fi
+# --- 5b, the end: the Slurm test cluster (started above) stops and leaves nothing -----------
+bash scripts/slurm-cluster.sh stop </dev/null || say "warning: scripts/slurm-cluster.sh stop failed (see above)"
 
 say "summary"
 printf '  BINCTR_DIST=%s BINCTR_FIXTURES=%s BINCTR_TEST_USER=%s BINCTR_NEIGHBOUR_USER=%s\n' \
