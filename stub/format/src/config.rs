@@ -1,6 +1,7 @@
 //! The config JSON (docs/FORMAT.md section 3): what the stub needs to know about the
 //! image, written after the payload.
 use crate::error::FormatError;
+use crate::hash::Sha256Digest;
 use crate::layout::CONFIG_VERSION;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -38,6 +39,43 @@ pub struct ImageConfig {
     pub stop_signal: String,
     /// Pack-time default: run with a read-only root unless the user asks otherwise.
     pub read_only: bool,
+    /// Format 2: the payload's layers, bottom first; empty in format 1.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub layers: Vec<Layer>,
+}
+
+/// One layer of a format 2 payload: an lz4 frame of its own, whose decompressed tar is
+/// the layer as the packer normalized it (whiteouts kept as `.wh.` entries).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Layer {
+    /// `sha256:<hex>` of the uncompressed tar: the key the layer is cached under, checked
+    /// over the decompressed bytes before the layer is committed.
+    pub digest: String,
+    /// The image's own diff_id of the layer, shown only; empty for a flat tar, a
+    /// directory or squashed layers.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub diff_id: String,
+    /// Where its frame starts, from `payload_offset`.
+    pub offset: u64,
+    /// Its frame's length, in bytes.
+    pub length: u64,
+    /// The uncompressed tar's length.
+    pub size: u64,
+    /// `<hex>` sha256 of its frame's bytes, checked while they are read.
+    pub sha256: String,
+}
+
+impl Layer {
+    /// `digest` as a digest, if well-formed.
+    pub fn digest(&self) -> Option<Sha256Digest> {
+        Sha256Digest::from_hex(self.digest.strip_prefix("sha256:")?)
+    }
+
+    /// `sha256` as a digest, if well-formed.
+    pub fn segment_sha256(&self) -> Option<Sha256Digest> {
+        Sha256Digest::from_hex(&self.sha256)
+    }
 }
 
 impl ImageConfig {
@@ -84,6 +122,37 @@ mod tests {
         value["from_the_future"] = serde_json::json!(1);
         let json = serde_json::to_vec(&value).unwrap();
         assert_eq!(ImageConfig::from_json(&json).unwrap(), config);
+    }
+
+    #[test]
+    fn layers_round_trip_and_absent_means_none() {
+        let mut config = ImageConfig::new("x");
+        config.layers.push(Layer {
+            digest: format!("sha256:{}", "ab".repeat(32)),
+            diff_id: String::new(),
+            offset: 0,
+            length: 40,
+            size: 1024,
+            sha256: "cd".repeat(32),
+        });
+        let json = config.to_json();
+        let text = String::from_utf8(json.clone()).unwrap();
+        assert!(text.ends_with(&format!(
+            r#""layers":[{{"digest":"sha256:{}","offset":0,"length":40,"size":1024,"sha256":"{}"}}]}}"#,
+            "ab".repeat(32),
+            "cd".repeat(32)
+        )));
+        let back = ImageConfig::from_json(&json).unwrap();
+        assert_eq!(back, config);
+        assert_eq!(back.layers[0].digest().unwrap().0, [0xab; 32]);
+        assert_eq!(back.layers[0].segment_sha256().unwrap().0, [0xcd; 32]);
+        // A version 1 config: no layers, none written.
+        let flat = ImageConfig::new("x");
+        assert!(!String::from_utf8(flat.to_json())
+            .unwrap()
+            .contains("layers"));
+        let old = br#"{"version": 1, "name": "x"}"#;
+        assert!(ImageConfig::from_json(old).unwrap().layers.is_empty());
     }
 
     #[test]

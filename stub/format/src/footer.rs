@@ -1,10 +1,11 @@
 //! The footer (docs/FORMAT.md section 4): the last 112 bytes of a packed file, saying
 //! where the payload and config are and what they hash to.
-use crate::config::ImageConfig;
+use crate::config::{ImageConfig, Layer};
 use crate::error::FormatError;
 use crate::hash::Sha256Digest;
 use crate::layout::{
-    FOOTER_LEN, FORMAT_VERSION, MAGIC_HEAD, MAGIC_TAIL, MAX_CONFIG_LEN, MIN_PAYLOAD_LEN,
+    FLAT_FORMAT_VERSION, FOOTER_LEN, FORMAT_VERSION, MAGIC_HEAD, MAGIC_TAIL, MAX_CONFIG_LEN,
+    MAX_LAYERS, MIN_PAYLOAD_LEN,
 };
 
 /// Where the payload and config are, and what they hash to.
@@ -55,7 +56,7 @@ impl Footer {
         let mut r = Reader { buf: bytes, pos: 8 };
         let version = r.u32();
         if version > FORMAT_VERSION {
-            return Err(FormatError::NewerVersion(version));
+            return Err(FormatError::NewerVersion(version, FORMAT_VERSION));
         }
         if version == 0 {
             return Err(FormatError::BadLayout("format version 0".into()));
@@ -111,13 +112,60 @@ impl Footer {
         }
     }
 
-    /// Checks the config bytes against the footer and parses them.
+    /// Checks the config bytes against the footer and parses them; a format 2 config's
+    /// layers must tile the payload exactly (a format 1 config has none).
     pub fn parse_config(&self, bytes: &[u8]) -> Result<ImageConfig, FormatError> {
         if Sha256Digest::of(bytes) != self.config_sha256 {
             return Err(FormatError::ConfigDigest);
         }
-        ImageConfig::from_json(bytes)
+        let config = ImageConfig::from_json(bytes)?;
+        check_layers(self, &config.layers)?;
+        Ok(config)
     }
+}
+
+/// A format 1 payload is one frame and lists no layers; a format 2 payload is its
+/// layers' frames, back to back from `payload_offset`, 1 to [`MAX_LAYERS`] of them, each
+/// at least an lz4 frame long, with well-formed digests.
+fn check_layers(footer: &Footer, layers: &[Layer]) -> Result<(), FormatError> {
+    let bad = |why: String| Err(FormatError::BadLayers(why));
+    if footer.version == FLAT_FORMAT_VERSION {
+        return match layers.is_empty() {
+            true => Ok(()),
+            false => bad("a format 1 file lists layers".into()),
+        };
+    }
+    if layers.is_empty() || layers.len() > MAX_LAYERS {
+        return bad(format!(
+            "{} layers, a format {} file holds 1 to {MAX_LAYERS}",
+            layers.len(),
+            footer.version
+        ));
+    }
+    let mut at = 0u64;
+    for (i, layer) in layers.iter().enumerate() {
+        let n = i + 1;
+        if layer.offset != at {
+            return bad(format!("layer {n} starts at {}, not {at}", layer.offset));
+        }
+        if layer.length < MIN_PAYLOAD_LEN {
+            return bad(format!("layer {n} is {} bytes long", layer.length));
+        }
+        if layer.digest().is_none() || layer.segment_sha256().is_none() {
+            return bad(format!("layer {n} has a malformed digest"));
+        }
+        at = match at.checked_add(layer.length) {
+            Some(end) => end,
+            None => return bad("offsets overflow".into()),
+        };
+    }
+    if at != footer.payload_len {
+        return bad(format!(
+            "the layers hold {at} bytes, the payload {}",
+            footer.payload_len
+        ));
+    }
+    Ok(())
 }
 
 struct Writer<'a> {
@@ -159,7 +207,7 @@ mod tests {
     fn sample() -> (Footer, Vec<u8>) {
         let config = ImageConfig::new("busybox").to_json();
         let footer = Footer {
-            version: FORMAT_VERSION,
+            version: FLAT_FORMAT_VERSION,
             flags: 0,
             payload_offset: 1000,
             payload_len: 500,
@@ -213,7 +261,10 @@ mod tests {
         let (mut footer, _) = sample();
         footer.version = FORMAT_VERSION + 1;
         let err = Footer::decode(&footer.encode(), footer.file_len().unwrap()).unwrap_err();
-        assert_eq!(err, FormatError::NewerVersion(FORMAT_VERSION + 1));
+        assert_eq!(
+            err,
+            FormatError::NewerVersion(FORMAT_VERSION + 1, FORMAT_VERSION)
+        );
     }
 
     #[test]
@@ -222,6 +273,86 @@ mod tests {
         footer.payload_len = u64::MAX - 10;
         let err = Footer::decode(&footer.encode(), 4096).unwrap_err();
         assert!(matches!(err, FormatError::BadLayout(_)), "{err:?}");
+    }
+
+    /// A format 2 footer and config whose layers are `lengths` long.
+    fn layered(lengths: &[u64]) -> (Footer, ImageConfig) {
+        let mut config = ImageConfig::new("x");
+        let mut offset = 0;
+        for &length in lengths {
+            config.layers.push(Layer {
+                digest: Sha256Digest::of(b"tar").to_string(),
+                offset,
+                length,
+                size: 1024,
+                sha256: Sha256Digest::of(b"frame").hex(),
+                ..Layer::default()
+            });
+            offset += length;
+        }
+        let footer = Footer {
+            version: FORMAT_VERSION,
+            payload_len: offset.max(MIN_PAYLOAD_LEN),
+            ..sample().0
+        };
+        (footer, config)
+    }
+
+    fn parse(footer: &Footer, config: &ImageConfig) -> Result<ImageConfig, FormatError> {
+        let json = config.to_json();
+        let footer = Footer {
+            config_len: json.len() as u64,
+            config_sha256: Sha256Digest::of(&json),
+            ..footer.clone()
+        };
+        footer.parse_config(&json)
+    }
+
+    #[test]
+    fn layers_must_tile_the_payload() {
+        let (footer, config) = layered(&[100, 50, 11]);
+        assert_eq!(parse(&footer, &config).unwrap().layers.len(), 3);
+        let bad = |footer: &Footer, config: &ImageConfig| match parse(footer, config) {
+            Err(FormatError::BadLayers(why)) => why,
+            other => panic!("{other:?}"),
+        };
+        // No layers in format 2, layers in format 1.
+        let (footer, config) = layered(&[]);
+        assert_eq!(
+            bad(&footer, &config),
+            "0 layers, a format 2 file holds 1 to 64"
+        );
+        let (mut footer, config) = layered(&[100]);
+        footer.version = FLAT_FORMAT_VERSION;
+        assert_eq!(bad(&footer, &config), "a format 1 file lists layers");
+        // A gap, an overlap, a short frame, a payload longer than its layers.
+        let (footer, mut config) = layered(&[100, 50]);
+        config.layers[1].offset = 101;
+        assert_eq!(bad(&footer, &config), "layer 2 starts at 101, not 100");
+        let (footer, config) = layered(&[100, 5]);
+        assert_eq!(bad(&footer, &config), "layer 2 is 5 bytes long");
+        let (mut footer, config) = layered(&[100]);
+        footer.payload_len = 101;
+        assert_eq!(
+            bad(&footer, &config),
+            "the layers hold 100 bytes, the payload 101"
+        );
+        let (footer, mut config) = layered(&[100]);
+        config.layers[0].digest = Sha256Digest::of(b"x").hex();
+        assert_eq!(bad(&footer, &config), "layer 1 has a malformed digest");
+        let (footer, mut config) = layered(&[100]);
+        config.layers[0].length = u64::MAX;
+        config.layers.push(config.layers[0].clone());
+        config.layers[1].offset = u64::MAX;
+        assert_eq!(bad(&footer, &config), "offsets overflow");
+        let (footer, config) = layered(&[20; MAX_LAYERS + 1]);
+        assert_eq!(
+            bad(&footer, &config),
+            "65 layers, a format 2 file holds 1 to 64"
+        );
+        assert!(FormatError::BadLayers("x".into())
+            .to_string()
+            .starts_with("damaged packed file"));
     }
 
     #[test]

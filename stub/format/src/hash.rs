@@ -13,6 +13,24 @@ impl Sha256Digest {
         Self(Sha256::digest(bytes).into())
     }
 
+    /// 64 lower-case hex digits, as [`Sha256Digest::hex`] writes them.
+    pub fn from_hex(hex: &str) -> Option<Self> {
+        let hex = hex.as_bytes();
+        if hex.len() != 64 {
+            return None;
+        }
+        let digit = |c: u8| match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            _ => None,
+        };
+        let mut out = [0u8; 32];
+        for (i, pair) in hex.chunks(2).enumerate() {
+            out[i] = digit(pair[0])? << 4 | digit(pair[1])?;
+        }
+        Some(Self(out))
+    }
+
     /// Lower-case hex, 64 characters: the cache directory name.
     pub fn hex(&self) -> String {
         let mut s = String::with_capacity(64);
@@ -106,6 +124,10 @@ mod tests {
         );
         assert_eq!(format!("{d:?}"), d.to_string());
         assert_eq!(d.hex().len(), 64);
+        assert_eq!(Sha256Digest::from_hex(&d.hex()), Some(d));
+        assert_eq!(Sha256Digest::from_hex(&d.hex().to_uppercase()), None);
+        assert_eq!(Sha256Digest::from_hex(&d.hex()[1..]), None);
+        assert_eq!(Sha256Digest::from_hex(&"g".repeat(64)), None);
     }
 
     #[test]

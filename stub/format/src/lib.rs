@@ -2,7 +2,7 @@
 //! (which writes it):
 //!
 //! ```text
-//! [ stub ELF ][ payload: one lz4 frame of a tar stream ][ config JSON ][ footer ]
+//! [ stub ELF ][ payload: lz4 frames of tar streams ][ config JSON ][ footer ]
 //! ```
 //!
 //! This crate never touches the OS: it turns bytes into checked values and back, and
@@ -30,14 +30,14 @@ mod read;
 pub mod tar_reader;
 mod text;
 
-pub use config::ImageConfig;
+pub use config::{ImageConfig, Layer};
 pub use env::{key_of, Env};
 pub use error::FormatError;
 pub use footer::Footer;
 pub use hash::{HashingReader, Sha256Digest};
 pub use layout::{
-    CONFIG_VERSION, FOOTER_LEN, FORMAT_VERSION, MAGIC_HEAD, MAGIC_TAIL, MAX_CONFIG_LEN,
-    MIN_PAYLOAD_LEN,
+    CONFIG_VERSION, FLAT_CONFIG_VERSION, FLAT_FORMAT_VERSION, FOOTER_LEN, FORMAT_VERSION,
+    MAGIC_HEAD, MAGIC_TAIL, MAX_CONFIG_LEN, MAX_LAYERS, MIN_PAYLOAD_LEN,
 };
 pub use read::{read_tail, TailError};
 pub use text::printable;

@@ -78,7 +78,7 @@ pub fn read_tail<R: Read + Seek>(file: &mut R) -> Result<(Footer, ImageConfig), 
 mod tests {
     use super::*;
     use crate::hash::Sha256Digest;
-    use crate::layout::{FORMAT_VERSION, MIN_PAYLOAD_LEN};
+    use crate::layout::{FLAT_FORMAT_VERSION, MIN_PAYLOAD_LEN};
     use std::error::Error;
     use std::io::Cursor;
 
@@ -88,7 +88,7 @@ mod tests {
         let payload = vec![0x42; MIN_PAYLOAD_LEN as usize + 20];
         let config = ImageConfig::new(name).to_json();
         let footer = Footer {
-            version: FORMAT_VERSION,
+            version: FLAT_FORMAT_VERSION,
             flags: 0,
             payload_offset: stub.len() as u64,
             payload_len: payload.len() as u64,

@@ -4,7 +4,7 @@
 
 use super::progress::Progress;
 use crate::error::{Context, Error, Result};
-use binctr_format::{Footer, HashingReader, ImageConfig};
+use binctr_format::{Footer, FormatError, HashingReader, ImageConfig, FLAT_FORMAT_VERSION};
 use std::fs::File;
 use std::io::{self, BufReader, Read, Seek, SeekFrom, Take};
 
@@ -18,6 +18,12 @@ pub struct Packed {
 pub fn open_self() -> Result<Packed> {
     let mut file = File::open("/proc/self/exe").context("cannot open /proc/self/exe")?;
     let (footer, config) = binctr_format::read_tail(&mut file)?;
+    // The layer store (format 2, one frame per layer) is not read yet: refuse it rather
+    // than extract the bottom layer alone.
+    if footer.version > FLAT_FORMAT_VERSION {
+        let newer = FormatError::NewerVersion(footer.version, FLAT_FORMAT_VERSION);
+        return Err(binctr_format::TailError::Format(newer).into());
+    }
     Ok(Packed {
         file,
         footer,
