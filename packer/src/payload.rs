@@ -1,6 +1,8 @@
-//! The payload: the tar stream compressed as ONE lz4 frame, hashed as it is written, so
-//! neither the tar nor the compressed bytes are ever held in memory.
-use binctr_format::Sha256Digest;
+//! The payload: the tar stream compressed as ONE lz4 frame (format 1), or each layer's
+//! tar as a frame of its own (format 2), hashed as it is written (the whole payload, each
+//! frame, each tar), so neither the tar nor the compressed bytes are ever held in memory.
+use crate::image::LayerSink;
+use binctr_format::{Layer, Sha256Digest};
 use lz4_flex::frame::{BlockMode, BlockSize, FrameEncoder, FrameInfo};
 use sha2::{Digest, Sha256};
 use std::io::{self, Write};
@@ -18,56 +20,130 @@ pub fn frame_info() -> FrameInfo {
         .content_checksum(true)
 }
 
-/// Takes the uncompressed tar stream, writes the compressed frame to `W`.
+/// Takes the uncompressed tar streams, writes the compressed frames to `W`: one frame
+/// for a format 1 payload, one per layer for format 2 ([`PayloadWriter::end_layer`]).
 pub struct PayloadWriter<W: Write> {
-    encoder: FrameEncoder<Hashing<W>>,
+    state: State<W>,
+    /// The uncompressed tar of the current frame.
+    tar: Sha256,
+    tar_len: u64,
+    layers: Vec<Layer>,
+}
+
+enum State<W: Write> {
+    /// Between frames.
+    Idle(Hashing<W>),
+    Frame(FrameEncoder<Hashing<W>>),
+    /// A frame failed to end: nothing more is written.
+    Broken,
 }
 
 /// What [`PayloadWriter::finish`] reports for the footer.
 pub struct Payload {
     pub len: u64,
     pub sha256: Sha256Digest,
+    /// The frames ended by [`PayloadWriter::end_layer`], in order.
+    pub layers: Vec<Layer>,
 }
 
 impl<W: Write> PayloadWriter<W> {
     pub fn new(out: W) -> Self {
         PayloadWriter {
-            encoder: FrameEncoder::with_frame_info(frame_info(), Hashing::new(out)),
+            state: State::Idle(Hashing::new(out)),
+            tar: Sha256::new(),
+            tar_len: 0,
+            layers: Vec::new(),
         }
     }
 
-    /// Ends the frame and gives back the writer positioned right after the payload.
-    pub fn finish(self) -> io::Result<(W, Payload)> {
-        let hashing = self.encoder.finish().map_err(io::Error::from)?;
-        let payload = Payload {
-            len: hashing.len,
-            sha256: Sha256Digest(hashing.hasher.finalize().into()),
+    fn encoder(&mut self) -> io::Result<&mut FrameEncoder<Hashing<W>>> {
+        if let State::Idle(_) = self.state {
+            let State::Idle(out) = std::mem::replace(&mut self.state, State::Broken) else {
+                unreachable!()
+            };
+            self.state = State::Frame(FrameEncoder::with_frame_info(frame_info(), out));
+        }
+        match &mut self.state {
+            State::Frame(encoder) => Ok(encoder),
+            _ => Err(io::Error::other("the payload writer failed before")),
+        }
+    }
+
+    /// Ends the current frame (an empty one if nothing was written into it).
+    fn end_frame(&mut self) -> io::Result<Hashing<W>> {
+        self.encoder()?;
+        let State::Frame(encoder) = std::mem::replace(&mut self.state, State::Broken) else {
+            unreachable!()
         };
-        Ok((hashing.inner, payload))
+        encoder.finish().map_err(io::Error::from)
+    }
+
+    /// Ends the current frame as the next layer of a format 2 payload, `diff_id` being
+    /// the image's own for it (empty when it has none).
+    pub fn end_layer(&mut self, diff_id: &str) -> io::Result<()> {
+        let mut out = self.end_frame()?;
+        let tar = std::mem::replace(&mut self.tar, Sha256::new());
+        let frame = std::mem::replace(&mut out.frame, Sha256::new());
+        self.layers.push(Layer {
+            digest: Sha256Digest(tar.finalize().into()).to_string(),
+            diff_id: diff_id.to_string(),
+            offset: out.frame_start,
+            length: out.len - out.frame_start,
+            size: std::mem::take(&mut self.tar_len),
+            sha256: Sha256Digest(frame.finalize().into()).hex(),
+        });
+        out.frame_start = out.len;
+        self.state = State::Idle(out);
+        Ok(())
+    }
+
+    /// Ends the frame (format 1; none is left open after [`Self::end_layer`]) and gives
+    /// back the writer positioned right after the payload.
+    pub fn finish(mut self) -> io::Result<(W, Payload)> {
+        let out = match std::mem::replace(&mut self.state, State::Broken) {
+            State::Idle(out) if !self.layers.is_empty() => out,
+            state => {
+                self.state = state;
+                self.end_frame()?
+            }
+        };
+        let payload = Payload {
+            len: out.len,
+            sha256: Sha256Digest(out.hasher.finalize().into()),
+            layers: self.layers,
+        };
+        Ok((out.inner, payload))
+    }
+}
+
+impl<W: Write> LayerSink for PayloadWriter<W> {
+    fn end_layer(&mut self, diff_id: &str) -> io::Result<()> {
+        PayloadWriter::end_layer(self, diff_id)
     }
 }
 
 impl<W: Write> Write for PayloadWriter<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.encoder.write(buf)
-    }
-
-    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        self.encoder.write_all(buf)
+        let n = self.encoder()?.write(buf)?;
+        self.tar.update(&buf[..n]);
+        self.tar_len += n as u64;
+        Ok(n)
     }
 
     fn flush(&mut self) -> io::Result<()> {
         // Flushing the encoder would end a block early and make the output depend on
-        // how the input was chunked; the frame is completed by `finish` only.
+        // how the input was chunked; a frame is completed by `end_layer` or `finish` only.
         Ok(())
     }
 }
 
-/// Counts and hashes what passes through.
+/// Counts and hashes what passes through: the whole payload, and the current frame.
 struct Hashing<W> {
     inner: W,
     hasher: Sha256,
+    frame: Sha256,
     len: u64,
+    frame_start: u64,
 }
 
 impl<W: Write> Hashing<W> {
@@ -75,7 +151,9 @@ impl<W: Write> Hashing<W> {
         Hashing {
             inner,
             hasher: Sha256::new(),
+            frame: Sha256::new(),
             len: 0,
+            frame_start: 0,
         }
     }
 }
@@ -84,6 +162,7 @@ impl<W: Write> Write for Hashing<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.inner.write(buf)?;
         self.hasher.update(&buf[..n]);
+        self.frame.update(&buf[..n]);
         self.len += n as u64;
         Ok(n)
     }
@@ -129,5 +208,37 @@ mod tests {
             w.finish().unwrap().0
         };
         assert_eq!(pack(512), pack(1 << 20));
+    }
+
+    #[test]
+    fn layers_are_frames_of_their_own() {
+        let mut w = PayloadWriter::new(Vec::new());
+        w.write_all(&[1u8; 100_000]).unwrap();
+        w.end_layer("sha256:x").unwrap();
+        w.end_layer("").unwrap();
+        w.write_all(b"top").unwrap();
+        w.end_layer("").unwrap();
+        let (payload, info) = w.finish().unwrap();
+        assert_eq!(info.len, payload.len() as u64);
+        assert_eq!(info.sha256, Sha256Digest::of(&payload));
+        let layers = info.layers;
+        assert_eq!(layers.len(), 3);
+        let tars: [&[u8]; 3] = [&[1u8; 100_000], b"", b"top"];
+        let mut at = 0;
+        for (layer, tar) in layers.iter().zip(tars) {
+            assert_eq!(layer.offset, at);
+            let frame = &payload[at as usize..(at + layer.length) as usize];
+            assert_eq!(layer.sha256, Sha256Digest::of(frame).hex());
+            assert_eq!(layer.digest, Sha256Digest::of(tar).to_string());
+            assert_eq!(layer.size, tar.len() as u64);
+            let mut back = Vec::new();
+            lz4_flex::frame::FrameDecoder::new(frame)
+                .read_to_end(&mut back)
+                .unwrap();
+            assert_eq!(back, tar);
+            at += layer.length;
+        }
+        assert_eq!(layers[0].diff_id, "sha256:x");
+        assert_eq!(at, payload.len() as u64);
     }
 }

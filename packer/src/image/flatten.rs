@@ -47,6 +47,10 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use tar::{Builder, EntryType};
 
+mod layered;
+
+pub use layered::{output_layers, write_layers};
+
 /// The layers of an image, bottom first.
 pub trait Layers {
     fn count(&self) -> usize;
@@ -54,6 +58,10 @@ pub trait Layers {
     fn image(&self) -> &str;
     /// The error for a layer whose tar cannot be read.
     fn damaged(&self, index: usize, why: String) -> ImageError;
+    /// The image's own diff_id of layer `index`, shown in the packed file's config.
+    fn diff_id(&self, _index: usize) -> String {
+        String::new()
+    }
     /// Runs `f` on layer `index` as an uncompressed tar stream, taking what it reads
     /// from `budget`, and checks the layer's digests once `f` is done.
     fn read(
@@ -99,9 +107,12 @@ enum Action {
     WriteAs(Vec<u8>),
     /// Write a hard link at the entry's own path to this path, written before.
     Link(Vec<u8>),
+    /// Write, under the entry's own path, the entry of a lower output layer that holds
+    /// its data (a hard link to below its layer, copied up: `layered.rs`).
+    Copy(EntryId),
 }
 
-/// What pass 2 writes.
+/// What pass 2 writes (of one output layer, for a format 2 payload).
 #[derive(Default)]
 struct Plan {
     /// What to do with each winning entry.
@@ -109,6 +120,33 @@ struct Plan {
     /// The directories to write right before an entry (its parents no entry lists),
     /// parents first.
     parents: HashMap<EntryId, Vec<Vec<u8>>>,
+    /// Format 2: what to write right before an entry, besides its parents.
+    before: HashMap<EntryId, Vec<Extra>>,
+    /// Format 2: the directories (entries, or parents by path) to mark opaque.
+    opaque: HashSet<EntryId>,
+    opaque_dirs: HashSet<Vec<u8>>,
+}
+
+/// Format 2: what a layer's tar holds that is no entry of its own, copied from an entry
+/// of a lower output layer (kept by [`Keeper`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Extra {
+    /// A directory the layer holds something in, as the layers below have it.
+    Dir {
+        path: Vec<u8>,
+        from: EntryId,
+        /// Made as a parent for `from`: 0755, root's, `from`'s mtime.
+        made: bool,
+        opaque: bool,
+    },
+    /// The data of a hard link group copied up, at `path`.
+    Data { path: Vec<u8>, data: EntryId },
+    /// A member of that group, linked to `target`.
+    Link {
+        path: Vec<u8>,
+        target: Vec<u8>,
+        data: EntryId,
+    },
 }
 
 pub fn flatten<W: Write>(
@@ -124,8 +162,26 @@ pub fn flatten<W: Write>(
 #[derive(Default)]
 struct Tree {
     map: BTreeMap<Vec<u8>, Node>,
-    /// What the map holds, roughly, in bytes.
+    /// What the map and the journal hold, roughly, in bytes.
     bytes: usize,
+    /// While a layer of a format 2 payload is planned: what changed since it began.
+    journal: Option<Journal>,
+}
+
+/// The paths one output layer changed (`layered.rs` turns them into the layer's tar).
+#[derive(Default)]
+struct Journal {
+    touched: BTreeMap<Vec<u8>, Touched>,
+    /// Everything the layers below put at the root was removed (an opaque root).
+    root_emptied: bool,
+}
+
+/// A path the output layer changed: what it was before, and whether what the layers
+/// below had put under it was removed.
+#[derive(Debug, Clone, Copy)]
+struct Touched {
+    before: Option<Node>,
+    emptied: bool,
 }
 
 impl Tree {
@@ -133,9 +189,29 @@ impl Tree {
         self.map.get(key)
     }
 
+    /// Notes, the first time, what `key` was before the output layer changed it.
+    fn touch(&mut self, key: &[u8], before: Option<Node>) -> Option<&mut Touched> {
+        let journal = self.journal.as_mut()?;
+        if !journal.touched.contains_key(key) {
+            journal.touched.insert(
+                key.to_vec(),
+                Touched {
+                    before,
+                    emptied: false,
+                },
+            );
+            self.bytes += key.len() + NODE_COST;
+        }
+        journal.touched.get_mut(key)
+    }
+
     /// Adds or replaces `key`; `false` when the tree would grow past its cap.
     fn insert(&mut self, key: Vec<u8>, node: Node) -> bool {
         let cost = key.len() + NODE_COST;
+        if self.journal.is_some() {
+            let before = self.map.get(&key).copied();
+            self.touch(&key, before);
+        }
         if self.map.insert(key, node).is_none() {
             self.bytes += cost;
         }
@@ -143,14 +219,25 @@ impl Tree {
     }
 
     fn remove(&mut self, key: &[u8]) {
-        if self.map.remove(key).is_some() {
+        if let Some(node) = self.map.remove(key) {
             self.bytes -= key.len() + NODE_COST;
+            self.touch(key, Some(node));
         }
     }
 
     /// Removes what is below `dir` (everything for the root): all of it, or with
-    /// `Some(layer)` only what layers below `layer` put there.
-    fn remove_below(&mut self, dir: &[u8], below: Option<u32>) {
+    /// `Some(layer)` only what layers below `layer` put there. `true` if anything went.
+    fn remove_below(&mut self, dir: &[u8], below: Option<u32>) -> bool {
+        if dir.is_empty() {
+            if let Some(journal) = &mut self.journal {
+                journal.root_emptied = true;
+            }
+        } else {
+            let before = self.map.get(dir).copied();
+            if let Some(touched) = self.touch(dir, before) {
+                touched.emptied = true;
+            }
+        }
         let prefix = if dir.is_empty() {
             Vec::new()
         } else {
@@ -163,9 +250,29 @@ impl Tree {
             .filter(|(_, node)| below.is_none_or(|layer| node.id.layer < layer))
             .map(|(path, _)| path.clone())
             .collect();
-        for path in doomed {
-            self.remove(&path);
+        for path in &doomed {
+            self.remove(path);
         }
+        !doomed.is_empty()
+    }
+
+    /// The paths below `dir`.
+    fn keys_below(&self, dir: &[u8]) -> Vec<Vec<u8>> {
+        let prefix = join(dir, b"");
+        self.map
+            .range(prefix.clone()..)
+            .take_while(|(path, _)| path.starts_with(&prefix))
+            .map(|(path, _)| path.clone())
+            .collect()
+    }
+
+    /// Ends the journal of an output layer, giving back what it held.
+    fn take_journal(&mut self) -> Journal {
+        let journal = self.journal.take().unwrap_or_default();
+        for key in journal.touched.keys() {
+            self.bytes -= key.len() + NODE_COST;
+        }
+        journal
     }
 
     /// The file, symlink or link that `key` lies below, if any. No entry lies below a
@@ -196,35 +303,46 @@ fn plan(layers: &dyn Layers, limits: &Limits) -> Result<Plan, ImageError> {
     let mut tree = Tree::default();
     let budget = Budget::new(limits.max_size);
     for layer in 0..layers.count() {
-        let ctx = Ctx {
-            layers,
-            layer,
-            max_size: limits.max_size,
-        };
-        layers.read(layer, &budget, &mut |stream| {
-            let mut tar = TarReader::new(stream, tar_limits());
-            let mut index = 0u32;
-            let mut last = LastEntry::default();
-            loop {
-                let h = match tar.next_entry() {
-                    Ok(Some(h)) => h,
-                    Ok(None) => break,
-                    Err(e) => return Err(ctx.damaged(last.broken(&e, tar.offset()))),
-                };
-                last.read(&h);
-                let id = EntryId {
-                    layer: layer as u32,
-                    index,
-                };
-                apply(&mut tree, id, &h, &ctx)?;
-                index = index
-                    .checked_add(1)
-                    .ok_or_else(|| ctx.damaged("more than 2^32 entries".into()))?;
-            }
-            Ok(())
-        })?;
+        apply_layer(&mut tree, layers, layer, limits, &budget)?;
     }
     actions(tree, layers.image(), limits)
+}
+
+/// Reads layer `layer`'s headers and applies them to the tree.
+fn apply_layer(
+    tree: &mut Tree,
+    layers: &dyn Layers,
+    layer: usize,
+    limits: &Limits,
+    budget: &Budget,
+) -> Result<(), ImageError> {
+    let ctx = Ctx {
+        layers,
+        layer,
+        max_size: limits.max_size,
+    };
+    layers.read(layer, budget, &mut |stream| {
+        let mut tar = TarReader::new(stream, tar_limits());
+        let mut index = 0u32;
+        let mut last = LastEntry::default();
+        loop {
+            let h = match tar.next_entry() {
+                Ok(Some(h)) => h,
+                Ok(None) => break,
+                Err(e) => return Err(ctx.damaged(last.broken(&e, tar.offset()))),
+            };
+            last.read(&h);
+            let id = EntryId {
+                layer: layer as u32,
+                index,
+            };
+            apply(tree, id, &h, &ctx)?;
+            index = index
+                .checked_add(1)
+                .ok_or_else(|| ctx.damaged("more than 2^32 entries".into()))?;
+        }
+        Ok(())
+    })
 }
 
 /// The last entry a layer's tar gave, for the message when the tar breaks after it.
@@ -323,16 +441,15 @@ fn apply(tree: &mut Tree, id: EntryId, h: &Header, ctx: &Ctx) -> Result<(), Imag
         return Err(too_many_paths(ctx));
     }
     if name == OPAQUE {
-        tree.remove_below(parent, Some(id.layer));
-        return Ok(());
+        return remove_lower(tree, parent, id, false, ctx);
     }
     if let Some(hidden) = name.strip_prefix(WHITEOUT) {
         let target = join(parent, hidden);
-        if tree.get(&target).is_some_and(|n| n.id.layer < id.layer) {
+        let lower = tree.get(&target).is_some_and(|n| n.id.layer < id.layer);
+        if lower {
             tree.remove(&target);
         }
-        tree.remove_below(&target, Some(id.layer));
-        return Ok(());
+        return remove_lower(tree, &target, id, lower, ctx);
     }
     let dir = h.kind() == Kind::Dir;
     if !dir {
@@ -360,6 +477,26 @@ fn apply(tree: &mut Tree, id: EntryId, h: &Header, ctx: &Ctx) -> Result<(), Imag
     };
     if !tree.insert(path, node) {
         return Err(too_many_paths(ctx));
+    }
+    Ok(())
+}
+
+/// Removes what layers below entry `id`'s put below `dir` (`removed`: `dir` itself went).
+/// What its own layer put there stays, and the directories it lies in that went are made
+/// again, as a runtime makes parents, rather than left for the extractor to make.
+fn remove_lower(
+    tree: &mut Tree,
+    dir: &[u8],
+    id: EntryId,
+    removed: bool,
+    ctx: &Ctx,
+) -> Result<(), ImageError> {
+    if tree.remove_below(dir, Some(id.layer)) || removed {
+        for key in tree.keys_below(dir) {
+            if !make_parents(tree, &key, id) {
+                return Err(too_many_paths(ctx));
+            }
+        }
     }
     Ok(())
 }
@@ -404,6 +541,30 @@ fn actions(tree: Tree, image: &str, limits: &Limits) -> Result<Plan, ImageError>
                 .push((slashes(key), node.id, node.size)),
         }
     }
+    total = total.saturating_add(link_groups(groups, &target_paths, &mut actions));
+    if total > limits.max_size {
+        return Err(ImageError::TooLarge {
+            image: image.to_string(),
+            what: format!("the flattened root filesystem ({total} bytes)"),
+            limit: limits.max_size,
+        });
+    }
+    Ok(Plan {
+        actions,
+        parents,
+        ..Plan::default()
+    })
+}
+
+/// The actions of hard links grouped by the entry holding their data, given where
+/// written data entries stand: links to it, or (when its path went) its data written
+/// under the first link's path, the others linked there. Gives the bytes that adds.
+fn link_groups(
+    groups: BTreeMap<EntryId, Vec<(Vec<u8>, EntryId, u64)>>,
+    target_paths: &HashMap<EntryId, Vec<u8>>,
+    actions: &mut HashMap<EntryId, Action>,
+) -> u64 {
+    let mut total = 0u64;
     for (data, mut links) in groups {
         // In path order, as `tar` sorts names (the tree's order puts `/` first).
         links.sort();
@@ -423,14 +584,7 @@ fn actions(tree: Tree, image: &str, limits: &Limits) -> Result<Plan, ImageError>
             }
         }
     }
-    if total > limits.max_size {
-        return Err(ImageError::TooLarge {
-            image: image.to_string(),
-            what: format!("the flattened root filesystem ({total} bytes)"),
-            limit: limits.max_size,
-        });
-    }
-    Ok(Plan { actions, parents })
+    total
 }
 
 /// A path as the tree keys it: relative, without `.` or empty components, components
@@ -502,12 +656,103 @@ fn write<W: Write>(
                 layer,
                 plan,
                 entries: &mut entries,
+                keeper: None,
             };
             writer.write(stream)
         })?;
     }
     builder.finish().map_err(ImageError::Write)?;
     Ok(Stats { entries })
+}
+
+/// Format 2: the entries of lower output layers that upper ones copy (a directory's
+/// header, a hard link group's data), kept when pass 2 reads them: headers in memory,
+/// data in an anonymous temporary file.
+#[derive(Default)]
+struct Keeper {
+    want_header: HashSet<EntryId>,
+    want_data: HashSet<EntryId>,
+    headers: HashMap<EntryId, (Header, Option<[u8; BLOCK]>)>,
+    /// (offset, length) in `file`.
+    data: HashMap<EntryId, (u64, u64)>,
+    file: Option<std::fs::File>,
+    len: u64,
+}
+
+impl Keeper {
+    fn wants(&self, id: &EntryId) -> bool {
+        self.want_header.contains(id) || self.want_data.contains(id)
+    }
+
+    /// Keeps what is wanted of entry `id`; its data, when kept, is read from `tar`
+    /// (and must then be read back from here).
+    fn keep<R: Read>(
+        &mut self,
+        id: EntryId,
+        h: &Header,
+        raw: Option<[u8; BLOCK]>,
+        tar: &mut TarReader<R>,
+        read_error: &mut Option<TarError>,
+    ) -> io::Result<bool> {
+        if !self.wants(&id) {
+            return Ok(false);
+        }
+        self.headers.insert(id, (h.clone(), raw));
+        if !self.want_data.contains(&id) || h.kind() != Kind::File {
+            return Ok(false);
+        }
+        let file = match &mut self.file {
+            Some(file) => file,
+            None => self.file.insert(crate::sys::anonymous_temp_file()?),
+        };
+        let mut data = FileData::new(tar, h, read_error);
+        let mut out = io::BufWriter::new(&*file);
+        let n = io::copy(&mut data, &mut out)?;
+        out.flush()?;
+        self.data.insert(id, (self.len, n));
+        self.len += n;
+        Ok(true)
+    }
+
+    fn header(&self, id: &EntryId) -> io::Result<&(Header, Option<[u8; BLOCK]>)> {
+        self.headers
+            .get(id)
+            .ok_or_else(|| io::Error::other("an entry to copy was not kept"))
+    }
+
+    /// The kept data of `id` (nothing for what is not a file).
+    fn data(&self, id: &EntryId) -> Region<'_> {
+        let (at, len) = self.data.get(id).copied().unwrap_or((0, 0));
+        Region {
+            file: self.file.as_ref(),
+            at,
+            end: at + len,
+        }
+    }
+}
+
+/// Bytes `at..end` of a file, read by position.
+struct Region<'a> {
+    file: Option<&'a std::fs::File>,
+    at: u64,
+    end: u64,
+}
+
+impl Read for Region<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        let left = usize::try_from(self.end - self.at).unwrap_or(usize::MAX);
+        let (Some(file), false) = (self.file, left == 0 || buf.is_empty()) else {
+            return Ok(0);
+        };
+        let n = buf.len().min(left);
+        let n = file.read_at(&mut buf[..n], self.at)?;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        self.at += n as u64;
+        Ok(n)
+    }
 }
 
 /// Pass 2 over one layer.
@@ -517,6 +762,8 @@ struct LayerWriter<'a, W: Write> {
     layer: usize,
     plan: &'a Plan,
     entries: &'a mut u64,
+    /// Format 2: what lower output layers keep for upper ones.
+    keeper: Option<&'a mut Keeper>,
 }
 
 impl<W: Write> LayerWriter<'_, W> {
@@ -547,24 +794,154 @@ impl<W: Write> LayerWriter<'_, W> {
                 index,
             };
             index = index.saturating_add(1);
-            for dir in self.plan.parents.get(&id).into_iter().flatten() {
-                self.parent_dir(dir, h.mtime).map_err(ImageError::Write)?;
-                *self.entries += 1;
-            }
-            let Some(action) = self.plan.actions.get(&id) else {
-                continue;
-            };
             // Of an entry that is not sparse, the last block read is its own header.
             let raw = h.sparse.is_none().then(|| *last.borrow());
             let mut read_error = None;
-            let result = self.entry(&h, raw.as_ref(), action, &mut tar, &mut read_error);
+            let kept = match self.keeper.as_deref_mut() {
+                Some(keeper) => keeper.keep(id, &h, raw, &mut tar, &mut read_error),
+                None => Ok(false),
+            };
+            match (kept, read_error.take()) {
+                (Ok(kept), _) => kept,
+                (Err(_), Some(e)) => return Err(self.damaged(seen.broken(&e, tar.offset()))),
+                (Err(e), None) => return Err(ImageError::Write(e)),
+            };
+            self.before(id, h.mtime).map_err(ImageError::Write)?;
+            let Some(action) = self.plan.actions.get(&id) else {
+                continue;
+            };
+            let own = slashes(key_of(&h.path).unwrap_or_default());
+            let result = match action {
+                Action::Copy(data) => self.copy(&own, *data),
+                Action::Link(target) => {
+                    self.write_entry(&h, raw.as_ref(), &own, Some(target), &mut io::empty())
+                }
+                Action::Write | Action::WriteAs(_) => {
+                    let path = match action {
+                        Action::WriteAs(path) => path,
+                        _ => &own,
+                    };
+                    match self.keeper.as_deref() {
+                        Some(keeper) if keeper.data.contains_key(&id) => {
+                            let mut data = keeper.data(&id);
+                            write_entry(self.builder, &h, raw.as_ref(), path, None, &mut data)
+                        }
+                        _ => {
+                            let mut data = FileData::new(&mut tar, &h, &mut read_error);
+                            write_entry(self.builder, &h, raw.as_ref(), path, None, &mut data)
+                        }
+                    }
+                }
+            };
             match (result, read_error) {
                 (Ok(()), _) => *self.entries += 1,
                 (Err(_), Some(e)) => return Err(self.damaged(seen.broken(&e, tar.offset()))),
                 (Err(e), None) => return Err(ImageError::Write(e)),
             }
+            if self.plan.opaque.contains(&id) {
+                let path = match action {
+                    Action::WriteAs(path) => path,
+                    _ => &own,
+                };
+                self.marker(path, OPAQUE).map_err(ImageError::Write)?;
+            }
         }
         Ok(())
+    }
+
+    /// What goes right before entry `id`: the parents made for it, then (format 2)
+    /// what it needs copied from below.
+    fn before(&mut self, id: EntryId, mtime: i64) -> io::Result<()> {
+        for dir in self.plan.parents.get(&id).into_iter().flatten() {
+            self.parent_dir(dir, mtime)?;
+            *self.entries += 1;
+            if self.plan.opaque_dirs.contains(dir) {
+                self.marker(dir, OPAQUE)?;
+            }
+        }
+        for extra in self.plan.before.get(&id).into_iter().flatten() {
+            self.extra(extra)?;
+        }
+        Ok(())
+    }
+
+    /// Writes what an output layer copies from a lower one.
+    fn extra(&mut self, extra: &Extra) -> io::Result<()> {
+        match extra {
+            Extra::Dir {
+                path,
+                from,
+                made,
+                opaque,
+            } => {
+                let keeper = self.keeper.as_deref().ok_or_else(no_keeper)?;
+                let (h, raw) = keeper.header(from)?;
+                if *made {
+                    let mtime = h.mtime;
+                    self.parent_dir(path, mtime)?;
+                } else {
+                    let (h, raw) = (h.clone(), *raw);
+                    write_entry(self.builder, &h, raw.as_ref(), path, None, &mut io::empty())?;
+                }
+                if *opaque {
+                    self.marker(path, OPAQUE)?;
+                }
+            }
+            Extra::Data { path, data } => self.copy(path, *data)?,
+            Extra::Link { path, target, data } => {
+                let keeper = self.keeper.as_deref().ok_or_else(no_keeper)?;
+                let (h, raw) = keeper.header(data)?;
+                write_entry(
+                    self.builder,
+                    h,
+                    raw.as_ref(),
+                    path,
+                    Some(target),
+                    &mut io::empty(),
+                )?;
+            }
+        }
+        *self.entries += 1;
+        Ok(())
+    }
+
+    /// Writes the kept entry `data` of a lower output layer, with its data, at `path`.
+    fn copy(&mut self, path: &[u8], data: EntryId) -> io::Result<()> {
+        let keeper = self.keeper.as_deref().ok_or_else(no_keeper)?;
+        let (h, raw) = keeper.header(&data)?;
+        write_entry(
+            self.builder,
+            h,
+            raw.as_ref(),
+            path,
+            None,
+            &mut keeper.data(&data),
+        )
+    }
+
+    /// A whiteout (`.wh.NAME`) or opaque marker (`DIR/.wh..wh..opq`, `name` being
+    /// [`OPAQUE`]) at `path`: an empty file, root's, mode 0, time 0.
+    fn marker(&mut self, path: &[u8], name: &[u8]) -> io::Result<()> {
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(EntryType::Regular);
+        header.set_mode(0);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mtime(0);
+        header.set_size(0);
+        let marker = if name == OPAQUE {
+            let mut dir = path.to_vec();
+            if !dir.is_empty() {
+                dir.push(b'/');
+            }
+            dir.extend_from_slice(OPAQUE);
+            dir
+        } else {
+            whiteout_of(path)
+        };
+        *self.entries += 1;
+        self.builder
+            .append_data(&mut header, os(&marker), io::empty())
     }
 
     /// A directory no entry lists, made as a parent: 0755, root's.
@@ -581,63 +958,77 @@ impl<W: Write> LayerWriter<'_, W> {
         self.builder.append_data(&mut header, os(&dir), io::empty())
     }
 
-    /// Writes one entry as `action` says. Errors of reading the entry's data are also
-    /// stored in `read_error`.
-    fn entry<R: Read>(
+    fn write_entry(
         &mut self,
         h: &Header,
         raw: Option<&[u8; BLOCK]>,
-        action: &Action,
-        tar: &mut TarReader<R>,
-        read_error: &mut Option<TarError>,
+        path: &[u8],
+        link_to: Option<&[u8]>,
+        data: &mut dyn Read,
     ) -> io::Result<()> {
-        let mut header = out_header(h, raw);
-        // The xattrs (names that are not UTF-8 cannot be PAX keys: dropped).
-        let records: Vec<(String, &[u8])> = h
-            .xattrs
-            .iter()
-            .filter_map(|(name, value)| {
-                let name = std::str::from_utf8(name).ok()?;
-                Some((format!("SCHILY.xattr.{name}"), value.as_slice()))
-            })
-            .collect();
-        if !records.is_empty() {
-            self.builder
-                .append_pax_extensions(records.iter().map(|(k, v)| (k.as_str(), *v)))?;
-        }
-        let own = slashes(key_of(&h.path).unwrap_or_default());
-        let path = match action {
-            Action::Link(target) => {
-                header.set_entry_type(EntryType::Link);
-                header.set_size(0);
-                return self.builder.append_link(&mut header, os(&own), os(target));
-            }
-            Action::WriteAs(path) => path.clone(),
-            Action::Write => own,
-        };
+        write_entry(self.builder, h, raw, path, link_to, data)
+    }
+}
+
+fn no_keeper() -> io::Error {
+    io::Error::other("an entry to copy was not kept")
+}
+
+/// `DIR/.wh.NAME` for the path `DIR/NAME`.
+fn whiteout_of(path: &[u8]) -> Vec<u8> {
+    let (parent, name) = match path.iter().rposition(|&b| b == b'/') {
+        Some(at) => (&path[..=at], &path[at + 1..]),
+        None => (&path[..0], path),
+    };
+    [parent, WHITEOUT, name].concat()
+}
+
+/// Writes one entry at `path`: a hard link to `link_to`, or the entry itself with its
+/// data from `data` (a file's content; nothing is read for other kinds).
+fn write_entry<W: Write>(
+    builder: &mut Builder<W>,
+    h: &Header,
+    raw: Option<&[u8; BLOCK]>,
+    path: &[u8],
+    link_to: Option<&[u8]>,
+    data: &mut dyn Read,
+) -> io::Result<()> {
+    let mut header = out_header(h, raw);
+    // The xattrs (names that are not UTF-8 cannot be PAX keys: dropped).
+    let records: Vec<(String, &[u8])> = h
+        .xattrs
+        .iter()
+        .filter_map(|(name, value)| {
+            let name = std::str::from_utf8(name).ok()?;
+            Some((format!("SCHILY.xattr.{name}"), value.as_slice()))
+        })
+        .collect();
+    if !records.is_empty() {
+        builder.append_pax_extensions(records.iter().map(|(k, v)| (k.as_str(), *v)))?;
+    }
+    if let Some(target) = link_to {
+        header.set_entry_type(EntryType::Link);
         header.set_size(0);
-        match h.kind() {
-            Kind::Dir => {
-                header.set_entry_type(EntryType::Directory);
-                let mut dir = path;
-                dir.push(b'/');
-                self.builder.append_data(&mut header, os(&dir), io::empty())
-            }
-            Kind::Symlink => {
-                header.set_mode(0o777);
-                self.builder
-                    .append_link(&mut header, os(&path), os(&h.link))
-            }
-            Kind::File => {
-                header.set_entry_type(EntryType::Regular);
-                header.set_size(h.size);
-                let data = FileData::new(tar, h, read_error);
-                self.builder.append_data(&mut header, os(&path), data)
-            }
-            _ => self
-                .builder
-                .append_data(&mut header, os(&path), io::empty()),
+        return builder.append_link(&mut header, os(path), os(target));
+    }
+    header.set_size(0);
+    match h.kind() {
+        Kind::Dir => {
+            header.set_entry_type(EntryType::Directory);
+            let mut dir = path.to_vec();
+            dir.push(b'/');
+            builder.append_data(&mut header, os(&dir), io::empty())
         }
+        Kind::Symlink => {
+            header.set_mode(0o777);
+            builder.append_link(&mut header, os(path), os(&h.link))
+        }
+        Kind::File => {
+            header.set_entry_type(EntryType::Regular);
+            header.set_size(h.size);
+            builder.append_data(&mut header, os(path), data)
+        }
+        _ => builder.append_data(&mut header, os(path), io::empty()),
     }
 }
 
@@ -1328,5 +1719,34 @@ pub mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("long name of 1073741824 bytes"), "{err}");
+    }
+
+    #[test]
+    fn a_layer_deleting_a_directory_keeps_its_own_entries_below_it() {
+        // The entries the layer put below a directory before deleting (or emptying) it
+        // from the layers below stay, in directories made again (0755, root's).
+        let out = flat(vec![
+            layer(&[("a/", 'd', ""), ("a/b/", 'd', ""), ("a/old", 'f', "old")]),
+            layer(&[("a/b/c", 'f', "c"), (".wh.a", 'f', "")]),
+        ]);
+        // Made where the whiteout is: after the entry (the extractor makes them first,
+        // then sets them as listed).
+        assert_eq!(
+            out,
+            [e("a/b/c", 'f', "c"), e("a/", 'd', ""), e("a/b/", 'd', "")]
+        );
+        let out = flat(vec![
+            layer(&[("o/", 'd', ""), ("o/p/", 'd', ""), ("o/p/old", 'f', "old")]),
+            layer(&[("o/p/q/new", 'f', "new"), ("o/.wh..wh..opq", 'f', "")]),
+        ]);
+        assert_eq!(
+            out,
+            [
+                e("o/", 'd', ""),
+                e("o/p/q/", 'd', ""),
+                e("o/p/q/new", 'f', "new"),
+                e("o/p/", 'd', "")
+            ]
+        );
     }
 }

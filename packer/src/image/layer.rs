@@ -102,6 +102,10 @@ impl Layers for StoreLayers<'_> {
         }
     }
 
+    fn diff_id(&self, index: usize) -> String {
+        self.layers[index].diff_id.clone().unwrap_or_default()
+    }
+
     fn read(
         &self,
         index: usize,

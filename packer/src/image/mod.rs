@@ -50,7 +50,7 @@ pub use error::ImageError;
 pub use limits::{parse_size, Limits};
 pub use naming::{default_name, reference_of, sanitize_name};
 pub use sniff::input_size;
-pub use types::{ImageArg, ImageMeta, Platform, Selection, Stats};
+pub use types::{ImageArg, ImageMeta, LayerSink, Platform, Selection, Stats};
 
 /// An image resolved to its layers: what `flatten` needs.
 pub struct Image {

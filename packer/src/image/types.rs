@@ -125,6 +125,13 @@ impl ImageMeta {
     }
 }
 
+/// Where a format 2 payload goes: tar streams, each ended as a layer of its own.
+pub trait LayerSink: std::io::Write {
+    /// Ends the tar written since the last layer as the next layer; `diff_id` is the
+    /// image's own for it (empty when it has none).
+    fn end_layer(&mut self, diff_id: &str) -> std::io::Result<()>;
+}
+
 /// What was written.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Stats {
