@@ -3,6 +3,7 @@
 //! stub part is a binctr stub (a packed file is something to run). The file is never
 //! waited on (a FIFO is refused), and what its config says is shown escaped
 //! (`util::printable`); `--json` shows it exactly, as JSON escapes.
+use crate::image::{flatten_packed, ImageError, PackedLayers};
 use crate::output::{Output, OutputError};
 use crate::stub::{self, Opened, MAX_STUB_LEN};
 use crate::util::{os_error, printable, shown, BUF_SIZE};
@@ -42,6 +43,8 @@ pub enum InspectError {
     },
     Output(OutputError),
     Stdout(io::Error),
+    /// A format 2 layer that does not read back.
+    Layers(ImageError),
 }
 
 impl fmt::Display for InspectError {
@@ -81,6 +84,7 @@ impl fmt::Display for InspectError {
                 os_error(source)
             ),
             InspectError::Output(e) => e.fmt(f),
+            InspectError::Layers(e) => e.fmt(f),
             InspectError::Stdout(e) => {
                 write!(f, "cannot write to standard output: {}", os_error(e))
             }
@@ -195,6 +199,21 @@ pub fn describe(packed: &Packed, json: bool) -> String {
         "config",
         format!("{} bytes, {}", f.config_len, f.config_sha256),
     );
+    if !c.layers.is_empty() {
+        line("layers", c.layers.len().to_string());
+    }
+    for (n, layer) in c.layers.iter().enumerate() {
+        line(
+            &format!("  layer {}", n + 1),
+            format!(
+                "{}, {} bytes lz4, {} bytes tar",
+                shown(&layer.digest),
+                layer.length,
+                layer.size
+            ),
+        );
+        line("    diff_id", shown(&layer.diff_id));
+    }
     line("entrypoint", list(&c.entrypoint));
     line("cmd", list(&c.cmd));
     line("env", list(&c.env));
@@ -233,8 +252,9 @@ fn words<S: AsRef<str>>(items: impl Iterator<Item = S>) -> String {
     items.join(" ")
 }
 
-/// Reads the payload bytes and checks them against the footer's sha256 (no
-/// decompression), so that `inspect` also tells a damaged payload.
+/// Reads the payload bytes and checks them against the footer's sha256, and each
+/// layer's frame against its own (no decompression), so that `inspect` also tells a
+/// damaged payload.
 pub fn verify_payload(packed: &Packed) -> Result<(), InspectError> {
     let read_error = |source| InspectError::Open {
         path: packed.path.clone(),
@@ -247,6 +267,15 @@ pub fn verify_payload(packed: &Packed) -> Result<(), InspectError> {
         BUF_SIZE,
         file.take(packed.footer.payload_len),
     ));
+    for layer in &packed.config.layers {
+        let mut frame = HashingReader::new((&mut hashed).take(layer.length));
+        io::copy(&mut frame, &mut io::sink()).map_err(read_error)?;
+        if Some(frame.digest()) != layer.segment_sha256() {
+            return Err(InspectError::PayloadDigest {
+                path: packed.path.clone(),
+            });
+        }
+    }
     io::copy(&mut hashed, &mut io::sink()).map_err(read_error)?;
     let (digest, n) = hashed.finish();
     if n != packed.footer.payload_len || digest != packed.footer.payload_sha256 {
@@ -257,9 +286,52 @@ pub fn verify_payload(packed: &Packed) -> Result<(), InspectError> {
     Ok(())
 }
 
+/// Writes the root filesystem of a format 2 file, its layers flattened (each checked
+/// against its sha256 and digest as it is read), to `out` or standard output.
+fn extract_layers(packed: Packed, out: Option<&Path>) -> Result<(), InspectError> {
+    verify_payload(&packed)?;
+    let layers = PackedLayers {
+        file: &packed.file,
+        name: packed.path.display().to_string(),
+        footer: &packed.footer,
+        layers: &packed.config.layers,
+    };
+    let output = match out {
+        // A plain file, as tar makes one: 0666 less the umask.
+        Some(dest) => Some(Output::create(dest, 0o666).map_err(InspectError::Output)?),
+        None => None,
+    };
+    let written = match &output {
+        Some(output) => {
+            let mut w = BufWriter::with_capacity(BUF_SIZE, output.file());
+            flatten_packed(&layers, &mut w).and_then(|_| w.flush().map_err(ImageError::Write))
+        }
+        None => {
+            let mut w = BufWriter::with_capacity(BUF_SIZE, io::stdout().lock());
+            flatten_packed(&layers, &mut w).and_then(|_| w.flush().map_err(ImageError::Write))
+        }
+    };
+    match (written, &output) {
+        (Ok(()), _) => {}
+        (Err(ImageError::Write(e)), Some(output)) => {
+            return Err(InspectError::Output(output.write_error(e)))
+        }
+        (Err(ImageError::Write(e)), None) => return Err(InspectError::Stdout(e)),
+        (Err(e), _) => return Err(InspectError::Layers(e)),
+    }
+    if let Some(output) = output {
+        output.commit().map_err(InspectError::Output)?;
+    }
+    Ok(())
+}
+
 /// Decompresses the payload (the rootfs tar) to `out`, or to standard output for `-`,
-/// checking its sha256 on the way; a file output is committed only if it matches.
+/// checking its sha256 on the way; a file output is committed only if it matches. A
+/// format 2 payload's layers are flattened.
 pub fn extract(packed: Packed, out: Option<&Path>) -> Result<(), InspectError> {
+    if !packed.config.layers.is_empty() {
+        return extract_layers(packed, out);
+    }
     let Packed {
         mut file,
         path,

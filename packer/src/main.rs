@@ -87,6 +87,10 @@ struct PackArgs {
     /// run with a read-only root filesystem unless run with --read-write
     #[argh(switch)]
     read_only: bool,
+    /// pack the image flattened into one layer (format 1, which stubs before the layer
+    /// store run) instead of one layer per image layer (format 2)
+    #[argh(switch)]
+    flatten: bool,
 }
 
 /// Show what a packed file holds: its footer and config.
@@ -292,6 +296,7 @@ fn run_pack(cmd: &str, args: &[&str]) -> Result<(), Failure> {
         select_image: args.select_image.clone(),
         platform,
         limits,
+        flatten: args.flatten,
         overrides: Overrides {
             entrypoint,
             cmd,

@@ -6,7 +6,10 @@ use crate::payload::PayloadWriter;
 use crate::progress::Progress;
 use crate::stub::{self, StubError};
 use crate::util::BUF_SIZE;
-use binctr_format::{Env, Footer, ImageConfig, Sha256Digest, FORMAT_VERSION};
+use binctr_format::{
+    Env, Footer, ImageConfig, Sha256Digest, CONFIG_VERSION, FLAT_CONFIG_VERSION,
+    FLAT_FORMAT_VERSION, FORMAT_VERSION, MAX_LAYERS,
+};
 use std::fmt;
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
@@ -26,6 +29,8 @@ pub struct PackSpec {
     pub platform: Option<Platform>,
     /// `--max-size` and the other caps on what the image may make the packer do.
     pub limits: Limits,
+    /// `--flatten`: one flattened layer, format 1, which every stub runs.
+    pub flatten: bool,
     pub overrides: Overrides,
 }
 
@@ -134,7 +139,13 @@ pub fn pack(spec: &PackSpec) -> Result<Packed, PackError> {
     }
     config.packer_version = env!("CARGO_PKG_VERSION").to_string();
     spec.overrides.apply(&mut config);
-    let config = config.to_json();
+    let layers = input.layer_count();
+    if !spec.flatten && layers > MAX_LAYERS {
+        eprintln!(
+            "binctr-pack: {} has {layers} layers, more than the {MAX_LAYERS} a packed file stacks: layers {MAX_LAYERS} to {layers} are squashed into one",
+            crate::util::shown(&spec.image.to_string())
+        );
+    }
 
     // An executable, as cc makes one: 0777 less the umask.
     let output = Output::create(&spec.out, 0o777).map_err(PackError::Output)?;
@@ -143,15 +154,26 @@ pub fn pack(spec: &PackSpec) -> Result<Packed, PackError> {
     let mut out = BufWriter::with_capacity(BUF_SIZE, output.file());
     out.write_all(&stub.bytes).map_err(write_error)?;
     let mut payload = PayloadWriter::new(out);
-    let stats = input
-        .write_tar(&progress, &mut payload)
-        .map_err(|e| match e {
-            ImageError::Write(e) => write_error(e),
-            e => PackError::Image(e),
-        })?;
+    let written = match spec.flatten {
+        true => input.write_tar(&progress, &mut payload),
+        false => input.write_layers(&progress, &mut payload),
+    };
+    let stats = written.map_err(|e| match e {
+        ImageError::Write(e) => write_error(e),
+        e => PackError::Image(e),
+    })?;
     let (mut out, payload_info) = payload.finish().map_err(write_error)?;
+    let version = if spec.flatten {
+        config.version = FLAT_CONFIG_VERSION;
+        FLAT_FORMAT_VERSION
+    } else {
+        config.version = CONFIG_VERSION;
+        config.layers = payload_info.layers;
+        FORMAT_VERSION
+    };
+    let config = config.to_json();
     let footer = Footer {
-        version: FORMAT_VERSION,
+        version,
         flags: 0,
         payload_offset: stub.bytes.len() as u64,
         payload_len: payload_info.len,
@@ -212,6 +234,7 @@ mod tests {
                 select_image: None,
                 platform: None,
                 limits: Limits::default(),
+                flatten: false,
                 overrides: Overrides::default(),
             }
         }

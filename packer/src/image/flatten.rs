@@ -49,7 +49,7 @@ use tar::{Builder, EntryType};
 
 mod layered;
 
-pub use layered::{output_layers, write_layers};
+pub use layered::write_layers;
 
 /// The layers of an image, bottom first.
 pub trait Layers {

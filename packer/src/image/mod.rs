@@ -1,5 +1,6 @@
 //! The packer's inputs. Every reader produces the same thing: one flattened tar stream
-//! written into the payload. What an input is, is told by its content, never by its name
+//! written into the payload (format 1), or the image's layers, each a tar of its own
+//! (format 2: a flat tar or a directory is one layer). What an input is, is told by its content, never by its name
 //! (`sniff.rs`):
 //!
 //! - a flat root filesystem tar (plain, gzip or zstd): passed through entry by entry
@@ -30,6 +31,7 @@ mod layer;
 mod limits;
 mod naming;
 mod oci;
+mod packed;
 mod sniff;
 mod store;
 mod types;
@@ -49,6 +51,7 @@ use store::{Kind, Store};
 pub use error::ImageError;
 pub use limits::{parse_size, Limits};
 pub use naming::{default_name, reference_of, sanitize_name};
+pub use packed::{flatten_packed, PackedLayers};
 pub use sniff::input_size;
 pub use types::{ImageArg, ImageMeta, LayerSink, Platform, Selection, Stats};
 
@@ -243,6 +246,40 @@ impl<'p> Opener<'_, 'p> {
 }
 
 impl Input<'_> {
+    /// How many layers the image has: 1 for a flat tar or a directory.
+    pub fn layer_count(&self) -> usize {
+        match &self.source {
+            Source::Image(image) => image.layers.len(),
+            _ => 1,
+        }
+    }
+
+    /// Writes the image as format 2 layers into `out`, each ended with
+    /// [`LayerSink::end_layer`]: a flat tar or a directory as one layer, an image's
+    /// layers normalized (`flatten/layered.rs`).
+    pub fn write_layers<S: LayerSink>(
+        self,
+        progress: &Progress,
+        out: &mut S,
+    ) -> Result<Stats, ImageError> {
+        match self.source {
+            Source::Image(image) => {
+                let layers = layer::StoreLayers {
+                    store: &image.store,
+                    layers: &image.layers,
+                    image: &image.image,
+                    progress,
+                };
+                flatten::write_layers(&layers, &self.limits, out)
+            }
+            _ => {
+                let stats = self.write_tar(progress, out)?;
+                out.end_layer("").map_err(ImageError::Write)?;
+                Ok(stats)
+            }
+        }
+    }
+
     /// Writes the image as one tar stream into `out`.
     pub fn write_tar<W: Write>(
         self,
