@@ -57,25 +57,24 @@ impl<W: Write> PayloadWriter<W> {
     }
 
     fn encoder(&mut self) -> io::Result<&mut FrameEncoder<Hashing<W>>> {
-        if let State::Idle(_) = self.state {
-            let State::Idle(out) = std::mem::replace(&mut self.state, State::Broken) else {
-                unreachable!()
-            };
-            self.state = State::Frame(FrameEncoder::with_frame_info(frame_info(), out));
+        if matches!(self.state, State::Idle(_)) {
+            if let State::Idle(out) = std::mem::replace(&mut self.state, State::Broken) {
+                self.state = State::Frame(FrameEncoder::with_frame_info(frame_info(), out));
+            }
         }
         match &mut self.state {
             State::Frame(encoder) => Ok(encoder),
-            _ => Err(io::Error::other("the payload writer failed before")),
+            _ => Err(broken()),
         }
     }
 
     /// Ends the current frame (an empty one if nothing was written into it).
     fn end_frame(&mut self) -> io::Result<Hashing<W>> {
         self.encoder()?;
-        let State::Frame(encoder) = std::mem::replace(&mut self.state, State::Broken) else {
-            unreachable!()
-        };
-        encoder.finish().map_err(io::Error::from)
+        match std::mem::replace(&mut self.state, State::Broken) {
+            State::Frame(encoder) => encoder.finish().map_err(io::Error::from),
+            _ => Err(broken()),
+        }
     }
 
     /// Ends the current frame as the next layer of a format 2 payload, `diff_id` being
@@ -135,6 +134,10 @@ impl<W: Write> Write for PayloadWriter<W> {
         // how the input was chunked; a frame is completed by `end_layer` or `finish` only.
         Ok(())
     }
+}
+
+fn broken() -> io::Error {
+    io::Error::other("the payload writer failed before")
 }
 
 /// Counts and hashes what passes through: the whole payload, and the current frame.

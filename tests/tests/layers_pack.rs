@@ -462,7 +462,7 @@ fn more_than_64_layers_are_squashed_to_64() {
     assert_eq!(packed.layers().len(), 64);
     check_layers(&packed);
     let flat = listing(&extract(&t, &v1));
-    assert!(flat.paths.contains_key("stack/f65") == false && flat.paths.contains_key("stack/f69"));
+    assert!(!flat.paths.contains_key("stack/f65") && flat.paths.contains_key("stack/f69"));
     assert_eq!(listing(&extract(&t, &v2)), flat);
     // The squashed layer holds layers 64 to 70, without what they deleted of themselves.
     let top = entries(&packed.tar(&packed.layers()[63]));
