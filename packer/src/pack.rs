@@ -153,11 +153,14 @@ pub fn pack(spec: &PackSpec) -> Result<Packed, PackError> {
 
     let mut out = BufWriter::with_capacity(BUF_SIZE, output.file());
     out.write_all(&stub.bytes).map_err(write_error)?;
-    let mut payload = PayloadWriter::new(out);
-    let written = match spec.flatten {
-        true => input.write_tar(&progress, &mut payload),
-        false => input.write_layers(&progress, &mut payload),
-    };
+    let (mut payload, written);
+    if spec.flatten {
+        payload = PayloadWriter::new(out);
+        written = input.write_tar(&progress, &mut payload);
+    } else {
+        payload = PayloadWriter::layered(out);
+        written = input.write_layers(&progress, &mut payload);
+    }
     let stats = written.map_err(|e| match e {
         ImageError::Write(e) => write_error(e),
         e => PackError::Image(e),

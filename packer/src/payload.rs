@@ -6,6 +6,7 @@ use binctr_format::{Layer, Sha256Digest};
 use lz4_flex::frame::{BlockMode, BlockSize, FrameEncoder, FrameInfo};
 use sha2::{Digest, Sha256};
 use std::io::{self, Write};
+use std::sync::mpsc;
 
 /// Independent 4 MiB blocks, content checksum on, block checksums off: the frame's own
 /// xxhash32 catches a bad decompression, and the sha256 of the compressed bytes catches a
@@ -24,8 +25,9 @@ pub fn frame_info() -> FrameInfo {
 /// for a format 1 payload, one per layer for format 2 ([`PayloadWriter::end_layer`]).
 pub struct PayloadWriter<W: Write> {
     state: State<W>,
-    /// The uncompressed tar of the current frame.
-    tar: Sha256,
+    /// The uncompressed tar of the current frame (format 2 only: hashing it costs, and
+    /// is done on a thread of its own, beside the compression).
+    tar: Option<TarHasher>,
     tar_len: u64,
     layers: Vec<Layer>,
 }
@@ -47,10 +49,21 @@ pub struct Payload {
 }
 
 impl<W: Write> PayloadWriter<W> {
+    /// A format 1 payload: one frame.
     pub fn new(out: W) -> Self {
         PayloadWriter {
-            state: State::Idle(Hashing::new(out)),
-            tar: Sha256::new(),
+            state: State::Idle(Hashing::new(out, false)),
+            tar: None,
+            tar_len: 0,
+            layers: Vec::new(),
+        }
+    }
+
+    /// A format 2 payload: a frame per layer, each frame and tar hashed.
+    pub fn layered(out: W) -> Self {
+        PayloadWriter {
+            state: State::Idle(Hashing::new(out, true)),
+            tar: Some(TarHasher::new()),
             tar_len: 0,
             layers: Vec::new(),
         }
@@ -81,10 +94,11 @@ impl<W: Write> PayloadWriter<W> {
     /// the image's own for it (empty when it has none).
     pub fn end_layer(&mut self, diff_id: &str) -> io::Result<()> {
         let mut out = self.end_frame()?;
-        let tar = std::mem::replace(&mut self.tar, Sha256::new());
-        let frame = std::mem::replace(&mut out.frame, Sha256::new());
+        let (Some(tar), Some(frame)) = (&mut self.tar, out.frame.replace(Sha256::new())) else {
+            return Err(io::Error::other("layers in a format 1 payload"));
+        };
         self.layers.push(Layer {
-            digest: Sha256Digest(tar.finalize().into()).to_string(),
+            digest: tar.digest()?.to_string(),
             diff_id: diff_id.to_string(),
             offset: out.frame_start,
             length: out.len - out.frame_start,
@@ -124,7 +138,9 @@ impl<W: Write> LayerSink for PayloadWriter<W> {
 impl<W: Write> Write for PayloadWriter<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.encoder()?.write(buf)?;
-        self.tar.update(&buf[..n]);
+        if let Some(tar) = &mut self.tar {
+            tar.update(&buf[..n])?;
+        }
         self.tar_len += n as u64;
         Ok(n)
     }
@@ -140,21 +156,111 @@ fn broken() -> io::Error {
     io::Error::other("the payload writer failed before")
 }
 
+/// Hashes tar streams on a thread of its own: the bytes are copied into 1 MiB buffers
+/// that go to the thread and come back to be filled again.
+struct TarHasher {
+    /// The buffer being filled.
+    buf: Vec<u8>,
+    /// To the thread: a full buffer, or an empty one to say the stream ended.
+    to: Option<mpsc::SyncSender<Vec<u8>>>,
+    /// From the thread: emptied buffers, and each stream's digest.
+    back: mpsc::Receiver<Vec<u8>>,
+    digests: mpsc::Receiver<Sha256Digest>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+const HASH_CHUNK: usize = 1 << 20;
+
+impl TarHasher {
+    fn new() -> TarHasher {
+        let (to, from) = mpsc::sync_channel::<Vec<u8>>(2);
+        let (give_back, back) = mpsc::channel();
+        let (send_digest, digests) = mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let mut hasher = Sha256::new();
+            for mut buf in from {
+                if buf.is_empty() {
+                    let digest = std::mem::take(&mut hasher).finalize();
+                    let _ = send_digest.send(Sha256Digest(digest.into()));
+                    continue;
+                }
+                hasher.update(&buf);
+                buf.clear();
+                let _ = give_back.send(buf);
+            }
+        });
+        TarHasher {
+            buf: Vec::with_capacity(HASH_CHUNK),
+            to: Some(to),
+            back,
+            digests,
+            thread: Some(thread),
+        }
+    }
+
+    fn send(&mut self, buf: Vec<u8>) -> io::Result<()> {
+        let to = self.to.as_ref().ok_or_else(hasher_gone)?;
+        to.send(buf).map_err(|_| hasher_gone())
+    }
+
+    fn update(&mut self, mut data: &[u8]) -> io::Result<()> {
+        while !data.is_empty() {
+            let n = data.len().min(HASH_CHUNK - self.buf.len());
+            self.buf.extend_from_slice(&data[..n]);
+            data = &data[n..];
+            if self.buf.len() == HASH_CHUNK {
+                let next = self
+                    .back
+                    .try_recv()
+                    .unwrap_or_else(|_| Vec::with_capacity(HASH_CHUNK));
+                let full = std::mem::replace(&mut self.buf, next);
+                self.send(full)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The digest of what was given since the last one.
+    fn digest(&mut self) -> io::Result<Sha256Digest> {
+        if !self.buf.is_empty() {
+            let rest = std::mem::replace(&mut self.buf, Vec::with_capacity(HASH_CHUNK));
+            self.send(rest)?;
+        }
+        self.send(Vec::new())?;
+        self.digests.recv().map_err(|_| hasher_gone())
+    }
+}
+
+impl Drop for TarHasher {
+    fn drop(&mut self) {
+        // Closing the channel ends the thread's loop.
+        self.to = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn hasher_gone() -> io::Error {
+    io::Error::other("the tar hashing thread ended")
+}
+
 /// Counts and hashes what passes through: the whole payload, and the current frame.
 struct Hashing<W> {
     inner: W,
     hasher: Sha256,
-    frame: Sha256,
+    /// Format 2 only.
+    frame: Option<Sha256>,
     len: u64,
     frame_start: u64,
 }
 
 impl<W: Write> Hashing<W> {
-    fn new(inner: W) -> Self {
+    fn new(inner: W, frames: bool) -> Self {
         Hashing {
             inner,
             hasher: Sha256::new(),
-            frame: Sha256::new(),
+            frame: frames.then(Sha256::new),
             len: 0,
             frame_start: 0,
         }
@@ -165,7 +271,9 @@ impl<W: Write> Write for Hashing<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.inner.write(buf)?;
         self.hasher.update(&buf[..n]);
-        self.frame.update(&buf[..n]);
+        if let Some(frame) = &mut self.frame {
+            frame.update(&buf[..n]);
+        }
         self.len += n as u64;
         Ok(n)
     }
@@ -215,8 +323,12 @@ mod tests {
 
     #[test]
     fn layers_are_frames_of_their_own() {
-        let mut w = PayloadWriter::new(Vec::new());
-        w.write_all(&[1u8; 100_000]).unwrap();
+        // The first over two of the hashing thread's buffers.
+        let big: Vec<u8> = (0..2_600_000u32).map(|i| (i % 249) as u8).collect();
+        let mut w = PayloadWriter::layered(Vec::new());
+        for chunk in big.chunks(70_001) {
+            w.write_all(chunk).unwrap();
+        }
         w.end_layer("sha256:x").unwrap();
         w.end_layer("").unwrap();
         w.write_all(b"top").unwrap();
@@ -226,7 +338,7 @@ mod tests {
         assert_eq!(info.sha256, Sha256Digest::of(&payload));
         let layers = info.layers;
         assert_eq!(layers.len(), 3);
-        let tars: [&[u8]; 3] = [&[1u8; 100_000], b"", b"top"];
+        let tars: [&[u8]; 3] = [&big, b"", b"top"];
         let mut at = 0;
         for (layer, tar) in layers.iter().zip(tars) {
             assert_eq!(layer.offset, at);
