@@ -26,8 +26,8 @@ pub fn frame_info() -> FrameInfo {
 pub struct PayloadWriter<W: Write> {
     state: State<W>,
     /// The uncompressed tar of the current frame (format 2 only: hashing it costs, and
-    /// is done on a thread of its own, beside the compression).
-    tar: Option<TarHasher>,
+    /// is done on a thread of its own, beside the compression, as is each frame's).
+    tar: Option<ThreadHasher>,
     tar_len: u64,
     layers: Vec<Layer>,
 }
@@ -63,7 +63,7 @@ impl<W: Write> PayloadWriter<W> {
     pub fn layered(out: W) -> Self {
         PayloadWriter {
             state: State::Idle(Hashing::new(out, true)),
-            tar: Some(TarHasher::new()),
+            tar: Some(ThreadHasher::new()),
             tar_len: 0,
             layers: Vec::new(),
         }
@@ -94,16 +94,17 @@ impl<W: Write> PayloadWriter<W> {
     /// the image's own for it (empty when it has none).
     pub fn end_layer(&mut self, diff_id: &str) -> io::Result<()> {
         let mut out = self.end_frame()?;
-        let (Some(tar), Some(frame)) = (&mut self.tar, out.frame.replace(Sha256::new())) else {
+        let (Some(tar), Some(frame)) = (&mut self.tar, &mut out.frame) else {
             return Err(io::Error::other("layers in a format 1 payload"));
         };
+        let frame = frame.digest()?;
         self.layers.push(Layer {
             digest: tar.digest()?.to_string(),
             diff_id: diff_id.to_string(),
             offset: out.frame_start,
             length: out.len - out.frame_start,
             size: std::mem::take(&mut self.tar_len),
-            sha256: Sha256Digest(frame.finalize().into()).hex(),
+            sha256: frame.hex(),
         });
         out.frame_start = out.len;
         self.state = State::Idle(out);
@@ -156,9 +157,9 @@ fn broken() -> io::Error {
     io::Error::other("the payload writer failed before")
 }
 
-/// Hashes tar streams on a thread of its own: the bytes are copied into 1 MiB buffers
-/// that go to the thread and come back to be filled again.
-struct TarHasher {
+/// Hashes streams on a thread of its own: the bytes are copied into 1 MiB buffers that
+/// go to the thread and come back to be filled again.
+struct ThreadHasher {
     /// The buffer being filled.
     buf: Vec<u8>,
     /// To the thread: a full buffer, or an empty one to say the stream ended.
@@ -171,8 +172,8 @@ struct TarHasher {
 
 const HASH_CHUNK: usize = 1 << 20;
 
-impl TarHasher {
-    fn new() -> TarHasher {
+impl ThreadHasher {
+    fn new() -> ThreadHasher {
         let (to, from) = mpsc::sync_channel::<Vec<u8>>(2);
         let (give_back, back) = mpsc::channel();
         let (send_digest, digests) = mpsc::channel();
@@ -189,7 +190,7 @@ impl TarHasher {
                 let _ = give_back.send(buf);
             }
         });
-        TarHasher {
+        ThreadHasher {
             buf: Vec::with_capacity(HASH_CHUNK),
             to: Some(to),
             back,
@@ -231,7 +232,7 @@ impl TarHasher {
     }
 }
 
-impl Drop for TarHasher {
+impl Drop for ThreadHasher {
     fn drop(&mut self) {
         // Closing the channel ends the thread's loop.
         self.to = None;
@@ -249,8 +250,8 @@ fn hasher_gone() -> io::Error {
 struct Hashing<W> {
     inner: W,
     hasher: Sha256,
-    /// Format 2 only.
-    frame: Option<Sha256>,
+    /// Format 2 only, on a thread of its own.
+    frame: Option<ThreadHasher>,
     len: u64,
     frame_start: u64,
 }
@@ -260,7 +261,7 @@ impl<W: Write> Hashing<W> {
         Hashing {
             inner,
             hasher: Sha256::new(),
-            frame: frames.then(Sha256::new),
+            frame: frames.then(ThreadHasher::new),
             len: 0,
             frame_start: 0,
         }
@@ -272,7 +273,7 @@ impl<W: Write> Write for Hashing<W> {
         let n = self.inner.write(buf)?;
         self.hasher.update(&buf[..n]);
         if let Some(frame) = &mut self.frame {
-            frame.update(&buf[..n]);
+            frame.update(&buf[..n])?;
         }
         self.len += n as u64;
         Ok(n)
