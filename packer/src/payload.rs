@@ -157,7 +157,7 @@ fn broken() -> io::Error {
     io::Error::other("the payload writer failed before")
 }
 
-/// Hashes streams on a thread of its own: the bytes are copied into 1 MiB buffers that
+/// Hashes streams on a thread of its own: the bytes are copied into 256 KiB buffers that
 /// go to the thread and come back to be filled again.
 struct ThreadHasher {
     /// The buffer being filled.
@@ -170,7 +170,7 @@ struct ThreadHasher {
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
-const HASH_CHUNK: usize = 1 << 20;
+const HASH_CHUNK: usize = 256 << 10;
 
 impl ThreadHasher {
     fn new() -> ThreadHasher {
