@@ -34,6 +34,10 @@ docker-archive:), an OCI image layout as a directory or a tar (skopeo copy oci: 
 oci-archive:, buildah push), a root filesystem directory, or - for standard input:
   podman save IMAGE | binctr-pack - -o NAME
 
+Each layer of an image is packed as a layer of its own (format 2; a flat tar or a
+directory is one layer); --flatten packs one flattened layer (format 1) instead, which
+stubs that do not read format 2 run.
+
 The image's Entrypoint, Cmd, Env, WorkingDir, User, ExposedPorts, Volumes, Labels and
 StopSignal are kept; --entrypoint, --cmd, --env, --workdir, --user and --read-only
 replace them in the packed file.
