@@ -367,6 +367,41 @@ mod tests {
     }
 
     #[test]
+    fn flatten_writes_format_1_and_the_default_format_2() {
+        let fx = Fixture::new();
+        let image = fx.path("image.tar");
+        fs::write(&image, sample_tar()).unwrap();
+        let mut spec = fx.spec(&image, "flat");
+        spec.flatten = true;
+        pack(&spec).unwrap();
+        let (packed, entries) = read_back(&fx.path("flat"));
+        assert_eq!(packed.footer.version, FLAT_FORMAT_VERSION);
+        assert_eq!(packed.config.version, FLAT_CONFIG_VERSION);
+        assert!(packed.config.layers.is_empty());
+        assert_eq!(entries, entries_of(&sample_tar()));
+        pack(&fx.spec(&image, "layered")).unwrap();
+        let (packed, entries) = read_back(&fx.path("layered"));
+        assert_eq!(packed.footer.version, FORMAT_VERSION);
+        assert_eq!(packed.config.version, CONFIG_VERSION);
+        // A flat tar is one layer, passed through: its digest is the tar's.
+        let layer = &packed.config.layers[..];
+        assert_eq!(layer.len(), 1);
+        assert_eq!(layer[0].digest, Sha256Digest::of(&sample_tar()).to_string());
+        assert_eq!(layer[0].size, sample_tar().len() as u64);
+        assert_eq!(layer[0].length, packed.footer.payload_len);
+        assert_eq!(layer[0].sha256, packed.footer.payload_sha256.hex());
+        assert_eq!(entries, entries_of(&sample_tar()));
+        // The same payload, by format.
+        let payload = |name: &str| {
+            let bytes = fs::read(fx.path(name)).unwrap();
+            let packed = inspect::open(&fx.path(name)).unwrap();
+            let f = packed.footer;
+            bytes[f.payload_offset as usize..f.config_offset() as usize].to_vec()
+        };
+        assert_eq!(payload("flat"), payload("layered"));
+    }
+
+    #[test]
     fn footer_config_and_payload_read_back() {
         let fx = Fixture::new();
         let image = fx.path("image.tar");

@@ -94,6 +94,7 @@ pub fn write_layers<S: LayerSink>(
     let mut entries = 0u64;
     let mut written = 0;
     let count = plans.len();
+    let wanted = wanted_layers(&plans, &keeper);
     for (n, lp) in plans.iter().enumerate() {
         // An empty output layer is left out, unless all are (a payload has one).
         if lp.is_empty() && (written > 0 || n + 1 < count) {
@@ -119,7 +120,7 @@ pub fn write_layers<S: LayerSink>(
             writer.extra(extra).map_err(ImageError::Write)?;
         }
         for layer in lp.range.clone() {
-            if !wanted(lp, &keeper, layer) {
+            if !wanted.contains(&(layer as u32)) {
                 continue;
             }
             layers.read(layer, &budget, &mut |stream| {
@@ -152,16 +153,20 @@ pub fn write_layers<S: LayerSink>(
     Ok(Stats { entries })
 }
 
-/// Whether pass 2 must read input layer `layer`: it writes something, or holds what an
-/// upper layer copies.
-fn wanted(lp: &LayerPlan, keeper: &Keeper, layer: usize) -> bool {
-    let of_layer = |id: &EntryId| id.layer as usize == layer;
-    let plan = &lp.plan;
-    plan.actions.keys().any(of_layer)
-        || plan.parents.keys().any(of_layer)
-        || plan.before.keys().any(of_layer)
-        || keeper.want_header.iter().any(of_layer)
-        || keeper.want_data.iter().any(of_layer)
+/// The input layers pass 2 must read: those that write something, or hold what an upper
+/// layer copies.
+fn wanted_layers(plans: &[LayerPlan], keeper: &Keeper) -> HashSet<u32> {
+    let mut wanted = HashSet::new();
+    for lp in plans {
+        let plan = &lp.plan;
+        let ids = (plan.actions.keys())
+            .chain(plan.parents.keys())
+            .chain(plan.before.keys());
+        wanted.extend(ids.map(|id| id.layer));
+    }
+    let kept = keeper.want_header.iter().chain(&keeper.want_data);
+    wanted.extend(kept.map(|id| id.layer));
+    wanted
 }
 
 /// Pass 1: applies the layers, planning each output layer at its end.
