@@ -158,7 +158,7 @@ pub fn pack(spec: &PackSpec) -> Result<Packed, PackError> {
         payload = PayloadWriter::new(out);
         written = input.write_tar(&progress, &mut payload);
     } else {
-        payload = PayloadWriter::layered(out);
+        payload = PayloadWriter::layered(out, layers == 1);
         written = input.write_layers(&progress, &mut payload);
     }
     let stats = written.map_err(|e| match e {

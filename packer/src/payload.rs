@@ -59,10 +59,11 @@ impl<W: Write> PayloadWriter<W> {
         }
     }
 
-    /// A format 2 payload: a frame per layer, each frame and tar hashed.
-    pub fn layered(out: W) -> Self {
+    /// A format 2 payload: a frame per layer, each frame and tar hashed. With
+    /// `one_layer`, the one frame is the whole payload and is hashed once.
+    pub fn layered(out: W, one_layer: bool) -> Self {
         PayloadWriter {
-            state: State::Idle(Hashing::new(out, true)),
+            state: State::Idle(Hashing::new(out, !one_layer)),
             tar: Some(ThreadHasher::new()),
             tar_len: 0,
             layers: Vec::new(),
@@ -94,10 +95,15 @@ impl<W: Write> PayloadWriter<W> {
     /// the image's own for it (empty when it has none).
     pub fn end_layer(&mut self, diff_id: &str) -> io::Result<()> {
         let mut out = self.end_frame()?;
-        let (Some(tar), Some(frame)) = (&mut self.tar, &mut out.frame) else {
+        let Some(tar) = &mut self.tar else {
             return Err(io::Error::other("layers in a format 1 payload"));
         };
-        let frame = frame.digest()?;
+        let frame = match &mut out.frame {
+            Some(frame) => frame.digest()?,
+            // The one layer's frame is the whole payload.
+            None if self.layers.is_empty() => Sha256Digest(out.hasher.clone().finalize().into()),
+            None => return Err(io::Error::other("a second layer in a one-layer payload")),
+        };
         self.layers.push(Layer {
             digest: tar.digest()?.to_string(),
             diff_id: diff_id.to_string(),
@@ -323,10 +329,23 @@ mod tests {
     }
 
     #[test]
+    fn one_layer_is_the_whole_payload() {
+        let mut w = PayloadWriter::layered(Vec::new(), true);
+        w.write_all(b"tar").unwrap();
+        w.end_layer("").unwrap();
+        let (payload, info) = w.finish().unwrap();
+        assert_eq!(info.layers[0].sha256, Sha256Digest::of(&payload).hex());
+        assert_eq!(info.layers[0].digest, Sha256Digest::of(b"tar").to_string());
+        let mut w = PayloadWriter::layered(Vec::new(), true);
+        w.end_layer("").unwrap();
+        assert!(w.end_layer("").is_err());
+    }
+
+    #[test]
     fn layers_are_frames_of_their_own() {
         // The first over two of the hashing thread's buffers.
         let big: Vec<u8> = (0..2_600_000u32).map(|i| (i % 249) as u8).collect();
-        let mut w = PayloadWriter::layered(Vec::new());
+        let mut w = PayloadWriter::layered(Vec::new(), false);
         for chunk in big.chunks(70_001) {
             w.write_all(chunk).unwrap();
         }
