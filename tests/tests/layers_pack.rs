@@ -527,10 +527,23 @@ fn restub_keeps_the_layers() {
     assert_eq!(extract(&t, &v2), extract(&t, &out));
     let inspect = t.packer().arg("inspect").arg(&out).run();
     inspect.assert_success();
-    assert!(
-        inspect.stdout_text().contains("layers          5"),
-        "{inspect:?}"
+    let text = inspect.stdout_text();
+    assert!(text.contains("layers          5"), "{inspect:?}");
+    let first = &before.layers()[0];
+    let line = format!(
+        "  layer 1       {}, {} bytes lz4, {} bytes tar",
+        first["digest"].as_str().unwrap(),
+        first["length"],
+        first["size"]
     );
+    assert!(text.contains(&line), "{line} not in {text}");
+    let diff_id = format!("    diff_id     {}", first["diff_id"].as_str().unwrap());
+    assert!(text.contains(&diff_id), "{diff_id} not in {text}");
+    let json = t.packer().arg("inspect").arg("--json").arg(&out).run();
+    json.assert_success();
+    let json: Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(json["format_version"], 2);
+    assert_eq!(json["config"]["layers"], before.config["layers"]);
 }
 
 #[test]
