@@ -72,9 +72,9 @@ enum Out {
 }
 
 /// The input layers of each output layer: one each, the top ones squashed into the
-/// last when there are more than [`MAX_LAYERS`].
-pub fn output_layers(count: usize) -> Vec<Range<usize>> {
-    let mut ranges: Vec<Range<usize>> = (0..count.min(MAX_LAYERS)).map(|i| i..i + 1).collect();
+/// last when there are more than `max`.
+fn output_layers(count: usize, max: usize) -> Vec<Range<usize>> {
+    let mut ranges: Vec<Range<usize>> = (0..count.min(max)).map(|i| i..i + 1).collect();
     if let Some(last) = ranges.last_mut() {
         last.end = count;
     }
@@ -88,7 +88,17 @@ pub fn write_layers<S: LayerSink>(
     limits: &Limits,
     out: &mut S,
 ) -> Result<Stats, ImageError> {
-    let ranges = output_layers(layers.count());
+    write_at_most(layers, limits, out, MAX_LAYERS)
+}
+
+/// [`write_layers`], squashing above `max` output layers.
+fn write_at_most<S: LayerSink>(
+    layers: &dyn Layers,
+    limits: &Limits,
+    out: &mut S,
+    max: usize,
+) -> Result<Stats, ImageError> {
+    let ranges = output_layers(layers.count(), max);
     let (plans, mut keeper) = plan_layers(layers, limits, &ranges)?;
     let budget = Budget::new(limits.max_size);
     let mut entries = 0u64;
@@ -424,8 +434,12 @@ mod tests {
     }
 
     fn split(layers: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
+        split_at_most(layers, MAX_LAYERS)
+    }
+
+    fn split_at_most(layers: Vec<Vec<u8>>, max: usize) -> Vec<Vec<u8>> {
         let mut tars = Tars::default();
-        write_layers(&MemLayers(layers), &Limits::default(), &mut tars).unwrap();
+        write_at_most(&MemLayers(layers), &Limits::default(), &mut tars, max).unwrap();
         assert!(tars.current.is_empty());
         tars.done.into_iter().map(|(tar, _)| tar).collect()
     }
@@ -797,10 +811,10 @@ mod tests {
 
     #[test]
     fn more_than_64_layers_are_squashed_into_the_64th() {
-        assert_eq!(output_layers(3), [0..1, 1..2, 2..3]);
-        assert_eq!(output_layers(70).len(), 64);
-        assert_eq!(output_layers(70)[63], 63..70);
-        assert!(output_layers(0).is_empty());
+        assert_eq!(output_layers(3, 64), [0..1, 1..2, 2..3]);
+        assert_eq!(output_layers(70, 64).len(), 64);
+        assert_eq!(output_layers(70, 64)[63], 63..70);
+        assert!(output_layers(0, 64).is_empty());
         let mut layers: Vec<Vec<u8>> = (0..70)
             .map(|i| {
                 let name = format!("d/f{i}");
@@ -833,7 +847,7 @@ mod tests {
             seed ^= seed << 17;
             (seed % n as u64) as usize
         };
-        for round in 0..1500 {
+        for round in 0..2000 {
             let count = 1 + next(6);
             let mut layers = Vec::new();
             for _ in 0..count {
@@ -860,7 +874,14 @@ mod tests {
                     .collect();
                 layers.push(layer(&refs));
             }
-            let tars = split(layers.clone());
+            // Now and then squashed into fewer output layers.
+            let max = if next(3) == 0 {
+                1 + next(3)
+            } else {
+                MAX_LAYERS
+            };
+            let tars = split_at_most(layers.clone(), max);
+            assert!(tars.len() <= max);
             let flat = flat_view(&layers);
             let shown = std::panic::catch_unwind(|| view_of_overlay(&tars));
             match shown {
