@@ -219,151 +219,216 @@ fn diff(
     bottom: bool,
     keeper: &mut Keeper,
 ) -> (LayerPlan, u64) {
-    let mine = |id: EntryId| range.contains(&(id.layer as usize));
-    let mut out: BTreeMap<Vec<u8>, Out> = BTreeMap::new();
-    let mut opaque: HashSet<Vec<u8>> = HashSet::new();
-    let mut gone = Vec::new();
-    for (key, touched) in journal.touched {
-        let lower_dir = touched.before.is_some_and(|b| b.dir) && !bottom;
-        match tree.get(&key) {
-            Some(node) if mine(node.id) => {
-                if node.dir && touched.emptied && lower_dir {
-                    opaque.insert(key.clone());
-                }
-                out.insert(key, Out::Own(*node));
-            }
-            // Only what was below it went: an opaque directory.
-            Some(node) if node.dir && touched.emptied && lower_dir => {
-                opaque.insert(key.clone());
-                out.insert(key, Out::Dir(*node));
-            }
-            Some(_) => {}
-            None if touched.before.is_some() && !bottom => gone.push(key),
-            None => {}
-        }
+    let mut layer = Changes {
+        tree,
+        range,
+        bottom,
+        out: BTreeMap::new(),
+        opaque: HashSet::new(),
+    };
+    let root_opaque = layer.read(journal);
+    let copies = layer.links_below();
+    add_parents(tree, &mut layer.out);
+    let (mut lp, mut bytes) = layer.place(keeper);
+    lp.root_opaque = root_opaque;
+    for copy in copies {
+        bytes = bytes.saturating_add(copy_up(tree, copy, &mut lp.plan, keeper));
     }
-    let root_opaque = journal.root_emptied && !bottom;
-    for key in gone {
-        if shows_through(tree, &opaque, root_opaque, &key) {
-            out.insert(key, Out::Whiteout);
-        }
-    }
-    // Hard links to data below this output layer, by the data's entry.
-    let mut copied: BTreeMap<EntryId, Vec<(EntryId, Vec<u8>)>> = BTreeMap::new();
-    let mut groups: BTreeMap<EntryId, Vec<(Vec<u8>, EntryId, u64)>> = BTreeMap::new();
-    for (key, what) in &out {
-        if let Out::Own(Node {
-            id,
-            data: Some(data),
-            size,
-            ..
-        }) = *what
-        {
-            if mine(data) {
-                groups
-                    .entry(data)
-                    .or_default()
-                    .push((slashes(key.clone()), id, size));
-            } else {
-                copied.entry(data).or_default().push((id, key.clone()));
-            }
-        }
-    }
-    // The other paths linked to that data, still as the layers below have them.
-    let mut mates: HashMap<EntryId, Vec<Vec<u8>>> = HashMap::new();
-    if !copied.is_empty() {
-        for (key, node) in &tree.map {
-            let data = node.data.unwrap_or(node.id);
-            if !mine(node.id) && !node.dir && copied.contains_key(&data) {
-                mates.entry(data).or_default().push(key.clone());
-            }
-        }
-        for key in mates.values().flatten() {
-            out.insert(key.clone(), Out::Mate);
-        }
-    }
-    add_parents(tree, &mut out);
+    (lp, bytes)
+}
 
-    let mut plan = Plan::default();
-    let mut head = Vec::new();
-    let mut tail = Vec::new();
-    let mut target_paths = HashMap::new();
-    let mut bytes = 0u64;
-    for (key, what) in out {
-        let is_opaque = opaque.contains(&key);
-        let path = slashes(key);
-        match what {
-            Out::Own(node) if node.made => {
-                if is_opaque {
-                    plan.opaque_dirs.insert(path.clone());
-                }
-                plan.parents.entry(node.id).or_default().push(path);
-            }
-            Out::Own(node) if node.data.is_none() => {
-                if is_opaque {
-                    plan.opaque.insert(node.id);
-                }
-                bytes = bytes.saturating_add(node.size);
-                plan.actions.insert(node.id, Action::Write);
-                target_paths.insert(node.id, path);
-            }
-            Out::Own(_) | Out::Mate => {}
-            Out::Dir(node) => {
-                keeper.want_header.insert(node.id);
-                head.push(Extra::Dir {
-                    path,
-                    from: node.id,
-                    made: node.made,
-                    opaque: is_opaque,
-                });
-            }
-            Out::Whiteout => tail.push(path),
-        }
+/// What an output layer's tar holds, by path, while it is planned.
+struct Changes<'a> {
+    tree: &'a Tree,
+    range: Range<usize>,
+    bottom: bool,
+    out: BTreeMap<Vec<u8>, Out>,
+    /// The directories (tree keys) to mark opaque.
+    opaque: HashSet<Vec<u8>>,
+}
+
+/// The hard links of an output layer to data below it: the data's entry, the links
+/// (entry, tree key), and the other paths that share the data below (tree keys, sorted).
+struct CopyUp {
+    data: EntryId,
+    links: Vec<(EntryId, Vec<u8>)>,
+    mates: Vec<Vec<u8>>,
+}
+
+impl Changes<'_> {
+    fn mine(&self, id: EntryId) -> bool {
+        self.range.contains(&(id.layer as usize))
     }
-    bytes = bytes.saturating_add(link_groups(groups, &target_paths, &mut plan.actions));
-    for (data, mut links) in copied {
-        // The first link in tar order brings the copy.
-        links.sort();
-        let (first, first_key) = links[0].clone();
-        let size = tree.get(&first_key).map_or(0, |n| n.size);
-        bytes = bytes.saturating_add(size);
-        keeper.want_header.insert(data);
-        keeper.want_data.insert(data);
-        let holder = match mates.remove(&data) {
-            None => {
-                plan.actions.insert(first, Action::Copy(data));
-                slashes(first_key)
+
+    /// The paths the layer changed: its own entries, the directories it emptied of what
+    /// was below them (opaque), the paths gone that would show through (whiteouts).
+    /// Gives whether the root is opaque.
+    fn read(&mut self, journal: Journal) -> bool {
+        let mut gone = Vec::new();
+        for (key, touched) in journal.touched {
+            let lower_dir = touched.before.is_some_and(|b| b.dir) && !self.bottom;
+            match self.tree.get(&key) {
+                Some(node) if self.mine(node.id) => {
+                    if node.dir && touched.emptied && lower_dir {
+                        self.opaque.insert(key.clone());
+                    }
+                    self.out.insert(key, Out::Own(*node));
+                }
+                // Only what was below it went: an opaque directory.
+                Some(node) if node.dir && touched.emptied && lower_dir => {
+                    self.opaque.insert(key.clone());
+                    self.out.insert(key, Out::Dir(*node));
+                }
+                Some(_) => {}
+                None if touched.before.is_some() && !self.bottom => gone.push(key),
+                None => {}
             }
-            Some(mates) => {
-                let holder = slashes(mates[0].clone());
-                let before = plan.before.entry(first).or_default();
-                before.push(Extra::Data {
-                    path: holder.clone(),
-                    data,
-                });
-                for mate in &mates[1..] {
-                    before.push(Extra::Link {
-                        path: slashes(mate.clone()),
-                        target: holder.clone(),
+        }
+        let root_opaque = journal.root_emptied && !self.bottom;
+        for key in gone {
+            if shows_through(self.tree, &self.opaque, root_opaque, &key) {
+                self.out.insert(key, Out::Whiteout);
+            }
+        }
+        root_opaque
+    }
+
+    /// The layer's hard links to data below it, each with the paths below that share
+    /// that data (which the layer then holds too, as [`Out::Mate`]).
+    fn links_below(&mut self) -> Vec<CopyUp> {
+        let mut copies: BTreeMap<EntryId, CopyUp> = BTreeMap::new();
+        for (key, what) in &self.out {
+            if let Out::Own(Node {
+                id,
+                data: Some(data),
+                ..
+            }) = *what
+            {
+                if !self.mine(data) {
+                    let copy = copies.entry(data).or_insert_with(|| CopyUp {
                         data,
+                        links: Vec::new(),
+                        mates: Vec::new(),
+                    });
+                    copy.links.push((id, key.clone()));
+                }
+            }
+        }
+        if copies.is_empty() {
+            return Vec::new();
+        }
+        for (key, node) in &self.tree.map {
+            let data = node.data.unwrap_or(node.id);
+            if self.mine(node.id) || node.dir {
+                continue;
+            }
+            if let Some(copy) = copies.get_mut(&data) {
+                copy.mates.push(key.clone());
+                self.out.insert(key.clone(), Out::Mate);
+            }
+        }
+        copies.into_values().collect()
+    }
+
+    /// Where each path goes in the layer's tar: an entry's action, a parent made before
+    /// its entry, a copied directory at the head, a whiteout at the tail. Links within
+    /// the layer are grouped as flattening groups them.
+    fn place(self, keeper: &mut Keeper) -> (LayerPlan, u64) {
+        let mut lp = LayerPlan {
+            range: self.range.clone(),
+            plan: Plan::default(),
+            head: Vec::new(),
+            tail: Vec::new(),
+            root_opaque: false,
+        };
+        let plan = &mut lp.plan;
+        let mut groups: BTreeMap<EntryId, Vec<(Vec<u8>, EntryId, u64)>> = BTreeMap::new();
+        let mut target_paths = HashMap::new();
+        let mut bytes = 0u64;
+        for (key, what) in self.out {
+            let opaque = self.opaque.contains(&key);
+            let path = slashes(key);
+            match what {
+                Out::Own(node) if node.made => {
+                    if opaque {
+                        plan.opaque_dirs.insert(path.clone());
+                    }
+                    plan.parents.entry(node.id).or_default().push(path);
+                }
+                Out::Own(node) => match node.data {
+                    None => {
+                        if opaque {
+                            plan.opaque.insert(node.id);
+                        }
+                        bytes = bytes.saturating_add(node.size);
+                        plan.actions.insert(node.id, Action::Write);
+                        target_paths.insert(node.id, path);
+                    }
+                    Some(data) if self.range.contains(&(data.layer as usize)) => {
+                        let group = groups.entry(data).or_default();
+                        group.push((path, node.id, node.size));
+                    }
+                    Some(_) => {} // copied up: `copy_up`
+                },
+                Out::Mate => {}
+                Out::Dir(node) => {
+                    keeper.want_header.insert(node.id);
+                    lp.head.push(Extra::Dir {
+                        path,
+                        from: node.id,
+                        made: node.made,
+                        opaque,
                     });
                 }
-                plan.actions.insert(first, Action::Link(holder.clone()));
-                holder
+                Out::Whiteout => lp.tail.push(path),
             }
-        };
-        for (id, _) in &links[1..] {
-            plan.actions.insert(*id, Action::Link(holder.clone()));
         }
+        bytes = bytes.saturating_add(link_groups(groups, &target_paths, &mut plan.actions));
+        (lp, bytes)
     }
-    let lp = LayerPlan {
-        range,
-        plan,
-        head,
-        tail,
-        root_opaque,
+}
+
+/// Plans the copy up of data below the layer that its hard links share: written right
+/// before the first link (in tar order) under the first of the paths below that share it,
+/// those others linked to it, or, when none is left, by the first link itself; the links
+/// link there. Gives the bytes it writes.
+fn copy_up(tree: &Tree, copy: CopyUp, plan: &mut Plan, keeper: &mut Keeper) -> u64 {
+    let CopyUp {
+        data,
+        mut links,
+        mates,
+    } = copy;
+    links.sort();
+    let (first, first_key) = links[0].clone();
+    keeper.want_header.insert(data);
+    keeper.want_data.insert(data);
+    let holder = match mates.split_first() {
+        None => {
+            plan.actions.insert(first, Action::Copy(data));
+            slashes(first_key.clone())
+        }
+        Some((holder, others)) => {
+            let holder = slashes(holder.clone());
+            let before = plan.before.entry(first).or_default();
+            before.push(Extra::Data {
+                path: holder.clone(),
+                data,
+            });
+            for mate in others {
+                before.push(Extra::Link {
+                    path: slashes(mate.clone()),
+                    target: holder.clone(),
+                    data,
+                });
+            }
+            plan.actions.insert(first, Action::Link(holder.clone()));
+            holder
+        }
     };
-    (lp, bytes)
+    for (id, _) in &links[1..] {
+        plan.actions.insert(*id, Action::Link(holder.clone()));
+    }
+    tree.get(&first_key).map_or(0, |n| n.size)
 }
 
 /// Whether a path that went would still show through from below without a whiteout:
