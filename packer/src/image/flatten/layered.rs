@@ -847,6 +847,18 @@ mod tests {
     }
 
     #[test]
+    fn copies_count_toward_the_size_limit() {
+        let layers = MemLayers(vec![layer(&[("a", 'f', "abc")]), layer(&[("l", 'h', "a")])]);
+        let limits = Limits { max_size: 5 };
+        let err = write_layers(&layers, &limits, &mut Tars::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("the layers' files (6 bytes)"), "{err}");
+        let limits = Limits { max_size: 6 };
+        write_layers(&layers, &limits, &mut Tars::default()).unwrap();
+    }
+
+    #[test]
     fn same_base_same_bytes() {
         let base = layer(&[("etc/", 'd', ""), ("etc/os", 'f', "debian")]);
         let one = split(vec![base.clone(), layer(&[("etc/a", 'f', "a")])]);
