@@ -10,6 +10,8 @@
 //!    As docker and podman apply a layer, an entry (a whiteout too) whose parent
 //!    directories do not exist makes them, 0755 and root's: they stay when what is below
 //!    them is deleted, and a whiteout of a path that never existed leaves its directories.
+//!    Whiteouts apply to the layers below only: what a layer put below a directory it
+//!    then deletes or empties stays, in directories made again the same way.
 //! 2. Write: read the layers again, bottom to top, and write only the winning entries, in
 //!    layer order and, within a layer, in tar order. A hard link's data entry always comes
 //!    before the link (same layer earlier, or a lower layer), so links stay links. When
@@ -29,6 +31,9 @@
 //! always give the same bytes (a symlink's mode is 0777, as Linux shows every symlink).
 //! Whiteout files never reach the output. Sparse files are written out in full, so no
 //! file may claim more than `--max-size`, nor the flattened tar add up to more.
+//!
+//! For a format 2 payload (`layered.rs`) pass 1 also keeps a journal of what each
+//! output layer changed, and pass 2 writes each output layer's tar of its own.
 //!
 //! The tree keys paths with `/` stored as NUL (which no name may hold): then a directory's
 //! whole subtree sorts right after it, and a file that an entry below it replaces is
