@@ -682,6 +682,9 @@ struct Keeper {
     data: HashMap<EntryId, (u64, u64)>,
     file: Option<std::fs::File>,
     len: u64,
+    /// What `headers` holds, roughly, in bytes; past [`MAX_TREE_BYTES`], `full`.
+    bytes: usize,
+    full: bool,
 }
 
 impl Keeper {
@@ -701,6 +704,12 @@ impl Keeper {
     ) -> io::Result<bool> {
         if !self.wants(&id) {
             return Ok(false);
+        }
+        let xattrs: usize = h.xattrs.iter().map(|(k, v)| k.len() + v.len()).sum();
+        self.bytes += h.path.len() + h.link.len() + xattrs + BLOCK + NODE_COST;
+        if self.bytes > MAX_TREE_BYTES {
+            self.full = true;
+            return Err(io::Error::other("too many headers to keep"));
         }
         self.headers.insert(id, (h.clone(), raw));
         if !self.want_data.contains(&id) || h.kind() != Kind::File {
@@ -809,7 +818,16 @@ impl<W: Write> LayerWriter<'_, W> {
             match (kept, read_error.take()) {
                 (Ok(kept), _) => kept,
                 (Err(_), Some(e)) => return Err(self.damaged(seen.broken(&e, tar.offset()))),
-                (Err(e), None) => return Err(ImageError::Write(e)),
+                (Err(_), None) if self.keeper.as_ref().is_some_and(|k| k.full) => {
+                    return Err(ImageError::Refused {
+                        image: self.layers.image().to_string(),
+                        why: format!(
+                            "its layers copy more from each other (directories, hard-linked files) than binctr-pack holds ({} of headers): pack it with --flatten",
+                            human(MAX_TREE_BYTES as u64)
+                        ),
+                    });
+                }
+                (Err(e), None) => return Err(ImageError::Spool(e)),
             };
             self.before(id, h.mtime).map_err(ImageError::Write)?;
             let Some(action) = self.plan.actions.get(&id) else {
