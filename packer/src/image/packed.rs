@@ -76,3 +76,79 @@ impl Layers for PackedLayers<'_> {
 pub fn flatten_packed<W: Write>(layers: &PackedLayers, out: &mut W) -> Result<Stats, ImageError> {
     flatten::flatten(layers, &Limits::default(), out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::flatten::tests::{layer, listing, MemLayers};
+    use super::*;
+    use crate::payload::PayloadWriter;
+    use crate::util::tests::TempDir;
+    use binctr_format::Sha256Digest;
+
+    /// A payload of these layers split as format 2, in a file, and its footer.
+    fn packed(dir: &TempDir, layers: Vec<Vec<u8>>) -> (File, Footer, Vec<Layer>) {
+        let mut w = PayloadWriter::layered(Vec::new(), false);
+        flatten::write_layers(&MemLayers(layers), &Limits::default(), &mut w).unwrap();
+        let (payload, info) = w.finish().unwrap();
+        let path = dir.path().join("packed");
+        let stub = vec![0x7f; 100];
+        std::fs::write(&path, [stub, payload.clone()].concat()).unwrap();
+        let footer = Footer {
+            version: binctr_format::FORMAT_VERSION,
+            flags: 0,
+            payload_offset: 100,
+            payload_len: payload.len() as u64,
+            config_len: 0,
+            payload_sha256: Sha256Digest::of(&payload),
+            config_sha256: Sha256Digest::of(b""),
+        };
+        (File::open(&path).unwrap(), footer, info.layers)
+    }
+
+    fn extract(file: &File, footer: &Footer, layers: &[Layer]) -> Result<Vec<u8>, String> {
+        let layers = PackedLayers {
+            file,
+            name: "packed".into(),
+            footer,
+            layers,
+        };
+        let mut out = Vec::new();
+        flatten_packed(&layers, &mut out).map_err(|e| e.to_string())?;
+        Ok(out)
+    }
+
+    #[test]
+    fn layers_read_back_flattened_and_checked() {
+        let dir = TempDir::new();
+        let image = vec![
+            layer(&[("a/", 'd', ""), ("a/x", 'f', "x"), ("a/y", 'f', "y")]),
+            layer(&[("a/.wh.x", 'f', ""), ("b", 'h', "a/y")]),
+        ];
+        let (file, footer, layers) = packed(&dir, image.clone());
+        let mut flat = Vec::new();
+        flatten::flatten(&MemLayers(image), &Limits::default(), &mut flat).unwrap();
+        assert_eq!(
+            listing(&extract(&file, &footer, &layers).unwrap()),
+            listing(&flat)
+        );
+        // A digest the tar does not have: refused, named.
+        let mut wrong = layers.clone();
+        wrong[1].digest = Sha256Digest::of(b"other").to_string();
+        let err = extract(&file, &footer, &wrong).unwrap_err();
+        assert_eq!(
+            err,
+            format!(
+                "packed: layer 2 ({}) is damaged: its tar does not match its digest",
+                wrong[1].digest
+            )
+        );
+        // A frame that is not the one listed.
+        let mut wrong = layers.clone();
+        wrong[0].sha256 = Sha256Digest::of(b"other").hex();
+        let err = extract(&file, &footer, &wrong).unwrap_err();
+        assert!(
+            err.ends_with("its frame does not match its sha256"),
+            "{err}"
+        );
+    }
+}
