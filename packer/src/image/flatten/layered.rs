@@ -115,13 +115,44 @@ fn write_at_most<S: LayerSink>(
             _ => String::new(),
         };
         let mut builder = Builder::new(&mut *out);
-        let mut writer = LayerWriter {
-            builder: &mut builder,
+        let pass = Pass2 {
             layers,
+            wanted: &wanted,
+            budget: &budget,
+        };
+        pass.write_layer(&mut builder, lp, &mut keeper, &mut entries)?;
+        builder.into_inner().map_err(ImageError::Write)?;
+        out.end_layer(&diff_id).map_err(ImageError::Write)?;
+        written += 1;
+    }
+    Ok(Stats { entries })
+}
+
+/// What pass 2 reads from.
+struct Pass2<'a> {
+    layers: &'a dyn Layers,
+    /// The input layers to read.
+    wanted: &'a HashSet<u32>,
+    budget: &'a Budget,
+}
+
+impl Pass2<'_> {
+    /// Writes the tar of output layer `lp`: an opaque root, the copied directories, the
+    /// entries of its input layers, the whiteouts.
+    fn write_layer<W: Write>(
+        &self,
+        builder: &mut Builder<W>,
+        lp: &LayerPlan,
+        keeper: &mut Keeper,
+        entries: &mut u64,
+    ) -> Result<(), ImageError> {
+        let mut writer = LayerWriter {
+            builder,
+            layers: self.layers,
             layer: lp.range.start,
             plan: &lp.plan,
-            entries: &mut entries,
-            keeper: Some(&mut keeper),
+            entries,
+            keeper: Some(keeper),
         };
         if lp.root_opaque {
             writer.marker(b"", OPAQUE).map_err(ImageError::Write)?;
@@ -130,37 +161,18 @@ fn write_at_most<S: LayerSink>(
             writer.extra(extra).map_err(ImageError::Write)?;
         }
         for layer in lp.range.clone() {
-            if !wanted.contains(&(layer as u32)) {
+            if !self.wanted.contains(&(layer as u32)) {
                 continue;
             }
-            layers.read(layer, &budget, &mut |stream| {
-                let mut writer = LayerWriter {
-                    builder: &mut builder,
-                    layers,
-                    layer,
-                    plan: &lp.plan,
-                    entries: &mut entries,
-                    keeper: Some(&mut keeper),
-                };
-                writer.write(stream)
-            })?;
+            writer.layer = layer;
+            self.layers
+                .read(layer, self.budget, &mut |stream| writer.write(stream))?;
         }
-        let mut writer = LayerWriter {
-            builder: &mut builder,
-            layers,
-            layer: lp.range.start,
-            plan: &lp.plan,
-            entries: &mut entries,
-            keeper: None,
-        };
         for path in &lp.tail {
             writer.marker(path, WHITEOUT).map_err(ImageError::Write)?;
         }
-        builder.into_inner().map_err(ImageError::Write)?;
-        out.end_layer(&diff_id).map_err(ImageError::Write)?;
-        written += 1;
+        Ok(())
     }
-    Ok(Stats { entries })
 }
 
 /// The input layers pass 2 must read: those that write something, or hold what an upper
