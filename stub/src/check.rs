@@ -197,7 +197,7 @@ fn overlay_works(mapping: &Mapping) -> bool {
             kept: false,
         };
         crate::container::mounts::mount_overlay_root(
-            &dir.join("lower"),
+            &crate::container::mounts::escape_overlay(&dir.join("lower")),
             &dir,
             &upper,
             &dir.join("root"),

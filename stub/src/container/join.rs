@@ -190,7 +190,7 @@ fn process_for(
     }
     if let Some(user) = &flags.user {
         let root = Path::new("/proc").join(pid.to_string()).join("root");
-        let identity = users::resolve(&root, None, user, &[])?;
+        let identity = users::resolve(std::slice::from_ref(&root), None, user, &[])?;
         if !process.subid && identity.uid != process.identity.uid {
             return Err(Error::new(
                 "-u: with a single mapping the container has one user; start it with --userns subid to exec as another",

@@ -39,7 +39,7 @@ impl<'a> Launch<'a> {
         };
         let identity = match (plan.user.as_str(), plan.group_add.is_empty()) {
             ("", true) => Identity::root(),
-            (user, _) => users::resolve(&rootfs.rootfs(), upper.as_deref(), user, &plan.group_add)?,
+            (user, _) => users::resolve(&rootfs.lowers(), upper.as_deref(), user, &plan.group_add)?,
         };
         if !plan.group_add.is_empty() && !mapping.is_subid() {
             return Err(Error::new(

@@ -50,11 +50,19 @@ pub fn setup(launch: &Launch<'_>, rootfs: &Rootfs, upper: Option<&Upper>) -> Res
     .with_context(|| format!("cannot mount a tmpfs on {}", scratch.display()))?;
     let newroot = scratch.join("root");
     mkdir(&newroot, 0o755)?;
-    let lower = rootfs.rootfs_for_mount()?;
+    // The layers by descriptor: short names (64 layers fit in a page of options) for
+    // the very directories checked on the host.
+    let lowers = rootfs.lowers_for_mount()?;
+    let lowerdir = lowers
+        .iter()
+        .map(|fd| fd_path(fd).to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(":");
     match upper {
-        None => mount_read_only_root(&lower, &scratch, &newroot)?,
-        Some(upper) => mount_overlay_root(&lower, &scratch, upper, &newroot)?,
+        None => mount_read_only_root(&lowerdir, rootfs.single_lower(), &scratch, &newroot)?,
+        Some(upper) => mount_overlay_root(&lowerdir, &scratch, upper, &newroot)?,
     }
+    drop(lowers);
 
     let root = open_path(&newroot)?;
     mount_proc(root.as_fd())?;
@@ -128,7 +136,7 @@ fn mount_point(root: BorrowedFd<'_>, path: &str) -> Result<OwnedFd> {
 }
 
 /// `\`, `,` and `:` would split overlay's option string.
-fn escape_overlay(path: &Path) -> String {
+pub fn escape_overlay(path: &Path) -> String {
     let mut out = String::new();
     for c in path.to_string_lossy().chars() {
         if matches!(c, '\\' | ',' | ':') {
@@ -139,11 +147,12 @@ fn escape_overlay(path: &Path) -> String {
     out
 }
 
-/// The root as an overlay: the cached rootfs below, the writable layer above (on disk
-/// beside the cache, kept in --overlay DIR, or on the scratch tmpfs). `--check` mounts
-/// it too, to see that it works.
+/// The root as an overlay: the cached rootfs (or the image's layers, `lowerdir`'s
+/// order: top first) below, the writable layer above (on disk beside the cache, kept in
+/// --overlay DIR, or on the scratch tmpfs). `--check` mounts it too, to see that it
+/// works.
 pub fn mount_overlay_root(
-    lower: &Path,
+    lowerdir: &str,
     scratch: &Path,
     upper: &Upper,
     newroot: &Path,
@@ -162,8 +171,7 @@ pub fn mount_overlay_root(
     };
     // userxattr: the only mode an unprivileged overlay has (5.11+).
     let options = format!(
-        "lowerdir={},upperdir={},workdir={},userxattr{volatile}",
-        escape_overlay(lower),
+        "lowerdir={lowerdir},upperdir={},workdir={},userxattr{volatile}",
         escape_overlay(&base.join("upper")),
         escape_overlay(&base.join("work"))
     );
@@ -216,15 +224,17 @@ fn overlay_error(e: nix::errno::Errno, kept: Option<&Path>) -> Error {
 /// no upper. Without an upper layer overlayfs has nowhere to write, whatever the
 /// container does (even with CAP_SYS_ADMIN and seccomp off, a remount cannot make it
 /// writable), and it does not inherit the cache filesystem's locked noexec/nosuid.
-/// Where the kernel refuses overlayfs, a bind of the rootfs remounted read-only.
-fn mount_read_only_root(lower: &Path, scratch: &Path, newroot: &Path) -> Result<()> {
+/// Where the kernel refuses overlayfs, a bind of the rootfs remounted read-only (format
+/// 1: `single`; a layered image cannot do without overlay).
+fn mount_read_only_root(
+    lowerdir: &str,
+    single: Option<&Path>,
+    scratch: &Path,
+    newroot: &Path,
+) -> Result<()> {
     let empty = scratch.join("empty");
     mkdir(&empty, 0o755)?;
-    let options = format!(
-        "lowerdir={}:{},userxattr",
-        escape_overlay(lower),
-        escape_overlay(&empty)
-    );
+    let options = format!("lowerdir={lowerdir}:{},userxattr", escape_overlay(&empty));
     debug!("mounts: read-only overlay root ({options})");
     let refused = match mount(
         Some("overlay"),
@@ -235,6 +245,12 @@ fn mount_read_only_root(lower: &Path, scratch: &Path, newroot: &Path) -> Result<
     ) {
         Ok(()) => return Ok(()),
         Err(e) => e,
+    };
+    let Some(lower) = single else {
+        return Err(Error::new(format!(
+            "the kernel refused overlayfs in a user namespace ({}; it needs Linux 5.11 or newer): a layered image cannot run without it (pack it with --flatten)",
+            refused.desc()
+        )));
     };
     let locked = locked_flags(lower)?;
     if locked.intersects(MsFlags::MS_NOEXEC | MsFlags::MS_NOSUID) {

@@ -5,7 +5,7 @@ use crate::error::{Error, Result};
 use crate::rootfs::inroot;
 use std::io::Read;
 use std::os::fd::AsFd;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Identity {
@@ -34,14 +34,19 @@ const MAX_DB_BYTES: u64 = 16 << 20;
 
 /// Reads a file of a layer, resolved inside it: None when the layer does not have it.
 /// Never blocks (a FIFO reads as empty) and reads at most [`MAX_DB_BYTES`].
-fn read_in_root(layer: &Path, path: &str) -> Option<String> {
+/// None: `layer` does not have `path`; Some(None): it hides it (an overlay whiteout).
+fn read_in_root(layer: &Path, path: &str) -> Option<Option<String>> {
     let root = std::fs::File::open(layer).ok()?;
-    let fd = inroot::open_file(root.as_fd(), path.as_bytes()).ok()?;
+    let fd = match inroot::open_file(root.as_fd(), path.as_bytes()) {
+        Ok(fd) => fd,
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return None,
+        Err(_) => return Some(None),
+    };
     let mut bytes = Vec::new();
     let _ = std::fs::File::from(fd)
         .take(MAX_DB_BYTES)
         .read_to_end(&mut bytes);
-    Some(String::from_utf8_lossy(&bytes).into_owned())
+    Some(Some(String::from_utf8_lossy(&bytes).into_owned()))
 }
 
 /// Resolves `spec` (`name`, `uid`, `name:group`, `uid:gid`) against the image: its
@@ -49,15 +54,18 @@ fn read_in_root(layer: &Path, path: &str) -> Option<String> {
 /// layer `upper` (--overlay) when that holds them, else from the rootfs.
 /// `extra_groups` (--group-add: names or numbers) join the supplementary groups.
 pub fn resolve(
-    rootfs: &Path,
+    lowers: &[PathBuf],
     upper: Option<&Path>,
     spec: &str,
     extra_groups: &[String],
 ) -> Result<Identity> {
-    let read = |path| {
+    // The first layer, from the top, that has the file or hides it (a whiteout).
+    let read = |path: &str| {
         upper
-            .and_then(|u| read_in_root(u, path))
-            .or_else(|| read_in_root(rootfs, path))
+            .into_iter()
+            .chain(lowers.iter().map(PathBuf::as_path))
+            .find_map(|layer| read_in_root(layer, path))
+            .flatten()
             .unwrap_or_default()
     };
     let group = read("etc/group");

@@ -23,36 +23,64 @@ use std::path::{Path, PathBuf};
 
 /// A cache entry that holds a finished extraction, checked to be the caller's.
 pub struct Rootfs {
-    /// The cache entry: holds `rootfs/` and `mnt/`.
+    /// The cache entry: `rootfs/` (format 1) or the image's `base/` (format 2), `mnt/`.
     pub entry: PathBuf,
-    /// `rootfs/`, opened (O_PATH) when it was checked: the container's lower layer is
-    /// this very directory, whatever happens to the path afterwards.
-    rootfs: OwnedFd,
+    /// The directories the container stacks as its lower layers, top first: format 1's
+    /// `rootfs/`, or the image's layers then its `base/`. Each opened (O_PATH) when it
+    /// was checked: the container's lower layers are these very directories, whatever
+    /// happens to the paths afterwards.
+    lowers: Vec<(PathBuf, OwnedFd)>,
+    /// Shared locks on the layers used: `--cache-rm` never removes a layer in use. The
+    /// monitor keeps them for the container's life.
+    _locks: Vec<File>,
 }
 
 impl Rootfs {
-    /// The extracted image, never written after its rename into place: the checked
-    /// directory, reached through its descriptor (for reading it from this process).
-    pub fn rootfs(&self) -> PathBuf {
-        PathBuf::from(format!("/proc/self/fd/{}", self.rootfs.as_raw_fd()))
+    pub(super) fn new(entry: PathBuf, lowers: Vec<(PathBuf, OwnedFd)>, locks: Vec<File>) -> Self {
+        Rootfs {
+            entry,
+            lowers,
+            _locks: locks,
+        }
     }
 
-    /// The extracted image by its path, for a mount in the container's own mount
+    /// The lower layers, top first, reached through their descriptors (for reading
+    /// the image from this process).
+    pub fn lowers(&self) -> Vec<PathBuf> {
+        self.lowers
+            .iter()
+            .map(|(_, fd)| PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd())))
+            .collect()
+    }
+
+    /// The lower layers opened again by path, for a mount in the container's own mount
     /// namespace (a mount cannot take a directory opened in another namespace as its
-    /// source): checked to still be the directory that was checked on the host.
-    pub fn rootfs_for_mount(&self) -> Result<PathBuf> {
-        let path = self.entry.join("rootfs");
-        let held =
-            nix::sys::stat::fstat(self.rootfs.as_raw_fd()).context("cannot stat the rootfs")?;
-        let now = nix::sys::stat::lstat(&path)
-            .with_context(|| format!("cannot stat {}", path.display()))?;
-        if (held.st_dev, held.st_ino) != (now.st_dev, now.st_ino) {
-            return Err(Error::new(format!(
-                "{} was replaced while the container started: remove the cache entry and run again",
-                path.display()
-            )));
+    /// source): each checked to still be the directory that was checked on the host.
+    pub fn lowers_for_mount(&self) -> Result<Vec<OwnedFd>> {
+        self.lowers
+            .iter()
+            .map(|(path, held)| {
+                let now = open_dir_nofollow(path)
+                    .with_context(|| format!("cannot open {}", path.display()))?;
+                let a = nix::sys::stat::fstat(held.as_raw_fd()).context("cannot stat the rootfs")?;
+                let b = nix::sys::stat::fstat(now.as_raw_fd()).context("cannot stat the rootfs")?;
+                if (a.st_dev, a.st_ino) != (b.st_dev, b.st_ino) {
+                    return Err(Error::new(format!(
+                        "{} was replaced while the container started: remove the cache entry and run again",
+                        path.display()
+                    )));
+                }
+                Ok(now)
+            })
+            .collect()
+    }
+
+    /// The one lower layer of a format 1 image (a read-only bind may stand for it).
+    pub fn single_lower(&self) -> Option<&Path> {
+        match self.lowers.as_slice() {
+            [(path, _)] => Some(path),
+            _ => None,
         }
-        Ok(path)
     }
 
     /// An empty directory the container mounts its scratch tmpfs on.
@@ -70,11 +98,14 @@ impl Rootfs {
 
     /// Where the runs' writable layers live: beside the entries, on their filesystem.
     pub fn runs_dir(&self) -> PathBuf {
-        self.entry.parent().unwrap_or(Path::new(".")).join(".runs")
+        match cache_root() {
+            Ok(root) => root.join(".runs"),
+            Err(_) => self.entry.parent().unwrap_or(Path::new(".")).join(".runs"),
+        }
     }
 }
 
-const CACHE_FIX: &str = "set BINCTR_CACHE to a directory of your own";
+pub(super) const CACHE_FIX: &str = "set BINCTR_CACHE to a directory of your own";
 
 /// Opens the finished entry `key` and checks, through the descriptors, that nobody but
 /// the caller could have made or changed it: the cache root is the caller's (and made
@@ -83,6 +114,16 @@ const CACHE_FIX: &str = "set BINCTR_CACHE to a directory of your own";
 /// nothing else (another user who could create the cache directory, or an entry in it,
 /// could otherwise plant a rootfs under the right digest). None: no such entry.
 fn open_entry(root: &Path, key: &str) -> Result<Option<Rootfs>> {
+    Ok(open_checked(root, key, "rootfs")?
+        .map(|(entry, dir)| Rootfs::new(entry.clone(), vec![(entry.join("rootfs"), dir)], vec![])))
+}
+
+/// [`open_entry`]'s checks for `root/key/sub`: the entry and the opened `sub`.
+pub(super) fn open_checked(
+    root: &Path,
+    key: &str,
+    sub: &str,
+) -> Result<Option<(PathBuf, OwnedFd)>> {
     let root_fd = match open_dir_nofollow(root) {
         Ok(fd) => fd,
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(None),
@@ -114,20 +155,20 @@ fn open_entry(root: &Path, key: &str) -> Result<Option<Rootfs>> {
         }
     };
     check_private(&entry_fd, &entry, "cache entry", CACHE_FIX, false)?;
-    let rootfs = match open(&entry_fd, "rootfs") {
+    let rootfs = match open(&entry_fd, sub) {
         Ok(fd) => fd,
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(None),
-        Err(e) => return Err(e).with_context(|| format!("cannot open {}/rootfs", entry.display())),
+        Err(e) => return Err(e).with_context(|| format!("cannot open {}/{sub}", entry.display())),
     };
     let st = nix::sys::stat::fstat(rootfs.as_raw_fd())
-        .with_context(|| format!("cannot stat {}/rootfs", entry.display()))?;
+        .with_context(|| format!("cannot stat {}/{sub}", entry.display()))?;
     if st.st_uid != nix::unistd::geteuid().as_raw() || st.st_mode & 0o022 != 0 {
         return Err(Error::new(format!(
-            "the cache entry {}/rootfs was not made by you, or others may write it: {CACHE_FIX}, or remove the entry",
+            "the cache entry {}/{sub} was not made by you, or others may write it: {CACHE_FIX}, or remove the entry",
             entry.display()
         )));
     }
-    Ok(Some(Rootfs { entry, rootfs }))
+    Ok(Some((entry, rootfs)))
 }
 
 /// Where the extracted images live: $BINCTR_CACHE, else $XDG_CACHE_HOME/binctr or
@@ -212,7 +253,7 @@ pub fn network_fs(path: &Path) -> Option<&'static str> {
 }
 
 /// The cache key of this image under `mapping`.
-fn key_for(packed: &Packed, mapping: &Mapping) -> String {
+pub(super) fn key_for(packed: &Packed, mapping: &Mapping) -> String {
     format!(
         "{}{}",
         packed.footer.payload_sha256.hex(),
@@ -222,7 +263,16 @@ fn key_for(packed: &Packed, mapping: &Mapping) -> String {
 
 /// Whether this image is already extracted for `mapping` (one stat).
 pub fn is_extracted(packed: &Packed, mapping: &Mapping) -> bool {
-    cache_root().is_ok_and(|root| root.join(key_for(packed, mapping)).join("rootfs").is_dir())
+    let (dir, sub) = match packed.config.layers.is_empty() {
+        true => ("", "rootfs"),
+        false => ("images", "base"),
+    };
+    cache_root().is_ok_and(|root| {
+        root.join(dir)
+            .join(key_for(packed, mapping))
+            .join(sub)
+            .is_dir()
+    })
 }
 
 /// Returns the extracted rootfs of this packed file, extracting it on the first run.
@@ -231,6 +281,9 @@ pub fn is_extracted(packed: &Packed, mapping: &Mapping) -> bool {
 /// `userns`: a user namespace with `mapping` to extract in (the held one), else one is
 /// made for the extraction.
 pub fn ensure_rootfs(packed: &Packed, mapping: &Mapping, userns: Option<&File>) -> Result<Rootfs> {
+    if !packed.config.layers.is_empty() {
+        return super::layers::ensure_image(packed, mapping, userns);
+    }
     let root = cache_root()?;
     let key = key_for(packed, mapping);
     if let Some(rootfs) = open_entry(&root, &key)? {
@@ -257,7 +310,7 @@ pub fn ensure_rootfs(packed: &Packed, mapping: &Mapping, userns: Option<&File>) 
         mapping.describe()
     );
     let result = prepare_entry(packed, &tmp, mapping)
-        .and_then(|()| extract(packed, &tmp, mapping, userns))
+        .and_then(|()| extract(packed, None, &tmp, mapping, userns))
         .and_then(|()| make_durable(&root_fd, &tmp, &entry));
     if result.is_err() && !mapping.is_subid() {
         let _ = remove_tree(&tmp);
@@ -270,7 +323,7 @@ pub fn ensure_rootfs(packed: &Packed, mapping: &Mapping, userns: Option<&File>) 
 /// The extraction reaches the disk before it becomes visible: syncfs of the cache's
 /// filesystem, the rename, then an fsync of the cache directory for the rename itself.
 /// A power loss never leaves a renamed but incomplete entry.
-fn make_durable(root: &OwnedFd, tmp: &Path, entry: &Path) -> Result<()> {
+pub(super) fn make_durable(root: &OwnedFd, tmp: &Path, entry: &Path) -> Result<()> {
     let dir = File::open(format!("/proc/self/fd/{}", root.as_raw_fd()))
         .context("cannot open the cache directory")?;
     nix::unistd::syncfs(dir.as_raw_fd()).context("cannot sync the extracted image to disk")?;
@@ -297,18 +350,25 @@ fn lock(path: &Path) -> Result<File> {
     Ok(lock)
 }
 
-/// Extracts the payload into `tmp/rootfs`: here, or with subordinate ids in a child
-/// inside the namespace (which reports its own errors and cleans up what it made).
-fn extract(packed: &Packed, tmp: &Path, mapping: &Mapping, userns: Option<&File>) -> Result<()> {
+/// Extracts the payload into `tmp/rootfs`, or its layer `layer` into `tmp/root`: here,
+/// or with subordinate ids in a child inside the namespace (which reports its own
+/// errors and cleans up what it made).
+pub(super) fn extract(
+    packed: &Packed,
+    layer: Option<usize>,
+    tmp: &Path,
+    mapping: &Mapping,
+    userns: Option<&File>,
+) -> Result<()> {
     if !mapping.is_subid() {
-        return extract_here(packed, tmp, false);
+        return extract_here(packed, layer, tmp, false);
     }
     // The child blocks the stop signals itself; blocked here too, a Ctrl-C waits for it
     // (and then acts, once the mask is back).
     let old_mask =
         crate::signals::forwarded().thread_swap_mask(nix::sys::signal::SigmaskHow::SIG_BLOCK);
     let work = || {
-        let done = extract_here(packed, tmp, true);
+        let done = extract_here(packed, layer, tmp, true);
         if done.is_err() {
             let _ = remove_tree(tmp);
         }
@@ -333,14 +393,33 @@ fn extract(packed: &Packed, tmp: &Path, mapping: &Mapping, userns: Option<&File>
     done
 }
 
-fn extract_here(packed: &Packed, tmp: &Path, keep_owners: bool) -> Result<()> {
-    let mut payload = PayloadStream::open(packed)?;
-    let unpacked = super::extract::unpack(&mut payload, &tmp.join("rootfs"), keep_owners);
+fn extract_here(
+    packed: &Packed,
+    layer: Option<usize>,
+    tmp: &Path,
+    keep_owners: bool,
+) -> Result<()> {
+    let (mut payload, dir, digest) = match layer {
+        None => (PayloadStream::open(packed)?, "rootfs", None),
+        Some(i) => {
+            let layer = &packed.config.layers[i];
+            let digest = layer
+                .digest()
+                .ok_or_else(|| Error::new("damaged packed file: a layer has a malformed digest"))?;
+            (
+                PayloadStream::layer(packed, layer, i + 1)?,
+                "root",
+                Some(digest),
+            )
+        }
+    };
+    let unpacked = super::extract::unpack(&mut payload, &tmp.join(dir), keep_owners, digest);
     payload.verify()?;
     let summary = unpacked?;
     debug!(
-        "rootfs: {} entries; {} device nodes skipped (/dev is provided at run time); {} other entries skipped; {} owners outside the mapping; {} xattrs refused",
+        "rootfs: {} entries; {} whiteouts; {} device nodes skipped (/dev is provided at run time); {} other entries skipped; {} owners outside the mapping; {} xattrs refused",
         summary.entries,
+        summary.whiteouts,
         summary.skipped_devices,
         summary.skipped_other,
         summary.unmapped_owners,
@@ -351,7 +430,7 @@ fn extract_here(packed: &Packed, tmp: &Path, keep_owners: bool) -> Result<()> {
 
 /// The last use of a cache entry is its lock file's mtime (the entry itself is never
 /// written after its rename).
-fn touch(lock: &Path) {
+pub(super) fn touch(lock: &Path) {
     let _ = nix::sys::stat::utimensat(
         None,
         lock,
@@ -384,7 +463,7 @@ fn prepare_entry(packed: &Packed, tmp: &Path, mapping: &Mapping) -> Result<()> {
 
 /// Extractions of this key that a crashed run left behind (we hold the lock, so no
 /// live run owns them).
-fn remove_stale_temps(root: &Path, key: &str, mapping: &Mapping, userns: Option<&File>) {
+pub(super) fn remove_stale_temps(root: &Path, key: &str, mapping: &Mapping, userns: Option<&File>) {
     let prefix = format!(".tmp-{key}.");
     let stale: Vec<PathBuf> = stale_temps(root)
         .into_iter()

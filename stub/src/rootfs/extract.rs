@@ -11,6 +11,7 @@ use crate::error::{Context, Error, Result};
 use crate::log::printable;
 use crate::sys;
 use binctr_format::tar_reader::{Header, Kind, Limits, TarReader};
+use binctr_format::{HashingReader, Sha256Digest};
 use std::collections::BTreeMap;
 use std::ffi::{CStr, CString};
 use std::fs::File;
@@ -28,6 +29,8 @@ pub struct Summary {
     pub unmapped_owners: u64,
     /// Extended attributes the kernel refused (security.* outside a user namespace...).
     pub refused_xattrs: u64,
+    /// A layer's whiteouts and opaque markers, made overlay's.
+    pub whiteouts: u64,
 }
 
 /// Who owns an entry, and its extended attributes (PAX `SCHILY.xattr.*`).
@@ -71,6 +74,8 @@ pub struct Extractor {
     buf: Vec<u8>,
     /// Inside a user namespace with subordinate ids: give files the image's owners.
     keep_owners: bool,
+    /// A layer of a format 2 payload: `.wh.` entries become overlay's whiteouts.
+    layer: bool,
     pub summary: Summary,
 }
 
@@ -159,7 +164,7 @@ fn apply_attrs(target: AttrTarget<'_>, attrs: &Attrs, keep_owners: bool) -> (u64
 
 impl Extractor {
     /// Extracts below `root`, which must be an empty directory.
-    pub fn new(root: &Path, keep_owners: bool) -> Result<Extractor> {
+    pub fn new(root: &Path, keep_owners: bool, layer: bool) -> Result<Extractor> {
         let root = File::open(root)
             .with_context(|| format!("cannot open {}", root.display()))?
             .into();
@@ -170,6 +175,7 @@ impl Extractor {
             dir_bytes: 0,
             buf: vec![0u8; 256 * 1024],
             keep_owners,
+            layer,
             summary: Summary::default(),
         })
     }
@@ -200,9 +206,14 @@ impl Extractor {
         let owner = self
             .keep_owners
             .then_some((header.uid as u32, header.gid as u32));
+        // Overlay's own attributes (opaque, redirect, origin) come only from whiteouts
+        // and markers: an image cannot steer how its layers are stacked.
         let xattrs = header
             .xattrs
             .iter()
+            .filter(|(name, _)| {
+                !name.starts_with(b"user.overlay.") && !name.starts_with(b"trusted.overlay.")
+            })
             .filter_map(|(name, value)| Some((CString::new(name.clone()).ok()?, value.clone())))
             .collect();
         Attrs { owner, xattrs }
@@ -215,6 +226,10 @@ impl Extractor {
         let kind = header.kind();
         let attrs = self.attrs_of(header);
         self.summary.entries += 1;
+        let (parent, name) = split_parent(&path);
+        if self.layer && name.starts_with(b".wh.") {
+            return self.whiteout(parent, &name[4..], raw);
+        }
         if path.is_empty() {
             if kind == Kind::Dir {
                 self.remember_dir(path, header.mode, header.mtime, attrs)?;
@@ -436,6 +451,52 @@ impl Extractor {
         Ok(())
     }
 
+    /// A layer's `DIR/.wh.NAME` hides `DIR/NAME` below: a 0/0 character device (which
+    /// Linux 5.8+ lets anyone make). `DIR/.wh..wh..opq` hides all of `DIR` below: the
+    /// `user.overlay.opaque` xattr on `DIR` (on the layer's root for a top-level one).
+    /// Other `.wh..wh.` names are aufs's bookkeeping, ignored.
+    fn whiteout(&mut self, parent: &[u8], name: &[u8], raw: &[u8]) -> Result<()> {
+        self.summary.whiteouts += 1;
+        if name == b".wh..opq" {
+            let shown = if parent.is_empty() { &b"."[..] } else { parent };
+            let dir = match inroot::open_dir_no_symlinks(self.root.as_fd(), shown) {
+                Ok(dir) => dir,
+                Err(_) => {
+                    self.parent_dir(parent, raw)?;
+                    inroot::open_dir_no_symlinks(self.root.as_fd(), shown)
+                        .map_err(|e| refuse(raw, &format!("cannot open its directory: {e}")))?
+                }
+            };
+            return sys::set_xattr_fd(dir.as_fd(), c"user.overlay.opaque", b"y")
+                .map_err(|e| refuse(raw, &format!("cannot mark its directory opaque: {e}")));
+        }
+        if name.starts_with(b".wh.") || name.is_empty() {
+            return Ok(());
+        }
+        let mut path = parent.to_vec();
+        if !path.is_empty() {
+            path.push(b'/');
+        }
+        path.extend_from_slice(name);
+        let item = Item {
+            raw,
+            path: &path,
+            mode: 0,
+            mtime: 0,
+            attrs: &Attrs::default(),
+        };
+        self.replace(&item, "create whiteout", |d, n| {
+            nix::sys::stat::mknodat(
+                Some(d.as_raw_fd()),
+                n,
+                nix::sys::stat::SFlag::S_IFCHR,
+                nix::sys::stat::Mode::empty(),
+                0,
+            )
+            .map_err(io::Error::from)
+        })
+    }
+
     /// Makes sure `path` exists as a directory (for mount points the image lacks).
     pub fn ensure_dir(&mut self, path: &[u8], mode: u32) -> Result<()> {
         if self.open_dir(path).is_ok() {
@@ -491,10 +552,18 @@ impl Extractor {
 ///
 /// Ctrl-C, kill and hangup wait, blocked, until the entry being written is complete;
 /// then the caller removes the half-made extraction and the stub exits 128+N.
-pub fn unpack<R: Read>(payload: &mut R, rootfs: &Path, keep_owners: bool) -> Result<Summary> {
+///
+/// `layer`: the digest a format 2 layer's tar must have; its whiteouts become
+/// overlay's, and no mount point is added (the image's base layer has them).
+pub fn unpack<R: Read>(
+    payload: &mut R,
+    rootfs: &Path,
+    keep_owners: bool,
+    layer: Option<Sha256Digest>,
+) -> Result<Summary> {
     let stop = crate::signals::forwarded();
     let old_mask = stop.thread_swap_mask(nix::sys::signal::SigmaskHow::SIG_BLOCK);
-    let mut result = unpack_blocked(payload, rootfs, keep_owners, &stop);
+    let mut result = unpack_blocked(payload, rootfs, keep_owners, layer, &stop);
     // A stop signal that came after the last check still stops us, as 128+N.
     if let Some(signal) = crate::signals::take_pending(&stop) {
         result = Err(Error::interrupted(
@@ -513,17 +582,20 @@ fn unpack_blocked<R: Read>(
     payload: &mut R,
     rootfs: &Path,
     keep_owners: bool,
+    layer: Option<Sha256Digest>,
     stop: &nix::sys::signal::SigSet,
 ) -> Result<Summary> {
-    let mut decoder = lz4_flex::frame::FrameDecoder::new(payload);
-    let mut extractor = Extractor::new(rootfs, keep_owners)?;
+    let mut decoder = HashingReader::new(lz4_flex::frame::FrameDecoder::new(payload));
+    let mut extractor = Extractor::new(rootfs, keep_owners, layer.is_some())?;
     // Files are created with their final permission bits (no chmod per file); the
     // user's umask must not trim them. Only this process extracts, and it restores it.
     let umask = nix::sys::stat::umask(nix::sys::stat::Mode::empty());
     let result = unpack_entries(&mut decoder, &mut extractor, stop);
     nix::sys::stat::umask(umask);
     result?;
-    add_mount_points(&mut extractor)?;
+    if layer.is_none() {
+        add_mount_points(&mut extractor)?;
+    }
     if extractor.summary.entries == 0 {
         return Err(Error::new(
             "damaged packed file: the payload holds no files (pack the image again)",
@@ -531,6 +603,15 @@ fn unpack_blocked<R: Read>(
     }
     // Read the frame to its end: this checks lz4's content checksum.
     io::copy(&mut decoder, &mut io::sink()).context("payload lz4 frame")?;
+    if let Some(expected) = layer {
+        // Stored under its digest only if it is that very layer: a packed file cannot
+        // plant other content under another image's layer.
+        if decoder.digest() != expected {
+            return Err(Error::new(
+                "damaged packed file: a layer's tar does not match its digest (download or pack it again)",
+            ));
+        }
+    }
     extractor.finish()
 }
 

@@ -5,6 +5,7 @@
 mod cache;
 pub mod extract;
 pub mod inroot;
+mod layers;
 pub mod manage;
 pub mod payload;
 mod progress;

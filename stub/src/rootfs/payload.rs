@@ -4,7 +4,7 @@
 
 use super::progress::Progress;
 use crate::error::{Context, Error, Result};
-use binctr_format::{Footer, FormatError, HashingReader, ImageConfig, FLAT_FORMAT_VERSION};
+use binctr_format::{Footer, HashingReader, ImageConfig, Layer, Sha256Digest};
 use std::fs::File;
 use std::io::{self, BufReader, Read, Seek, SeekFrom, Take};
 
@@ -18,12 +18,6 @@ pub struct Packed {
 pub fn open_self() -> Result<Packed> {
     let mut file = File::open("/proc/self/exe").context("cannot open /proc/self/exe")?;
     let (footer, config) = binctr_format::read_tail(&mut file)?;
-    // The layer store (format 2, one frame per layer) is not read yet: refuse it rather
-    // than extract the bottom layer alone.
-    if footer.version > FLAT_FORMAT_VERSION {
-        let newer = FormatError::NewerVersion(footer.version, FLAT_FORMAT_VERSION);
-        return Err(binctr_format::TailError::Format(newer).into());
-    }
     Ok(Packed {
         file,
         footer,
@@ -36,7 +30,8 @@ pub fn open_self() -> Result<Packed> {
 pub struct PayloadStream {
     inner: HashingReader<BufReader<Take<File>>>,
     progress: Progress,
-    expected: Footer,
+    /// The length and sha256 the bytes must have.
+    expected: (u64, Sha256Digest),
 }
 
 impl Read for PayloadStream {
@@ -48,22 +43,45 @@ impl Read for PayloadStream {
 }
 
 impl PayloadStream {
+    /// The whole payload (format 1).
     pub fn open(packed: &Packed) -> Result<PayloadStream> {
+        let f = &packed.footer;
+        let label = format!("binctr: extracting {}", packed.config.name);
+        Self::range(packed, 0, f.payload_len, f.payload_sha256, label)
+    }
+
+    /// One layer's frame (format 2): only its bytes are read, checked against its sha256.
+    pub fn layer(packed: &Packed, layer: &Layer, n: usize) -> Result<PayloadStream> {
+        let sha = layer
+            .segment_sha256()
+            .ok_or_else(|| Error::new("damaged packed file: a layer has a malformed sha256"))?;
+        let label = format!(
+            "binctr: extracting {} (layer {n} of {})",
+            packed.config.name,
+            packed.config.layers.len()
+        );
+        Self::range(packed, layer.offset, layer.length, sha, label)
+    }
+
+    fn range(
+        packed: &Packed,
+        offset: u64,
+        len: u64,
+        sha: Sha256Digest,
+        label: String,
+    ) -> Result<PayloadStream> {
         let footer = &packed.footer;
         let mut file = packed
             .file
             .try_clone()
             .context("cannot reopen /proc/self/exe")?;
-        file.seek(SeekFrom::Start(footer.payload_offset))
+        // The config's layers were checked to tile the payload (binctr_format).
+        file.seek(SeekFrom::Start(footer.payload_offset + offset))
             .context("cannot seek to the payload")?;
-        let label = format!("binctr: extracting {}", packed.config.name);
         Ok(PayloadStream {
-            inner: HashingReader::new(BufReader::with_capacity(
-                1 << 20,
-                file.take(footer.payload_len),
-            )),
-            progress: Progress::new(label, footer.payload_len),
-            expected: footer.clone(),
+            inner: HashingReader::new(BufReader::with_capacity(1 << 20, file.take(len))),
+            progress: Progress::new(label, len),
+            expected: (len, sha),
         })
     }
 
@@ -74,10 +92,7 @@ impl PayloadStream {
         let drained = io::copy(&mut self, &mut io::sink());
         self.progress.done();
         let (digest, read) = self.inner.finish();
-        if drained.is_err()
-            || read != self.expected.payload_len
-            || digest != self.expected.payload_sha256
-        {
+        if drained.is_err() || read != self.expected.0 || digest != self.expected.1 {
             return Err(Error::new(
                 "damaged packed file: the payload does not match its sha256 (download or pack it again)",
             ));
