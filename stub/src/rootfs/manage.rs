@@ -6,7 +6,9 @@ use super::cache::{cache_root, entries, stale_temps};
 use crate::error::{Context, Result};
 use crate::files::remove_tree;
 use crate::log::say;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
+use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -59,8 +61,119 @@ pub fn list() -> Result<()> {
             ids
         );
     }
+    list_images(&root);
     say!("cache: {}", root.display());
     Ok(())
+}
+
+/// The layered images (format 2), each with its layers; a layer shared with another
+/// image is marked, and a layer no image names is listed last.
+fn list_images(root: &Path) {
+    let images = images(root);
+    let layers = entries(&root.join("layers"));
+    if images.is_empty() && layers.is_empty() {
+        return;
+    }
+    let sizes: BTreeMap<String, u64> = layers
+        .iter()
+        .map(|p| (file_name(p), disk_usage(p)))
+        .collect();
+    let mut users: BTreeMap<&str, usize> = BTreeMap::new();
+    for (_, record) in &images {
+        for key in layer_keys(record) {
+            *users.entry(key).or_default() += 1;
+        }
+    }
+    for (path, record) in &images {
+        let name = file_name(path);
+        let keys = layer_keys(record);
+        let size: u64 = keys.iter().filter_map(|k| sizes.get(*k)).sum();
+        let used = fs::metadata(path).and_then(|m| m.modified()).ok();
+        say!(
+            "{:<14} {:>10} {:<17} {:<6} {} ({} layers)",
+            &name[..name.len().min(12)],
+            human(size),
+            used.map(ago).unwrap_or_else(|| "?".into()),
+            ids(&name),
+            image_name(record),
+            keys.len()
+        );
+        for key in keys.iter().rev() {
+            let shared = match users.get(key).copied().unwrap_or(0) {
+                0 | 1 => String::new(),
+                n => format!(" shared by {n} images"),
+            };
+            let size = sizes.get(*key).map(|s| human(*s));
+            say!(
+                "  layer {:<12} {:>10}{shared}",
+                &key[..key.len().min(12)],
+                size.unwrap_or_else(|| "missing".into())
+            );
+        }
+    }
+    for (key, size) in &sizes {
+        if !users.contains_key(key.as_str()) {
+            say!(
+                "  layer {:<12} {:>10} no image names it",
+                &key[..key.len().min(12)],
+                human(*size)
+            );
+        }
+    }
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+fn ids(name: &str) -> &'static str {
+    if name.contains("-subid-") {
+        "subid"
+    } else {
+        "single"
+    }
+}
+
+fn image_name(info: &serde_json::Value) -> String {
+    info["reference"]
+        .as_str()
+        .filter(|r| !r.is_empty())
+        .or(info["name"].as_str())
+        .map(|i| crate::log::printable(i.as_bytes()))
+        .unwrap_or_else(|| "?".into())
+}
+
+/// Small, written by us; still never read whole if someone made it huge.
+fn read_json(path: &Path) -> serde_json::Value {
+    fs::File::open(path)
+        .and_then(|f| {
+            let mut text = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::Read::take(f, 64 * 1024), &mut text)
+                .map(|_| text)
+        })
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+/// The layered images' entries and their records.
+fn images(root: &Path) -> Vec<(PathBuf, serde_json::Value)> {
+    entries(&root.join("images"))
+        .into_iter()
+        .map(|p| {
+            let record = read_json(&p.join("image.json"));
+            (p, record)
+        })
+        .collect()
+}
+
+fn layer_keys(record: &serde_json::Value) -> Vec<&str> {
+    record["layers"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|k| k.as_str()).collect())
+        .unwrap_or_default()
 }
 
 /// `--cache-rm WHAT`: `all`, or the entries whose digest starts with WHAT.
@@ -83,7 +196,58 @@ pub fn remove_entries(what: &str) -> Result<Vec<PathBuf>> {
         let _ = fs::remove_file(lock);
         say!("removed {}", path.display());
     }
-    Ok(chosen)
+    let images_dir = root.join("images");
+    let images: Vec<PathBuf> = entries(&images_dir)
+        .into_iter()
+        .chain(stale_temps(&images_dir))
+        .filter(|p| what == "all" || file_name(p).trim_start_matches(".tmp-").starts_with(what))
+        .collect();
+    for path in &images {
+        remove_tree(path).with_context(|| format!("cannot remove {}", path.display()))?;
+        let _ = fs::remove_file(format!("{}.lock", path.display()));
+        say!("removed {}", path.display());
+    }
+    remove_unused_layers(&root)?;
+    Ok(chosen.into_iter().chain(images).collect())
+}
+
+/// Removes every layer no image record names, unless a container uses it or a run is
+/// extracting it (either holds its lock; we never wait for it).
+pub fn remove_unused_layers(root: &Path) -> Result<()> {
+    let store = root.join("layers");
+    let named: BTreeSet<String> = images(root)
+        .iter()
+        .flat_map(|(_, r)| layer_keys(r).into_iter().map(str::to_string))
+        .collect();
+    let layers = entries(&store).into_iter().chain(stale_temps(&store));
+    for path in layers {
+        let name = file_name(&path);
+        let key = name
+            .trim_start_matches(".tmp-")
+            .rsplit_once('.')
+            .filter(|_| name.starts_with(".tmp-"))
+            .map_or(name.as_str(), |(k, _)| k);
+        if named.contains(key) {
+            continue;
+        }
+        let lock_path = store.join(format!("{key}.lock"));
+        let Ok(lock) = crate::files::open_lock(&lock_path) else {
+            continue;
+        };
+        if crate::sys::flock(lock.as_fd(), libc::LOCK_EX, false).is_err() {
+            say!(
+                "kept {}: in use (by a running container, or being extracted)",
+                path.display()
+            );
+            continue;
+        }
+        remove_tree(&path).with_context(|| format!("cannot remove {}", path.display()))?;
+        if !name.starts_with(".tmp-") {
+            let _ = fs::remove_file(&lock_path);
+        }
+        say!("removed {}", path.display());
+    }
+    Ok(())
 }
 
 /// Bytes on disk below `path` (du), hard links counted once.
