@@ -6,7 +6,6 @@ use super::cache::{cache_root, entries, stale_temps};
 use crate::error::{Context, Result};
 use crate::files::remove_tree;
 use crate::log::say;
-use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
@@ -24,42 +23,12 @@ pub fn list() -> Result<()> {
         "IDS"
     );
     for path in entries {
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        // Small, written by us; still never read whole if someone made it huge.
-        let info: serde_json::Value = fs::File::open(path.join("info"))
-            .and_then(|f| {
-                let mut text = Vec::new();
-                std::io::Read::read_to_end(&mut std::io::Read::take(f, 64 * 1024), &mut text)
-                    .map(|_| text)
-            })
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default();
-        let image = info["reference"]
-            .as_str()
-            .filter(|r| !r.is_empty())
-            .or(info["name"].as_str())
-            .map(|i| crate::log::printable(i.as_bytes()))
-            .unwrap_or_else(|| "?".into());
-        let ids = if name.contains("-subid-") {
-            "subid"
-        } else {
-            "single"
-        };
         let used = fs::metadata(format!("{}.lock", path.display()))
             .or_else(|_| fs::metadata(&path))
             .and_then(|m| m.modified())
             .ok();
-        say!(
-            "{:<14} {:>10} {:<17} {:<6} {image}",
-            &name[..name.len().min(12)],
-            human(disk_usage(&path)),
-            used.map(ago).unwrap_or_else(|| "?".into()),
-            ids
-        );
+        let image = image_name(&read_json(&path.join("info")));
+        row(&path, disk_usage(&path), used, &image);
     }
     list_images(&root);
     say!("cache: {}", root.display());
@@ -70,49 +39,37 @@ pub fn list() -> Result<()> {
 /// image is marked, and a layer no image names is listed last.
 fn list_images(root: &Path) {
     let images = images(root);
-    let layers = entries(&root.join("layers"));
-    if images.is_empty() && layers.is_empty() {
-        return;
-    }
-    let sizes: BTreeMap<String, u64> = layers
+    let sizes: Vec<(String, u64)> = entries(&root.join("layers"))
         .iter()
         .map(|p| (file_name(p), disk_usage(p)))
         .collect();
-    let mut users: BTreeMap<&str, usize> = BTreeMap::new();
-    for (_, record) in &images {
-        for key in layer_keys(record) {
-            *users.entry(key).or_default() += 1;
-        }
-    }
+    let size_of = |key: &str| sizes.iter().find(|(k, _)| k == key).map(|(_, s)| *s);
+    let users = |key: &str| {
+        images
+            .iter()
+            .filter(|(_, r)| layer_keys(r).contains(&key))
+            .count()
+    };
     for (path, record) in &images {
-        let name = file_name(path);
         let keys = layer_keys(record);
-        let size: u64 = keys.iter().filter_map(|k| sizes.get(*k)).sum();
+        let size = keys.iter().filter_map(|k| size_of(k)).sum();
         let used = fs::metadata(path).and_then(|m| m.modified()).ok();
-        say!(
-            "{:<14} {:>10} {:<17} {:<6} {} ({} layers)",
-            &name[..name.len().min(12)],
-            human(size),
-            used.map(ago).unwrap_or_else(|| "?".into()),
-            ids(&name),
-            image_name(record),
-            keys.len()
-        );
+        let label = format!("{} ({} layers)", image_name(record), keys.len());
+        row(path, size, used, &label);
         for key in keys.iter().rev() {
-            let shared = match users.get(key).copied().unwrap_or(0) {
+            let shared = match users(key) {
                 0 | 1 => String::new(),
                 n => format!(" shared by {n} images"),
             };
-            let size = sizes.get(*key).map(|s| human(*s));
+            let size = size_of(key).map_or_else(|| "missing".into(), human);
             say!(
-                "  layer {:<12} {:>10}{shared}",
-                &key[..key.len().min(12)],
-                size.unwrap_or_else(|| "missing".into())
+                "  layer {:<12} {size:>10}{shared}",
+                &key[..key.len().min(12)]
             );
         }
     }
     for (key, size) in &sizes {
-        if !users.contains_key(key.as_str()) {
+        if users(key) == 0 {
             say!(
                 "  layer {:<12} {:>10} no image names it",
                 &key[..key.len().min(12)],
@@ -120,6 +77,17 @@ fn list_images(root: &Path) {
             );
         }
     }
+}
+
+fn row(path: &Path, size: u64, used: Option<std::time::SystemTime>, image: &str) {
+    let name = file_name(path);
+    say!(
+        "{:<14} {:>10} {:<17} {:<6} {image}",
+        &name[..name.len().min(12)],
+        human(size),
+        used.map(ago).unwrap_or_else(|| "?".into()),
+        ids(&name)
+    );
 }
 
 fn file_name(path: &Path) -> String {
@@ -215,10 +183,8 @@ pub fn remove_entries(what: &str) -> Result<Vec<PathBuf>> {
 /// extracting it (either holds its lock; we never wait for it).
 pub fn remove_unused_layers(root: &Path) -> Result<()> {
     let store = root.join("layers");
-    let named: BTreeSet<String> = images(root)
-        .iter()
-        .flat_map(|(_, r)| layer_keys(r).into_iter().map(str::to_string))
-        .collect();
+    let images = images(root);
+    let named = |key: &str| images.iter().any(|(_, r)| layer_keys(r).contains(&key));
     let layers = entries(&store).into_iter().chain(stale_temps(&store));
     for path in layers {
         let name = file_name(&path);
@@ -227,7 +193,7 @@ pub fn remove_unused_layers(root: &Path) -> Result<()> {
             .rsplit_once('.')
             .filter(|_| name.starts_with(".tmp-"))
             .map_or(name.as_str(), |(k, _)| k);
-        if named.contains(key) {
+        if named(key) {
             continue;
         }
         let lock_path = store.join(format!("{key}.lock"));

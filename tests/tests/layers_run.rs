@@ -1,0 +1,409 @@
+//! Format 2, the stub's side (issue 16): a packed file's layers extracted once each into
+//! the layer store, shared between images, stacked by overlay at run time.
+//!
+//! What is checked: two images on one base share its layer (the second's first run
+//! extracts only its own layer: layer directories counted, time and disk measured); the
+//! tree inside the container equals the `--flatten` (format 1) image's, for a large base
+//! and for the multi-layer fixtures (file, directory and opaque whiteouts, replaced
+//! symlinks, copied-up links); `--cache-rm` of one image keeps the layers the other
+//! uses, of both leaves no layer; a running container's layers survive `--cache-rm`; a
+//! packed file whose layer claims another layer's digest is refused and stores nothing
+//! under that digest.
+use binctr_tests::rawtar::{sha256, Parts, RawTar};
+use binctr_tests::{is_cache_entry, wait_until, Env, Test};
+use serde_json::{json, Value};
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+fn fixture(name: &str) -> PathBuf {
+    let path = Env::get().fixtures.join(name);
+    assert!(path.exists(), "fixture {} is missing", path.display());
+    path
+}
+
+fn hex(digest: [u8; 32]) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Packs `input` with extra flags, ready for the test user to run.
+fn pack(t: &Test, input: &Path, name: &str, flags: &[&str]) -> PathBuf {
+    let out = t.dir.join(name);
+    let output = t.packer().arg(input).arg("-o").arg(&out).args(flags).run();
+    assert!(
+        output.code == Some(0) && out.is_file(),
+        "packing {} failed:\n{output:?}",
+        input.display()
+    );
+    fs::set_permissions(&out, fs::Permissions::from_mode(0o755)).unwrap();
+    t.env.give_to_user(&out);
+    out
+}
+
+/// An unpacked docker-archive of these layers (uncompressed tars), bottom first.
+fn docker_archive(dir: &Path, layers: &[&Path]) -> PathBuf {
+    fs::create_dir_all(dir).unwrap();
+    let mut names = Vec::new();
+    let mut diff_ids = Vec::new();
+    for (n, layer) in layers.iter().enumerate() {
+        let name = format!("layer{n}.tar");
+        let tar = fs::read(layer).unwrap();
+        diff_ids.push(format!("sha256:{}", hex(sha256(&tar))));
+        fs::write(dir.join(&name), tar).unwrap();
+        names.push(name);
+    }
+    let config = json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "config": {"Cmd": ["/bin/sh"], "Env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"]},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+    });
+    fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    let manifest = json!([{"Config": "config.json", "RepoTags": ["test:latest"], "Layers": names}]);
+    fs::write(dir.join("manifest.json"), manifest.to_string()).unwrap();
+    dir.to_path_buf()
+}
+
+/// The layer directories of the store, and the layered images' entries.
+fn layer_dirs(t: &Test) -> Vec<String> {
+    names(&t.cache().join("layers"))
+}
+
+fn image_dirs(t: &Test) -> Vec<String> {
+    names(&t.cache().join("images"))
+}
+
+fn names(dir: &Path) -> Vec<String> {
+    let mut out: Vec<String> = fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| is_cache_entry(n))
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+/// Bytes on disk below `path`, hard links once.
+fn du(path: &Path) -> u64 {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut total = 0;
+    let mut stack = vec![path.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let Ok(meta) = fs::symlink_metadata(&p) else {
+            continue;
+        };
+        if meta.nlink() > 1 && !meta.is_dir() && !seen.insert(meta.ino()) {
+            continue;
+        }
+        total += meta.blocks() * 512;
+        if meta.is_dir() {
+            if let Ok(dir) = fs::read_dir(&p) {
+                stack.extend(dir.flatten().map(|e| e.path()));
+            }
+        }
+    }
+    total
+}
+
+/// The paths the stub itself puts in every container (mount targets, /etc copies):
+/// their times are the run's.
+fn of_the_run(line: &str) -> bool {
+    [
+        "/ ",
+        "/etc/hosts ",
+        "/etc/hostname ",
+        "/etc/resolv.conf ",
+        "/x ",
+    ]
+    .iter()
+    .any(|p| line.starts_with(p))
+}
+
+/// The tree inside the container, as GNU find prints it (a large image: no content).
+/// A directory's size is left out: overlay shows the top layer's directory.
+fn tree_gnu(t: &Test, packed: &Path) -> Vec<String> {
+    let out = t
+        .cmd(packed)
+        .args([
+            "--entrypoint",
+            "find",
+            "/",
+            "-xdev",
+            "(",
+            "-path",
+            "/proc",
+            "-o",
+            "-path",
+            "/sys",
+            "-o",
+            "-path",
+            "/dev",
+            ")",
+            "-prune",
+            "-o",
+            "-printf",
+            "%p %y %m %U %G %T@ %l\\n",
+            "-a",
+            "-type",
+            "f",
+            "-printf",
+            "%p size %s\\n",
+        ])
+        .timeout(Duration::from_secs(300))
+        .run();
+    out.assert_success();
+    let mut lines: Vec<String> = out
+        .stdout_text()
+        .lines()
+        .filter(|l| !of_the_run(l))
+        .map(str::to_string)
+        .collect();
+    lines.sort();
+    lines
+}
+
+/// The tree inside a busybox-based container: type, mode, owner, size of files, mtime,
+/// link target and content digest, one line a path.
+const TREE_SH: &str = r#"find / -xdev \( -path /proc -o -path /sys -o -path /dev \) -prune -o -print | sort | while read -r f; do
+  if [ -d "$f" ] && [ ! -L "$f" ]; then stat -c '%n %F %a %u %g %Y' "$f"
+  else stat -c '%n %F %a %u %g %s %Y %N' "$f"; fi
+  if [ -f "$f" ] && [ ! -L "$f" ]; then md5sum < "$f"; fi
+done"#;
+
+fn tree_busybox(t: &Test, packed: &Path) -> Vec<String> {
+    let out = t
+        .cmd(packed)
+        .args(["--entrypoint", "/bin/sh", "-c", TREE_SH])
+        .run();
+    out.assert_success();
+    out.stdout_text()
+        .lines()
+        .filter(|l| !of_the_run(l))
+        .map(str::to_string)
+        .collect()
+}
+
+fn assert_same_tree(what: &str, layered: &[String], flat: &[String]) {
+    assert!(flat.len() > 50, "{what}: only {} paths", flat.len());
+    if layered != flat {
+        let only_l: Vec<_> = layered.iter().filter(|l| !flat.contains(l)).collect();
+        let only_f: Vec<_> = flat.iter().filter(|l| !layered.contains(l)).collect();
+        panic!("{what}: the layered tree differs from the flattened one\nlayered only: {only_l:#?}\nflattened only: {only_f:#?}");
+    }
+}
+
+/// `true` in the image, timed.
+fn first_run(t: &Test, packed: &Path) -> (Duration, String) {
+    let start = Instant::now();
+    let out = t
+        .cmd(packed)
+        .args(["-D", "--entrypoint", "true"])
+        .timeout(Duration::from_secs(300))
+        .run();
+    let took = start.elapsed();
+    out.assert_success();
+    (took, out.stderr_text())
+}
+
+#[test]
+fn two_images_on_one_base_extract_it_once_and_give_their_flattened_trees() {
+    let t = Test::new("layers-run-shared");
+    let top_a = t.dir.join("top-a.tar");
+    fs::write(&top_a, RawTar::new().file(b"app-a", b"a\n").finish()).unwrap();
+    let top_b = t.dir.join("top-b.tar");
+    let tar_b = RawTar::new()
+        .dir(b"srv/", 0o755)
+        .file(b"srv/b", b"b\n")
+        .finish();
+    fs::write(&top_b, tar_b).unwrap();
+    let base = fixture("debian-rootfs.tar");
+    let a = docker_archive(&t.dir.join("a"), &[&base, &top_a]);
+    let b = docker_archive(&t.dir.join("b"), &[&base, &top_b]);
+    let (a_v2, b_v2) = (pack(&t, &a, "a.v2", &[]), pack(&t, &b, "b.v2", &[]));
+
+    let (took_a, said) = first_run(&t, &a_v2);
+    assert!(said.contains("2 layers, 2 extracted now"), "{said}");
+    assert_eq!(layer_dirs(&t).len(), 2);
+    let du_a = du(&t.cache());
+    let (took_b, said) = first_run(&t, &b_v2);
+    assert!(said.contains("2 layers, 1 extracted now"), "{said}");
+    assert_eq!(layer_dirs(&t).len(), 3);
+    let grown = du(&t.cache()) - du_a;
+    let ratio = took_b.as_secs_f64() / took_a.as_secs_f64();
+    eprintln!(
+        "first runs: image A {:.3} s on an empty cache, image B {:.3} s on A's base ({ratio:.3}x); cache {} KiB after A, grew {} KiB with B",
+        took_a.as_secs_f64(),
+        took_b.as_secs_f64(),
+        du_a / 1024,
+        grown / 1024
+    );
+    assert!(ratio <= 0.35, "B's first run took {ratio:.3}x A's");
+    assert!(grown < du_a / 50, "B added {grown} bytes to {du_a}");
+
+    // Each tree equals its flattened one (format 1 still runs, beside the layers).
+    let a_v1 = pack(&t, &a, "a.v1", &["--flatten"]);
+    let b_v1 = pack(&t, &b, "b.v1", &["--flatten"]);
+    let (tree_a, tree_b) = (tree_gnu(&t, &a_v2), tree_gnu(&t, &b_v2));
+    assert!(tree_a.iter().any(|l| l.starts_with("/app-a ")));
+    assert!(tree_b.iter().any(|l| l.starts_with("/srv/b ")));
+    assert_same_tree("image A", &tree_a, &tree_gnu(&t, &a_v1));
+    assert_same_tree("image B", &tree_b, &tree_gnu(&t, &b_v1));
+
+    // --cache-rm of A keeps the base for B; B then extracts nothing.
+    let a_digest = hex(Parts::of(&fs::read(&a_v2).unwrap()).footer.payload_sha256);
+    t.cmd(&a_v2)
+        .args(["--cache-rm", "this"])
+        .run()
+        .assert_success();
+    assert_eq!(layer_dirs(&t).len(), 2, "{:?}", layer_dirs(&t));
+    assert!(image_dirs(&t).iter().all(|n| !n.starts_with(&a_digest)));
+    let (_, said) = first_run(&t, &b_v2);
+    assert!(said.contains("2 layers, 0 extracted now"), "{said}");
+    let listed = t.cmd(&b_v2).arg("--cache-list").run();
+    listed.assert_success();
+    assert!(listed.stdout_text().contains("(2 layers)"), "{listed:?}");
+    // Removing both leaves no layer and no image.
+    t.cmd(&b_v2)
+        .args(["--cache-rm", "all"])
+        .run()
+        .assert_success();
+    assert_eq!(layer_dirs(&t), Vec::<String>::new());
+    assert_eq!(image_dirs(&t), Vec::<String>::new());
+    assert_eq!(names(&t.cache()), Vec::<String>::new());
+}
+
+#[test]
+fn multi_layer_fixtures_give_the_flattened_tree_through_the_layer_store() {
+    let t = Test::new("layers-run-fixtures");
+    for name in ["img-docker.tar", "img-umoci-insert.tar"] {
+        let input = fixture(name);
+        let v2 = pack(&t, &input, &format!("{name}.v2"), &[]);
+        let v1 = pack(&t, &input, &format!("{name}.v1"), &["--flatten"]);
+        let layered = tree_busybox(&t, &v2);
+        assert_same_tree(name, &layered, &tree_busybox(&t, &v1));
+        // Read-only: the layers stacked with no upper.
+        let ro = t
+            .cmd(&v2)
+            .args(["--read-only", "--entrypoint", "/bin/sh", "-c", TREE_SH])
+            .run();
+        ro.assert_success();
+        let ro: Vec<String> = ro
+            .stdout_text()
+            .lines()
+            .filter(|l| !of_the_run(l))
+            .map(str::to_string)
+            .collect();
+        assert_same_tree(&format!("{name} --read-only"), &ro, &layered);
+    }
+    // The whiteouts of img-docker's upper layer hide what they name.
+    let v2 = t.dir.join("img-docker.tar.v2");
+    let out = t
+        .cmd(&v2)
+        .args([
+            "--entrypoint",
+            "/bin/sh",
+            "-c",
+            "ls -a /etc /opaque; cat /etc/kept-file /data/link-to-base",
+        ])
+        .run();
+    out.assert_success();
+    let text = out.stdout_text();
+    assert!(!text.contains("deleted-file"), "{text}");
+    assert!(text.contains("kept\nbase file\n"), "{text}");
+}
+
+#[test]
+fn a_running_containers_layers_survive_cache_rm() {
+    let t = Test::new("layers-run-in-use");
+    let v2 = pack(&t, &fixture("img-docker.tar"), "img.v2", &[]);
+    let mut running = t
+        .cmd(&v2)
+        .args(["--entrypoint", "/bin/sleep", "60"])
+        .spawn();
+    running.wait_for_descendant("sleep", Duration::from_secs(60));
+    let before = layer_dirs(&t);
+    assert_eq!(before.len(), 2);
+    let rm = t.cmd(&v2).args(["--cache-rm", "all"]).run();
+    rm.assert_success();
+    assert!(rm.stdout_text().contains("in use"), "{rm:?}");
+    assert_eq!(layer_dirs(&t), before);
+    assert_eq!(image_dirs(&t), Vec::<String>::new());
+    // Still running from those layers.
+    running.signal(libc::SIGKILL);
+    let _ = running.wait();
+    assert!(wait_until(Duration::from_secs(10), || {
+        t.cmd(&v2).args(["--cache-rm", "all"]).run();
+        layer_dirs(&t).is_empty()
+    }));
+}
+
+/// A packed file whose upper layer is another image's content under `claimed`'s digest.
+fn impostor(genuine: &Path, other: &Path, out: &Path) {
+    let mut parts = Parts::of(&fs::read(genuine).unwrap());
+    let theirs = Parts::of(&fs::read(other).unwrap());
+    let mut config: Value = serde_json::from_slice(&parts.config).unwrap();
+    let their_config: Value = serde_json::from_slice(&theirs.config).unwrap();
+    let top = &their_config["layers"][1];
+    let (at, len) = (
+        top["offset"].as_u64().unwrap() as usize,
+        top["length"].as_u64().unwrap() as usize,
+    );
+    let frame = &theirs.payload[at..at + len];
+    let layers = config["layers"].as_array_mut().unwrap();
+    let mine = layers[1]["offset"].as_u64().unwrap() as usize;
+    parts.payload.truncate(mine);
+    parts.payload.extend_from_slice(frame);
+    // Its frame is honestly described; only the digest lies.
+    layers[1]["length"] = json!(len);
+    layers[1]["sha256"] = json!(hex(sha256(frame)));
+    layers[1]["size"] = top["size"].clone();
+    parts.config = serde_json::to_vec(&config).unwrap();
+    fs::write(out, parts.assemble(2)).unwrap();
+}
+
+#[test]
+fn a_layer_that_claims_another_layers_digest_is_refused() {
+    let t = Test::new("layers-run-impostor");
+    let genuine = pack(&t, &fixture("img-docker.tar"), "genuine", &[]);
+    let top = t.dir.join("top.tar");
+    fs::write(
+        &top,
+        RawTar::new().file(b"etc/kept-file", b"poisoned\n").finish(),
+    )
+    .unwrap();
+    let other = docker_archive(&t.dir.join("other"), &[&fixture("busybox.tar"), &top]);
+    let other = pack(&t, &other, "other", &[]);
+    let hostile = t.dir.join("hostile");
+    impostor(&genuine, &other, &hostile);
+    fs::set_permissions(&hostile, fs::Permissions::from_mode(0o755)).unwrap();
+    t.env.give_to_user(&hostile);
+    let out = t
+        .cmd(&hostile)
+        .args(["--entrypoint", "/bin/cat", "/etc/kept-file"])
+        .run();
+    binctr_tests::assert_fails_with_one_line(&out, 125, "does not match its digest");
+    let config: Value =
+        serde_json::from_slice(&Parts::of(&fs::read(&genuine).unwrap()).config).unwrap();
+    let claimed = config["layers"][1]["digest"].as_str().unwrap()[7..].to_string();
+    assert!(
+        layer_dirs(&t).iter().all(|n| !n.starts_with(&claimed)),
+        "{:?}",
+        layer_dirs(&t)
+    );
+    // The genuine image then extracts and runs its own layer.
+    let out = t
+        .cmd(&genuine)
+        .args(["--entrypoint", "/bin/cat", "/etc/kept-file"])
+        .run();
+    out.assert_success().assert_stdout("kept\n");
+    // And the impostor, finding the genuine layer under that digest, gets it, not its own.
+    let out = t
+        .cmd(&hostile)
+        .args(["--entrypoint", "/bin/cat", "/etc/kept-file"])
+        .run();
+    out.assert_success().assert_stdout("kept\n");
+}
