@@ -177,7 +177,7 @@ done"#;
 fn tree_busybox(t: &Test, packed: &Path) -> Vec<String> {
     let out = t
         .cmd(packed)
-        .args(["--entrypoint", "/bin/sh", "-c", TREE_SH])
+        .args(["--entrypoint", "/bin/sh", "--", "-c", TREE_SH])
         .run();
     out.assert_success();
     out.stdout_text()
@@ -288,7 +288,14 @@ fn multi_layer_fixtures_give_the_flattened_tree_through_the_layer_store() {
         // Read-only: the layers stacked with no upper.
         let ro = t
             .cmd(&v2)
-            .args(["--read-only", "--entrypoint", "/bin/sh", "-c", TREE_SH])
+            .args([
+                "--read-only",
+                "--entrypoint",
+                "/bin/sh",
+                "--",
+                "-c",
+                TREE_SH,
+            ])
             .run();
         ro.assert_success();
         let ro: Vec<String> = ro
@@ -306,6 +313,7 @@ fn multi_layer_fixtures_give_the_flattened_tree_through_the_layer_store() {
         .args([
             "--entrypoint",
             "/bin/sh",
+            "--",
             "-c",
             "ls -a /etc /opaque; cat /etc/kept-file /data/link-to-base",
         ])
@@ -376,7 +384,7 @@ fn a_layer_that_claims_another_layers_digest_is_refused() {
     )
     .unwrap();
     let other = docker_archive(&t.dir.join("other"), &[&fixture("busybox.tar"), &top]);
-    let other = pack(&t, &other, "other", &[]);
+    let other = pack(&t, &other, "other.v2", &[]);
     let hostile = t.dir.join("hostile");
     impostor(&genuine, &other, &hostile);
     fs::set_permissions(&hostile, fs::Permissions::from_mode(0o755)).unwrap();
