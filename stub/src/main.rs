@@ -71,7 +71,7 @@ fn start(flags: &cli::Flags, command: Vec<OsString>) -> Result<i32> {
     if flags.check {
         return Ok(check::run());
     }
-    if flags.cache_list || flags.cache_rm.is_some() {
+    if flags.cache_list || flags.cache_rm.is_some() || flags.cache_prune.is_some() {
         return cache_command(flags);
     }
     if let Some(id) = &flags.exec {
@@ -125,9 +125,10 @@ fn cache_command(flags: &cli::Flags) -> Result<i32> {
         }
         None => None,
     };
-    let work = || match &what {
-        Some(w) => rootfs::manage::remove_entries(w).map(drop),
-        None => rootfs::manage::list(),
+    let work = || match (&what, flags.cache_prune) {
+        (Some(w), _) => rootfs::manage::remove_entries(w).map(drop),
+        (None, Some(days)) => rootfs::manage::prune(days).map(drop),
+        (None, None) => rootfs::manage::list(),
     };
     match userns::subid_available() {
         Ok((uids, gids)) => userns::run_inside(&userns::Mapping::Subid { uids, gids }, work)?,

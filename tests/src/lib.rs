@@ -323,9 +323,12 @@ pub fn remove_tree(path: &Path) {
     let _ = fs::remove_dir_all(path);
 }
 
+/// Packs `input` as format 1 (`--flatten`): the suites written for the flat payload keep
+/// testing it (its cache layout, its extraction); tests/layers_run.rs runs format 2.
 fn pack_into(env: &'static Env, input: &Path, out: &Path) {
     let output = Cmd::new(env, &env.packer())
         .arg(input)
+        .arg("--flatten")
         .arg("-o")
         .arg(out)
         .as_current_user()

@@ -415,3 +415,37 @@ fn a_layer_that_claims_another_layers_digest_is_refused() {
         .run();
     out.assert_success().assert_stdout("kept\n");
 }
+
+#[test]
+fn cache_prune_removes_images_unused_for_days_and_their_layers() {
+    let t = Test::new("layers-run-prune");
+    let v2 = pack(&t, &fixture("img-docker.tar"), "img.v2", &[]);
+    t.cmd(&v2)
+        .args(["--entrypoint", "true"])
+        .run()
+        .assert_success();
+    assert_eq!(layer_dirs(&t).len(), 2);
+    // Used just now: kept.
+    let out = t.cmd(&v2).arg("--cache-prune").run();
+    out.assert_success();
+    assert_eq!((layer_dirs(&t).len(), image_dirs(&t).len()), (2, 1));
+    // Last used 40 days ago: kept by --cache-prune 50, removed by the default (30).
+    let old = std::time::SystemTime::now() - Duration::from_secs(40 * 86_400);
+    for name in image_dirs(&t) {
+        let entry = t.cache().join("images").join(&name);
+        fs::File::open(&entry).unwrap().set_modified(old).unwrap();
+        let lock = t.cache().join("images").join(format!("{name}.lock"));
+        if let Ok(f) = fs::File::options().append(true).open(lock) {
+            f.set_modified(old).unwrap();
+        }
+    }
+    t.cmd(&v2)
+        .args(["--cache-prune", "50"])
+        .run()
+        .assert_success();
+    assert_eq!((layer_dirs(&t).len(), image_dirs(&t).len()), (2, 1));
+    let out = t.cmd(&v2).arg("--cache-prune").run();
+    out.assert_success();
+    assert_eq!(layer_dirs(&t), Vec::<String>::new(), "{out:?}");
+    assert_eq!(image_dirs(&t), Vec::<String>::new());
+}

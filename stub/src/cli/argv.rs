@@ -36,7 +36,7 @@ const SWITCHES: [&str; 24] = [
 ];
 
 /// Options that take a value (the next argument), as argh spells them.
-pub const WITH_VALUE: [&str; 37] = [
+pub const WITH_VALUE: [&str; 38] = [
     "-e",
     "--env",
     "--env-file",
@@ -64,6 +64,7 @@ pub const WITH_VALUE: [&str; 37] = [
     "--user",
     "--userns",
     "--cache-rm",
+    "--cache-prune",
     "--ulimit",
     "--shm-size",
     "--add-host",
@@ -116,6 +117,16 @@ pub fn normalize(args: &[OsString]) -> Result<Vec<OsString>, String> {
         }
         i += 1;
         let words = rewrite(text)?;
+        // `--cache-prune [DAYS]`: 30 days unless a number follows.
+        if words.len() == 1 && words[0] == "--cache-prune" {
+            let days = args
+                .get(i)
+                .and_then(|a| a.to_str())
+                .filter(|v| !v.is_empty() && v.len() < 6 && v.bytes().all(|b| b.is_ascii_digit()));
+            i += usize::from(days.is_some());
+            out.extend(["--cache-prune", days.unwrap_or("30")].map(OsString::from));
+            continue;
+        }
         let takes_value = words.len() == 1 && WITH_VALUE.contains(&words[0].as_str());
         out.extend(words.into_iter().map(OsString::from));
         if takes_value {

@@ -228,6 +228,11 @@ pub struct Flags {
     #[argh(option)]
     pub cache_rm: Option<String>,
 
+    /// remove the images not used for DAYS days (30 when no number follows), then the
+    /// layers no image left uses; then exit
+    #[argh(option, arg_name = "DAYS")]
+    pub cache_prune: Option<u32>,
+
     /// command and arguments to run instead of the image's default
     #[argh(positional, greedy)]
     pub command: Vec<String>,

@@ -146,37 +146,50 @@ fn layer_keys(record: &serde_json::Value) -> Vec<&str> {
 
 /// `--cache-rm WHAT`: `all`, or the entries whose digest starts with WHAT.
 pub fn remove_entries(what: &str) -> Result<Vec<PathBuf>> {
+    remove_where(|path| {
+        what == "all"
+            || file_name(path)
+                .trim_start_matches(".tmp-")
+                .starts_with(what)
+    })
+}
+
+/// `--cache-prune DAYS`: the images not used for `days` days, then the layers no image
+/// left names.
+pub fn prune(days: u32) -> Result<Vec<PathBuf>> {
+    let limit = std::time::Duration::from_secs(u64::from(days) * 86_400);
+    // The last use: the lock's mtime (format 1) or the entry's (a layered image).
+    let used = |path: &Path| {
+        [
+            path.to_path_buf(),
+            PathBuf::from(format!("{}.lock", path.display())),
+        ]
+        .iter()
+        .filter_map(|p| fs::symlink_metadata(p).and_then(|m| m.modified()).ok())
+        .max()
+    };
+    remove_where(|path| used(path).is_some_and(|t| t.elapsed().is_ok_and(|e| e > limit)))
+}
+
+/// Removes the images (both formats, and extractions left by a crash) `chosen` picks,
+/// then the layers no image left names.
+fn remove_where(chosen: impl Fn(&Path) -> bool) -> Result<Vec<PathBuf>> {
     let root = cache_root()?;
-    let chosen: Vec<PathBuf> = entries(&root)
+    let images_dir = root.join("images");
+    let picked: Vec<PathBuf> = entries(&root)
         .into_iter()
         .chain(stale_temps(&root))
-        .filter(|p| {
-            let name = p
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            what == "all" || name.trim_start_matches(".tmp-").starts_with(what)
-        })
-        .collect();
-    for path in &chosen {
-        remove_tree(path).with_context(|| format!("cannot remove {}", path.display()))?;
-        let lock = PathBuf::from(format!("{}.lock", path.display()));
-        let _ = fs::remove_file(lock);
-        say!("removed {}", path.display());
-    }
-    let images_dir = root.join("images");
-    let images: Vec<PathBuf> = entries(&images_dir)
-        .into_iter()
+        .chain(entries(&images_dir))
         .chain(stale_temps(&images_dir))
-        .filter(|p| what == "all" || file_name(p).trim_start_matches(".tmp-").starts_with(what))
+        .filter(|p| chosen(p))
         .collect();
-    for path in &images {
+    for path in &picked {
         remove_tree(path).with_context(|| format!("cannot remove {}", path.display()))?;
         let _ = fs::remove_file(format!("{}.lock", path.display()));
         say!("removed {}", path.display());
     }
     remove_unused_layers(&root)?;
-    Ok(chosen.into_iter().chain(images).collect())
+    Ok(picked)
 }
 
 /// Removes every layer no image record names, unless a container uses it or a run is
