@@ -22,9 +22,9 @@ pub fn run() -> i32 {
         "overlayfs",
         overlay_ok,
         if overlay_ok {
-            "mounts in a user namespace (writable root)"
+            "mounts in a user namespace (writable root, layered images stack their layers)"
         } else {
-            "not in a user namespace (Linux 5.11+ needed): run with --read-only"
+            "not in a user namespace (Linux 5.11+ needed): run with --read-only; a layered image cannot run (pack it with --flatten)"
         },
     );
     let mapping = check_subid(userns_ok).unwrap_or(single);
@@ -189,15 +189,28 @@ fn overlay_works(mapping: &Mapping) -> bool {
             None::<&str>,
         )
         .map_err(quiet)?;
-        for sub in ["lower", "root", "upper", "work"] {
+        for sub in ["lower", "layer", "root", "upper", "work"] {
             fs::create_dir(dir.join(sub)).map_err(|_| crate::error::Error::reported(1))?;
         }
+        // Layers stacked as a layered image's are: a whiteout (a 0/0 character device)
+        // in the upper one.
+        nix::sys::stat::mknod(
+            &dir.join("layer/gone"),
+            nix::sys::stat::SFlag::S_IFCHR,
+            nix::sys::stat::Mode::empty(),
+            0,
+        )
+        .map_err(quiet)?;
         let upper = crate::container::Upper::Disk {
             dir: dir.clone(),
             kept: false,
         };
         crate::container::mounts::mount_overlay_root(
-            &crate::container::mounts::escape_overlay(&dir.join("lower")),
+            &format!(
+                "{}:{}",
+                crate::container::mounts::escape_overlay(&dir.join("layer")),
+                crate::container::mounts::escape_overlay(&dir.join("lower"))
+            ),
             &dir,
             &upper,
             &dir.join("root"),

@@ -35,8 +35,11 @@ fn debian() -> &'static Path {
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
         let out = dir.join("debian");
         let tar = env.fixture("debian-rootfs.tar");
+        // Format 1: the faults below are those of its extraction (tests/layers_run.rs
+        // runs format 2).
         let status = Command::new(env.packer())
             .arg(&tar)
+            .arg("--flatten")
             .arg("-o")
             .arg(&out)
             .stdin(Stdio::null())
@@ -198,16 +201,46 @@ fn tmp_names() -> BTreeSet<String> {
 /// The cache holds nothing but lock files: no entry, finished or half-made.
 #[track_caller]
 fn assert_no_cache_entry(t: &Test, context: &str) {
-    let left: Vec<String> = cache_entries(&t.cache())
-        .into_iter()
-        .map(|(name, _)| name)
-        .filter(|name| !name.ends_with(".lock"))
-        .collect();
+    let left = leftovers(&t.cache());
     assert!(
         left.is_empty(),
         "{context}: the cache {} holds {left:?} (only lock files may stay)",
         t.cache().display()
     );
+}
+
+/// What the cache holds but lock files: its entries, and those of the layer store
+/// (`layers/`, `images/`: format 2) by their path below it.
+fn leftovers(cache: &Path) -> Vec<String> {
+    let mut left = Vec::new();
+    for (name, path) in cache_entries(cache) {
+        if name.ends_with(".lock") {
+            continue;
+        }
+        if name != "layers" && name != "images" {
+            left.push(name);
+            continue;
+        }
+        for (inner, _) in cache_entries(&path) {
+            if !inner.ends_with(".lock") {
+                left.push(format!("{name}/{inner}"));
+            }
+        }
+    }
+    left
+}
+
+/// The extracted trees: format 1's `<entry>/rootfs`, format 2's `layers/<key>/root`.
+fn extracted_trees(cache: &Path) -> Vec<PathBuf> {
+    let layers = finished_entries(&cache.join("layers"))
+        .into_iter()
+        .map(|key| cache.join("layers").join(key).join("root"));
+    finished_entries(cache)
+        .into_iter()
+        .filter(|name| name != "layers" && name != "images")
+        .map(|name| cache.join(name).join("rootfs"))
+        .chain(layers)
+        .collect()
 }
 
 /// The finished entries of the cache (`<digest>[-subid-...]` directories).
@@ -223,21 +256,37 @@ fn finished_entries(cache: &Path) -> Vec<String> {
 /// puts there, and no temp dir.
 #[track_caller]
 fn assert_entries_are_clean(t: &Test, context: &str) {
-    assert!(
-        temp_entries(&t.cache()).is_empty(),
-        "{context}: temp dirs left: {:?}",
-        cache_entries(&t.cache())
-    );
-    for (name, path) in cache_entries(&t.cache()) {
+    for dir in [
+        t.cache(),
+        t.cache().join("layers"),
+        t.cache().join("images"),
+    ] {
+        assert!(
+            temp_entries(&dir).is_empty(),
+            "{context}: temp dirs left: {:?}",
+            cache_entries(&dir)
+        );
+    }
+    let store = cache_entries(&t.cache().join("layers"))
+        .into_iter()
+        .map(|e| (e, &["root"][..]));
+    let images = cache_entries(&t.cache().join("images"))
+        .into_iter()
+        .map(|e| (e, &["base", "image.json", "mnt"][..]));
+    let flat = cache_entries(&t.cache())
+        .into_iter()
+        .filter(|(name, _)| name != "layers" && name != "images")
+        .map(|e| (e, &["info", "mnt", "rootfs"][..]));
+    for ((name, path), expected) in flat.chain(store).chain(images) {
         if name.ends_with(".lock") {
             continue;
         }
         let inside: BTreeSet<String> = cache_entries(&path).into_iter().map(|(n, _)| n).collect();
-        let expected: BTreeSet<String> = ["info", "mnt", "rootfs"].map(String::from).into();
+        let expected: BTreeSet<String> = expected.iter().map(|s| s.to_string()).collect();
         assert_eq!(
             inside,
             expected,
-            "{context}: the cache entry {} holds more than rootfs, mnt and info",
+            "{context}: the cache entry {} holds other than {expected:?}",
             path.display()
         );
     }
@@ -305,11 +354,7 @@ fn expect_refused(t: &Test, cases: &[(String, PathBuf)]) {
             if !err.contains("cannot extract") {
                 wrong.push("the error does not say 'cannot extract'".to_string());
             }
-            let left: Vec<String> = cache_entries(&t.cache())
-                .into_iter()
-                .map(|(name, _)| name)
-                .filter(|name| !name.ends_with(".lock"))
-                .collect();
+            let left = leftovers(&t.cache());
             if !left.is_empty() {
                 wrong.push(format!("the cache holds {left:?}"));
             }
@@ -612,8 +657,8 @@ fn hard_link_with_an_absolute_target_links_inside_the_rootfs() {
         "same\n",
     );
     let host = fs::metadata("/etc/passwd").unwrap();
-    for entry in finished_entries(&t.cache()) {
-        let linked = t.cache().join(entry).join("rootfs/hl-passwd");
+    for tree in extracted_trees(&t.cache()) {
+        let linked = tree.join("hl-passwd");
         let m = fs::symlink_metadata(&linked).unwrap();
         assert_ne!(
             (m.dev(), m.ino()),
@@ -640,8 +685,7 @@ fn device_nodes_are_skipped() {
          [ -p /a-fifo ] && echo fifo",
         "fifo\n",
     );
-    for entry in finished_entries(&t.cache()) {
-        let rootfs = t.cache().join(entry).join("rootfs");
+    for rootfs in extracted_trees(&t.cache()) {
         for name in ["evil-mem", "etc/evil-null", "evil-sda"] {
             assert!(
                 fs::symlink_metadata(rootfs.join(name)).is_err(),
@@ -874,9 +918,9 @@ fn newer_config_and_format_versions_are_refused() {
     );
     expect_damaged(
         &t,
-        "format-v2",
-        &parts.assemble(2),
-        "newer binctr (format version 2",
+        "format-v3",
+        &parts.assemble(3),
+        "newer binctr (format version 3",
     );
 }
 

@@ -214,7 +214,7 @@ fn overlay_error(e: nix::errno::Errno, kept: Option<&Path>) -> Error {
             e.desc()
         )),
         (e, None) => Error::new(format!(
-            "the kernel refused overlayfs in a user namespace ({}; it needs Linux 5.11 or newer): run with --read-only",
+            "the kernel refused overlayfs in a user namespace ({}; it needs Linux 5.11 or newer): run with --read-only (an image packed with --flatten)",
             e.desc()
         )),
     }
