@@ -449,3 +449,37 @@ fn cache_prune_removes_images_unused_for_days_and_their_layers() {
     assert_eq!(layer_dirs(&t), Vec::<String>::new(), "{out:?}");
     assert_eq!(image_dirs(&t), Vec::<String>::new());
 }
+
+#[test]
+fn a_layer_whose_root_is_opaque_hides_the_layers_below() {
+    let t = Test::new("layers-run-opaque-root");
+    let bottom = t.dir.join("bottom.tar");
+    let mut tar = RawTar::on_busybox();
+    tar.file(b"only-bottom", b"bottom\n");
+    fs::write(&bottom, tar.finish()).unwrap();
+    let top = t.dir.join("top.tar");
+    let mut tar = RawTar::on_busybox();
+    tar.file(b".wh..wh..opq", b"").file(b"only-top", b"top\n");
+    fs::write(&top, tar.finish()).unwrap();
+    let image = docker_archive(&t.dir.join("img"), &[&bottom, &top]);
+    let v2 = pack(&t, &image, "img.v2", &[]);
+    let v1 = pack(&t, &image, "img.v1", &["--flatten"]);
+    let script = "ls /only-bottom /only-top 2>&1";
+    for packed in [&v2, &v1] {
+        let out = t
+            .cmd(packed)
+            .args(["--entrypoint", "/bin/sh", "--", "-c", script])
+            .run();
+        let text = out.stdout_text();
+        assert!(
+            text.contains("/only-top") && text.contains("only-bottom: No such file"),
+            "{}: {out:?}",
+            packed.display()
+        );
+    }
+    assert_same_tree(
+        "opaque root",
+        &tree_busybox(&t, &v2),
+        &tree_busybox(&t, &v1),
+    );
+}

@@ -416,6 +416,12 @@ fn extract_here(
     let unpacked = super::extract::unpack(&mut payload, &tmp.join(dir), keep_owners, digest);
     payload.verify()?;
     let summary = unpacked?;
+    // Overlay ignores the opaque xattr on a lower layer's root: the stack leaves out the
+    // layers below such a layer instead (rootfs/layers.rs).
+    if summary.opaque_root {
+        File::create(tmp.join(super::layers::OPAQUE_ROOT))
+            .with_context(|| format!("cannot write {}", tmp.display()))?;
+    }
     debug!(
         "rootfs: {} entries; {} whiteouts; {} device nodes skipped (/dev is provided at run time); {} other entries skipped; {} owners outside the mapping; {} xattrs refused",
         summary.entries,

@@ -31,6 +31,8 @@ pub struct Summary {
     pub refused_xattrs: u64,
     /// A layer's whiteouts and opaque markers, made overlay's.
     pub whiteouts: u64,
+    /// A layer whose root is opaque: it hides every layer below it.
+    pub opaque_root: bool,
 }
 
 /// Who owns an entry, and its extended attributes (PAX `SCHILY.xattr.*`).
@@ -458,6 +460,7 @@ impl Extractor {
     fn whiteout(&mut self, parent: &[u8], name: &[u8], raw: &[u8]) -> Result<()> {
         self.summary.whiteouts += 1;
         if name == b".wh..opq" {
+            self.summary.opaque_root |= parent.is_empty();
             let shown = if parent.is_empty() { &b"."[..] } else { parent };
             let dir = match inroot::open_dir_no_symlinks(self.root.as_fd(), shown) {
                 Ok(dir) => dir,

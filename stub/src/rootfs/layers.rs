@@ -40,6 +40,11 @@ const MOUNT_POINTS: [(&str, u32); 5] = [
 ];
 const ETC_FILES: [&str; 3] = ["etc/resolv.conf", "etc/hosts", "etc/hostname"];
 
+/// Beside a layer's `root/`: its root is opaque (`.wh..wh..opq` at the top), so it hides
+/// every layer below it. Overlay ignores the opaque xattr on a lower layer's root, so
+/// those layers are left out of the stack.
+pub(super) const OPAQUE_ROOT: &str = "opaque-root";
+
 /// The key of layer `i` under `mapping`: its digest and the mapping's suffix.
 fn layer_key(packed: &Packed, i: usize, mapping: &Mapping) -> Result<String> {
     let digest = packed.config.layers[i]
@@ -71,6 +76,20 @@ pub fn ensure_image(packed: &Packed, mapping: &Mapping, userns: Option<&File>) -
     debug!("rootfs: {count} layers, {extracted} extracted now, the others cached");
     let (entry, base) = ensure_entry(packed, mapping, &root, &keys)?;
     lowers.reverse();
+    // From the top down to the first layer whose root is opaque.
+    let shown = keys
+        .iter()
+        .rev()
+        .position(|key| store.join(key).join(OPAQUE_ROOT).exists())
+        .map_or(lowers.len(), |n| n + 1);
+    if shown < lowers.len() {
+        debug!(
+            "rootfs: layer {} of {count} hides everything below it: the {} layers below are not stacked",
+            count - shown + 1,
+            lowers.len() - shown
+        );
+        lowers.truncate(shown);
+    }
     lowers.push((entry.join("base"), base));
     // The entry's mtime is the image's last use (it is never written after its rename).
     let _ = nix::sys::stat::utimensat(
