@@ -483,3 +483,33 @@ fn a_layer_whose_root_is_opaque_hides_the_layers_below() {
         &tree_busybox(&t, &v1),
     );
 }
+
+#[test]
+fn eight_simultaneous_first_runs_extract_each_layer_once() {
+    let t = Test::new("layers-run-concurrent");
+    let v2 = pack(&t, &fixture("img-docker.tar"), "img.v2", &[]);
+    let runs: Vec<_> = (0..8)
+        .map(|_| {
+            t.cmd(&v2)
+                .args(["-D", "--entrypoint", "/bin/cat", "/etc/kept-file"])
+                .timeout(Duration::from_secs(120))
+                .spawn()
+        })
+        .collect();
+    let mut extracted = 0;
+    for run in runs {
+        let out = run.wait();
+        out.assert_success().assert_stdout("kept\n");
+        extracted += out
+            .stderr_text()
+            .matches("rootfs: extracting layer")
+            .count();
+    }
+    assert_eq!(extracted, 2, "each of the 2 layers extracted once");
+    assert_eq!(layer_dirs(&t).len(), 2);
+    assert_eq!(image_dirs(&t).len(), 1);
+    for dir in ["layers", "images"] {
+        let temps = binctr_tests::temp_entries(&t.cache().join(dir));
+        assert!(temps.is_empty(), "{dir}: {temps:?}");
+    }
+}
