@@ -113,8 +113,10 @@ fn nginx(t: &Test) -> &'static Path {
         fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
         let out = dir.join("nginx");
+        // Format 1: these tests look at its cache entries (tests/layers_run.rs: format 2).
         t.packer()
             .arg(t.env.fixture("nginx.tar"))
+            .arg("--flatten")
             .arg("-o")
             .arg(&out)
             .timeout(RUN_TIMEOUT)
@@ -322,7 +324,7 @@ fn app_image(t: &Test) -> PathBuf {
 
     let out = t.dir.join("app");
     t.packer()
-        .args(["--user", "app", "--name", "app"])
+        .args(["--user", "app", "--name", "app", "--flatten"])
         .arg(&rootfs)
         .arg("-o")
         .arg(&out)
