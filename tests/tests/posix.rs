@@ -94,8 +94,10 @@ fn python() -> &'static Python {
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
         env.give_to_user(&dir);
         let packed = dir.join("python");
+        // Format 1: these tests look at its cache entry (tests/layers_run.rs: format 2).
         let out = Command::new(env.packer())
             .arg(&fixture)
+            .arg("--flatten")
             .arg("-o")
             .arg(&packed)
             .output()
