@@ -513,3 +513,52 @@ fn eight_simultaneous_first_runs_extract_each_layer_once() {
         assert!(temps.is_empty(), "{dir}: {temps:?}");
     }
 }
+
+#[test]
+fn sigkill_during_a_layers_extraction_then_a_normal_run_works() {
+    let t = Test::new("layers-run-sigkill");
+    let top = t.dir.join("top.tar");
+    fs::write(&top, RawTar::new().file(b"app", b"app\n").finish()).unwrap();
+    let image = docker_archive(&t.dir.join("img"), &[&fixture("debian-rootfs.tar"), &top]);
+    let v2 = pack(&t, &image, "img.v2", &[]);
+    let running = t
+        .cmd(&v2)
+        .args(["--entrypoint", "true"])
+        .timeout(Duration::from_secs(300))
+        .spawn();
+    let store = t.cache().join("layers");
+    assert!(
+        wait_until(Duration::from_secs(60), || {
+            binctr_tests::temp_entries(&store)
+                .iter()
+                .any(|tmp| store.join(tmp).join("root/usr").exists())
+        }),
+        "no extraction reached usr/ in {}",
+        store.display()
+    );
+    assert_eq!(
+        layer_dirs(&t),
+        Vec::<String>::new(),
+        "finished before the kill"
+    );
+    running.signal(libc::SIGKILL);
+    let out = running.wait();
+    assert_eq!(out.signal, Some(libc::SIGKILL), "{out:?}");
+    assert_eq!(
+        layer_dirs(&t),
+        Vec::<String>::new(),
+        "a killed extraction left a layer"
+    );
+    let out = t
+        .cmd(&v2)
+        .args(["--entrypoint", "/bin/cat", "/app", "/etc/debian_version"])
+        .timeout(Duration::from_secs(300))
+        .run();
+    out.assert_success();
+    assert!(out.stdout_text().starts_with("app\n"), "{out:?}");
+    assert_eq!(layer_dirs(&t).len(), 2);
+    for dir in ["layers", "images"] {
+        let temps = binctr_tests::temp_entries(&t.cache().join(dir));
+        assert!(temps.is_empty(), "{dir}: {temps:?}");
+    }
+}
