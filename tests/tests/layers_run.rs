@@ -562,3 +562,28 @@ fn sigkill_during_a_layers_extraction_then_a_normal_run_works() {
         assert!(temps.is_empty(), "{dir}: {temps:?}");
     }
 }
+
+#[test]
+fn a_layer_listed_twice_is_stacked_once() {
+    let t = Test::new("layers-run-twice");
+    let top = t.dir.join("top.tar");
+    fs::write(&top, RawTar::new().file(b"app", b"app\n").finish()).unwrap();
+    let image = docker_archive(&t.dir.join("img"), &[&fixture("busybox.tar"), &top, &top]);
+    let v2 = pack(&t, &image, "img.v2", &[]);
+    let config: Value = serde_json::from_slice(&Parts::of(&fs::read(&v2).unwrap()).config).unwrap();
+    let layers = config["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 3);
+    assert_eq!(
+        layers[1]["digest"], layers[2]["digest"],
+        "the packer changed"
+    );
+    for flags in [&[][..], &["--read-only"][..]] {
+        let out = t
+            .cmd(&v2)
+            .args(flags)
+            .args(["--entrypoint", "/bin/cat", "/app"])
+            .run();
+        out.assert_success().assert_stdout("app\n");
+    }
+    assert_eq!(layer_dirs(&t).len(), 2);
+}

@@ -75,21 +75,26 @@ pub fn ensure_image(packed: &Packed, mapping: &Mapping, userns: Option<&File>) -
     }
     debug!("rootfs: {count} layers, {extracted} extracted now, the others cached");
     let (entry, base) = ensure_entry(packed, mapping, &root, &keys)?;
-    lowers.reverse();
-    // From the top down to the first layer whose root is opaque.
-    let shown = keys
-        .iter()
-        .rev()
-        .position(|key| store.join(key).join(OPAQUE_ROOT).exists())
-        .map_or(lowers.len(), |n| n + 1);
-    if shown < lowers.len() {
-        debug!(
-            "rootfs: layer {} of {count} hides everything below it: the {} layers below are not stacked",
-            count - shown + 1,
-            lowers.len() - shown
-        );
-        lowers.truncate(shown);
+    // Top first, down to the first layer whose root is opaque. A layer listed twice is
+    // stacked once, at its top place (overlay refuses a directory twice, and the top
+    // copy shows all of it).
+    let mut stack = Vec::with_capacity(count + 1);
+    let mut seen: Vec<&str> = Vec::with_capacity(count);
+    for (n, (key, lower)) in keys.iter().zip(lowers).enumerate().rev() {
+        if seen.contains(&key.as_str()) {
+            continue;
+        }
+        seen.push(key);
+        stack.push(lower);
+        if n > 0 && store.join(key).join(OPAQUE_ROOT).exists() {
+            debug!(
+                "rootfs: layer {} of {count} hides everything below it",
+                n + 1
+            );
+            break;
+        }
     }
+    let mut lowers = stack;
     lowers.push((entry.join("base"), base));
     // The entry's mtime is the image's last use (it is never written after its rename).
     let _ = nix::sys::stat::utimensat(
