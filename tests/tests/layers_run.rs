@@ -587,3 +587,40 @@ fn a_layer_listed_twice_is_stacked_once() {
     }
     assert_eq!(layer_dirs(&t).len(), 2);
 }
+
+#[test]
+fn sixty_four_layers_stack_and_give_the_flattened_tree() {
+    let t = Test::new("layers-run-deep");
+    let mut layers = vec![fixture("busybox.tar")];
+    for n in 1..70 {
+        let mut tar = RawTar::new();
+        tar.dir(b"stack/", 0o755).file(
+            format!("stack/f{n}").as_bytes(),
+            format!("{n}\n").as_bytes(),
+        );
+        match n {
+            66 => tar.file(b"stack/.wh.f3", b"").file(b"stack/.wh.f65", b""),
+            68 => tar.hardlink(b"stack/link", b"stack/f10"),
+            _ => &mut tar,
+        };
+        let path = t.dir.join(format!("layer{n}.tar"));
+        fs::write(&path, tar.finish()).unwrap();
+        layers.push(path);
+    }
+    let refs: Vec<&Path> = layers.iter().map(PathBuf::as_path).collect();
+    let image = docker_archive(&t.dir.join("image"), &refs);
+    let v2 = pack(&t, &image, "deep.v2", &[]);
+    let v1 = pack(&t, &image, "deep.v1", &["--flatten"]);
+    let out = t
+        .cmd(&v2)
+        .args(["-D", "--entrypoint", "/bin/ls", "/stack"])
+        .run();
+    out.assert_success();
+    assert!(
+        out.stderr_text().contains("64 layers, 64 extracted now"),
+        "{out:?}"
+    );
+    let listed = out.stdout_text();
+    assert!(listed.contains("f69") && !listed.contains("f65\n") && !listed.contains("f3\n"));
+    assert_same_tree("64 layers", &tree_busybox(&t, &v2), &tree_busybox(&t, &v1));
+}
