@@ -85,7 +85,13 @@ fn start(flags: &cli::Flags, command: Vec<OsString>) -> Result<i32> {
         packed.footer.payload_len,
         packed.footer.payload_offset
     );
-    let digest = packed.footer.payload_sha256.hex();
+    // The image and its settings: two packed files of one rootfs with other settings
+    // never share a container.
+    let digest = format!(
+        "{}{}",
+        packed.footer.payload_sha256.hex(),
+        packed.footer.config_sha256.hex()
+    );
     let (plan, env) = RunPlan::new(flags, command, &packed.config, &digest)?;
     let mapping = userns::choose(plan.userns, |m| {
         rootfs::is_extracted(&packed, m) || holder::is_held(m)
