@@ -915,6 +915,15 @@ fn a_group_is_one_key_of_one_image_and_other_runs_stay_apart() {
         },
         "other",
     );
+    // The same rootfs, packed with other settings: another image to share with.
+    let settings = t.dir.join("settings");
+    t.packer()
+        .arg(t.env.fixture("busybox.tar"))
+        .args(["--env", "SETTING=other", "-o"])
+        .arg(&settings)
+        .run()
+        .assert_success();
+    t.env.give_to_user(&settings);
     let volume = format!("{}:/sync", s(&sync));
     let member = |name, app, extra: &[&str]| {
         let mut args = vec!["-v".to_string(), volume.clone(), "-D".to_string()];
@@ -931,6 +940,7 @@ fn a_group_is_one_key_of_one_image_and_other_runs_stay_apart() {
         member("a2", t.busybox(), &["--share", "k"]),
         member("a3", t.busybox(), &["--share", "k"]),
         member("image", &other, &["--share", "k"]),
+        member("settings", &settings, &["--share", "k"]),
         member("key", t.busybox(), &["--share", "k2"]),
         member("none", t.busybox(), &[]),
     ];
@@ -946,7 +956,7 @@ fn a_group_is_one_key_of_one_image_and_other_runs_stay_apart() {
     let ns = |name: &str| recorded_ns(&sync, name);
     assert_eq!(ns("a1"), ns("a2"), "{ended:#?}");
     assert_eq!(ns("a1"), ns("a3"), "{ended:#?}");
-    let apart = ["a1", "image", "key", "none"];
+    let apart = ["a1", "image", "settings", "key", "none"];
     let distinct: BTreeSet<String> = apart.iter().map(|n| ns(n)).collect();
     assert_eq!(
         distinct.len(),
