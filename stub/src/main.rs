@@ -93,8 +93,11 @@ fn start(flags: &cli::Flags, command: Vec<OsString>) -> Result<i32> {
         packed.footer.config_sha256.hex()
     );
     let (plan, env) = RunPlan::new(flags, command, &packed.config, &digest)?;
+    // Subordinate ids are known to work once they were used, or once the holder of a
+    // namespace with them could be made (which the start needs anyway: the helpers then
+    // run once, not once to try and once for the holder).
     let mapping = userns::choose(plan.userns, |m| {
-        rootfs::is_extracted(&packed, m) || holder::is_held(m)
+        rootfs::is_extracted(&packed, m) || holder::is_held(m) || holder::get(m).is_ok()
     })?;
     // Subordinate ids: a held user namespace spares the helpers (and is made once).
     let held = match mapping.is_subid() {
