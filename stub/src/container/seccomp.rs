@@ -111,11 +111,11 @@ macro_rules! syscalls {
 
             /// The number `libc` gives on the machine the tests run on.
             #[cfg(all(test, target_arch = "x86_64"))]
-            fn from_libc(self) -> Option<i64> {
+            fn libc_number(self) -> Option<i64> {
                 match self { $(Sys::$name => from_libc!($x86_64, $libc),)* }
             }
             #[cfg(all(test, target_arch = "aarch64"))]
-            fn from_libc(self) -> Option<i64> {
+            fn libc_number(self) -> Option<i64> {
                 match self { $(Sys::$name => from_libc!($aarch64, $libc),)* }
             }
         }
@@ -480,7 +480,7 @@ mod tests {
     #[test]
     fn the_native_column_is_libcs() {
         for &sys in Sys::ALL {
-            if let Some(n) = sys.from_libc() {
+            if let Some(n) = sys.libc_number() {
                 assert_eq!(
                     sys.number(Arch::NATIVE).map(i64::from),
                     Some(n),
