@@ -216,7 +216,7 @@ $bb mount -t devpts -o newinstance,ptmxmode=0666 devpts /dev/pts
 $bb mount -t tmpfs -o mode=1777 shm /dev/shm
 $bb mkdir -p /tmp && $bb chmod 1777 /tmp
 $bb hostname arm64-vm
-echo "@@ boot kernel=$($bb uname -r) machine=$($bb uname -m) cpus=$($bb nproc)"
+echo "@@ boot kernel=$($bb uname -r) machine=$($bb uname -m) cpus=$($bb nproc) uptime=$($bb cut -d' ' -f1 /proc/uptime)"
 if $bb insmod /lib/modules/overlay.ko; then echo "@@ overlay rc=0"; else echo "@@ overlay rc=$?"; fi
 
 # The unprivileged user, with 65536 subordinate ids.
@@ -245,7 +245,13 @@ as_tester() {
 
 bbi=/images/busybox.bin
 deb=/images/debian.bin
-as_tester id-host id
+# The cache's entries (name:inode): one after the first run, the same one after the
+# warm runs of the same mapping.
+cache_entries() {
+    as_tester "$1" $bb sh -c 'cd /home/tester/.cache/binctr && for d in *; do if [ -d "$d" ]; then stat -c "%n:%i" "$d"; fi; done'
+}
+
+as_tester id-host $bb id
 # Subordinate ids: the first run extracts, the later ones find the same cache entry.
 as_tester first-run-subid $bbi --userns subid uname -m
 cache_entries cache-after-first
@@ -293,9 +299,10 @@ run() {
     need_tools qemu-system-aarch64 cpio gzip timeout
     build
     [[ -x $dist/binctr-pack ]] || die "$dist/binctr-pack is missing: run scripts/build.sh"
-    local work
-    work=$(mktemp -d "${TMPDIR:-/tmp}/binctr-arm64-vm.XXXXXX")
-    trap 'rm -rf "$work"' EXIT
+    # Global: the EXIT trap runs after this function has returned.
+    vm_work=$(mktemp -d "${TMPDIR:-/tmp}/binctr-arm64-vm.XXXXXX")
+    trap 'rm -rf "$vm_work"' EXIT
+    local work=$vm_work
     # Packed on this x86_64 machine, with no flag naming the CPU: the packer must pick
     # the aarch64 stub from the images' programs.
     mkdir -p "$work/initrd/images"
@@ -313,7 +320,7 @@ run() {
     say "initramfs: $(($(stat -c %s "$work/initrd.img") / 1024 / 1024)) MiB; booting $(cat "$out/kernel-version") (timeout ${vm_timeout}s)"
     local start=$SECONDS rc=0
     timeout --kill-after=10 "$vm_timeout" qemu-system-aarch64 -M virt -cpu max -smp 2 -m 1024 \
-        -nographic -no-reboot -kernel "$out/vmlinuz" -initrd "$work/initrd.img" \
+        -nographic -nic none -no-reboot -kernel "$out/vmlinuz" -initrd "$work/initrd.img" \
         -append "console=ttyAMA0 rdinit=/init panic=-1 quiet" </dev/null || rc=$?
     say "qemu exited with $rc after $((SECONDS - start)) s"
     ((rc == 0)) || die "qemu-system-aarch64 failed or timed out (exit $rc)"
