@@ -77,6 +77,22 @@ fn an_arm64_image_packed_here_gets_the_aarch64_stub_without_flags() {
             .len();
         assert!(line.contains(&format!("{stub_len} bytes")), "{line}");
     }
+    // The stub chosen after the payload is written (the rootfs's programs tell) gives
+    // the same bytes as the same stub given by hand.
+    let by_hand = dir.join("by-hand");
+    let status = packer()
+        .arg(arm64_fixture("busybox-arm64.tar"))
+        .arg("--stub")
+        .arg(Env::get().dist.join("binctr-stub-aarch64"))
+        .arg("-o")
+        .arg(&by_hand)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(
+        std::fs::read(&by_hand).unwrap() == std::fs::read(dir.join("busybox-arm64")).unwrap(),
+        "packing with and without --stub differs"
+    );
     // The x86_64 example image still gets the x86_64 stub.
     let out = dir.join("busybox-x86_64");
     let status = packer()
