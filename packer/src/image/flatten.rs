@@ -507,7 +507,10 @@ fn write<W: Write>(
         })?;
     }
     builder.finish().map_err(ImageError::Write)?;
-    Ok(Stats { entries })
+    Ok(Stats {
+        entries,
+        detected: None,
+    })
 }
 
 /// Pass 2 over one layer.
