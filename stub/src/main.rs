@@ -179,5 +179,5 @@ fn print_help(argh_text: &str) {
     say!("Exit codes: the command's own; 125 binctr failed; 126 the command cannot be run;");
     say!("127 the command was not found; 128+N the command was killed by signal N.");
     say!("Cache: $BINCTR_CACHE, else $XDG_CACHE_HOME/binctr, else ~/.cache/binctr (on a network");
-    say!("filesystem: $TMPDIR/binctr-UID or /var/tmp/binctr-UID instead).");
+    say!("filesystem: /var/tmp/binctr-UID instead).");
 }

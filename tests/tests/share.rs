@@ -516,6 +516,8 @@ fn under_a_launcher_its_variables_pass_over_the_image_env_and_e_still_wins() {
     }
     expected.insert("SLURM_JOB_ID".into(), "4242".into());
     expected.insert("I_MPI_FABRICS".into(), "flag".into());
+    // A rank runs as you (keep-id): busybox's /etc/passwd has no such user, so HOME is /.
+    expected.insert("HOME".into(), "/".into());
     assert_eq!(
         env, expected,
         "the container's environment under a launcher (left) against the image's plus the \
@@ -543,6 +545,33 @@ fn under_a_launcher_its_variables_pass_over_the_image_env_and_e_still_wins() {
         );
     }
     assert_eq!(env.get("XDG_RUNTIME_DIR"), Some(&s(&rt.dir)), "{all:?}");
+
+    // Under a launcher the rank is you (keep-id: PMIx accepts a client whose uid and gid
+    // are the job's); without one, the image's root; -u or --userns still choose.
+    let ids = |marker: bool, extra: &[&str]| {
+        let out = with_host(t.cmd(&app).args(extra).args(["id"]), marker).run();
+        out.assert_success();
+        out.stdout_text().trim().to_string()
+    };
+    let me = t.env.run_uid();
+    let launched = ids(true, &[]);
+    assert!(
+        launched.starts_with(&format!("uid={me}(")) || launched.starts_with(&format!("uid={me} ")),
+        "a rank runs as the user ({me}): {launched}"
+    );
+    assert!(launched.contains(&format!("gid={me}")), "{launched}");
+    assert!(
+        ids(false, &[]).starts_with("uid=0(root)"),
+        "without a launcher: root"
+    );
+    assert!(
+        ids(true, &["-u", "0"]).starts_with("uid=0(root)"),
+        "-u 0 under a launcher"
+    );
+    assert!(
+        ids(true, &["--userns", "subid"]).starts_with("uid=0(root)"),
+        "--userns subid under a launcher"
+    );
     rt.finish();
 }
 

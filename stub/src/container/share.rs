@@ -106,12 +106,17 @@ pub fn group_gone(plan: &RunPlan) -> Box<dyn FnMut() -> bool> {
 }
 
 /// Kills the container's PID 1 (its pid namespace goes with it) and waits until its
-/// monitor has removed the layer and the state.
+/// monitor has removed the layer and the state and exited: under Slurm, whatever is
+/// left of the step once its last task exits is killed at once.
 fn end(dir: &Path, id: &str) {
-    if let Ok(running) = Running::open(dir, id) {
-        let _ = sys::send_signal(running.pid, libc::SIGKILL);
-    }
-    wait_while(|| join::is_running(dir));
+    let monitor = match Running::open(dir, id) {
+        Ok(running) => {
+            let _ = sys::send_signal(running.pid, libc::SIGKILL);
+            running.monitor
+        }
+        Err(_) => None,
+    };
+    wait_while(|| join::is_running(dir) || monitor.is_some_and(is_alive));
 }
 
 /// While a container of the group is on its way out (its monitor still holds the
