@@ -7,12 +7,21 @@
  * sender and the iteration, and checks every byte it gets. Then a token goes once around
  * the ring (rank 0 -> 1 -> ... -> 0), each rank adding its rank to it.
  *
+ * With RING_CMA=1 in its environment, each rank then reads its right neighbour's pattern
+ * straight from that process's memory with process_vm_readv (what Open MPI's CMA single
+ * copy does), the neighbour's pid and buffer address exchanged over MPI, and prints
+ * "cma ok: rank R read rank N" (or "CMA FAILED: ..."): Open MPI falls back to copying through
+ * shared memory when CMA fails, so the ring alone would not show it.
+ *
  * Output: one line per rank, "rank R of N on HOST pid PID: ok", and from rank 0 a final
  * "ring ok N ranks". Any mismatch is printed ("rank R: MISMATCH ...") and makes every rank
  * exit 1; an MPI error aborts (MPI_ERRORS_ARE_FATAL).
  */
+#define _GNU_SOURCE
+#include <errno.h>
 #include <mpi.h>
 #include <stdint.h>
+#include <sys/uio.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -77,6 +86,36 @@ int main(int argc, char **argv)
             token += rank;
             MPI_Send(&token, 1, MPI_LONG, right, 1000, MPI_COMM_WORLD);
         }
+    }
+
+    const char *cma = getenv("RING_CMA");
+    if (cma && strcmp(cma, "1") == 0 && size > 1) {
+        /* out holds pattern(rank, ITERATIONS - 1, i); tell the left neighbour where. */
+        long mine[2] = {(long)getpid(), (long)(uintptr_t)out};
+        long theirs[2] = {0, 0};
+        MPI_Sendrecv(mine, 2, MPI_LONG, left, 2000, theirs, 2, MPI_LONG, right, 2000,
+                     MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+        memset(in, 0, MESSAGE_BYTES);
+        struct iovec local = {in, MESSAGE_BYTES};
+        struct iovec remote = {(void *)(uintptr_t)theirs[1], MESSAGE_BYTES};
+        ssize_t got = process_vm_readv((pid_t)theirs[0], &local, 1, &remote, 1, 0);
+        if (got != MESSAGE_BYTES) {
+            printf("CMA FAILED: rank %d reading rank %d (pid %ld): %s\n", rank, right, theirs[0],
+                   got < 0 ? strerror(errno) : "short read");
+            errors++;
+        } else {
+            size_t bad = 0;
+            for (size_t i = 0; i < MESSAGE_BYTES; i++)
+                bad += in[i] != pattern(right, ITERATIONS - 1, i);
+            if (bad)
+                printf("CMA FAILED: rank %d: %zu bytes of rank %d differ\n", rank, bad, right);
+            else
+                printf("cma ok: rank %d read rank %d\n", rank, right);
+            errors += bad != 0;
+        }
+        fflush(stdout);
+        /* Nobody frees its buffer before its neighbour has read it. */
+        MPI_Barrier(MPI_COMM_WORLD);
     }
 
     MPI_Allreduce(&errors, &total_errors, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);

@@ -689,9 +689,16 @@ fn mpi_ring_over_shared_memory_with_cma_single_copy_passes() {
         "OMPI_MCA_btl=self,vader",
         "-e",
         "OMPI_MCA_btl_vader_single_copy_mechanism=cma",
+        "-e",
+        "RING_CMA=1",
         "/ring",
     ]);
     assert_ring(&out, 4);
+    // Open MPI quietly copies through shared memory when CMA fails: the ring itself
+    // reads each neighbour's memory with process_vm_readv to show that CMA works.
+    let text = out.stdout_text();
+    let cma: Vec<&str> = text.lines().filter(|l| l.starts_with("cma ok: ")).collect();
+    assert_eq!(cma.len(), 4, "process_vm_readv between the ranks:\n{out:?}");
     t.assert_nothing_left();
 }
 
