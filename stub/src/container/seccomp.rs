@@ -299,7 +299,29 @@ const PERSONALITIES: &[u32] = &[0x0, 0x8, 0x20000, 0x20008, 0xffff_ffff];
 /// TIOCSTI, TIOCLINUX: the same numbers on x86_64 and aarch64 (asm-generic/ioctls.h).
 const TERMINAL_INJECTION: &[u32] = &[0x5412, 0x541C];
 
-fn default_rules() -> Vec<Rule> {
+/// What docker's profile allows a container that holds CAP_SYS_ADMIN (`--cap-add
+/// SYS_ADMIN`, `--privileged` drops the filter altogether): mounts, namespaces, bpf,
+/// perf, quotas, handles. The capability still decides; the filter no longer refuses.
+const SYS_ADMIN_ALLOWS: [Sys; 16] = [
+    Sys::bpf,
+    Sys::lookup_dcookie,
+    Sys::mount,
+    Sys::move_mount,
+    Sys::open_tree,
+    Sys::fsopen,
+    Sys::fsmount,
+    Sys::fsconfig,
+    Sys::fspick,
+    Sys::mount_setattr,
+    Sys::name_to_handle_at,
+    Sys::perf_event_open,
+    Sys::pivot_root,
+    Sys::quotactl,
+    Sys::setns,
+    Sys::umount2,
+];
+
+fn default_rules(sys_admin: bool) -> Vec<Rule> {
     use Sys::*;
     let eperm = libc::EPERM as u16;
     let denied = [
@@ -357,12 +379,17 @@ fn default_rules() -> Vec<Rule> {
     ];
     let mut rules: Vec<Rule> = denied
         .into_iter()
+        .filter(|sys| !(sys_admin && SYS_ADMIN_ALLOWS.contains(sys)))
         .map(|sys| Rule::Errno(sys, eperm))
         .collect();
+    if !sys_admin {
+        rules.extend([
+            Rule::ErrnoIfAnyBit(clone, 0, NAMESPACE_FLAGS, eperm),
+            Rule::ErrnoIfAnyBit(unshare, 0, NAMESPACE_FLAGS, eperm),
+            Rule::Errno(clone3, libc::ENOSYS as u16),
+        ]);
+    }
     rules.extend([
-        Rule::ErrnoIfAnyBit(clone, 0, NAMESPACE_FLAGS, eperm),
-        Rule::ErrnoIfAnyBit(unshare, 0, NAMESPACE_FLAGS, eperm),
-        Rule::Errno(clone3, libc::ENOSYS as u16),
         Rule::ErrnoUnless(personality, 0, PERSONALITIES, eperm),
         Rule::ErrnoIfEquals(ioctl, 1, TERMINAL_INJECTION, eperm),
     ]);
@@ -383,17 +410,33 @@ fn fake_root_rules() -> Vec<Rule> {
     .collect()
 }
 
+/// Which filter a command gets.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Want {
+    /// docker's default rules (off with seccomp=unconfined).
+    pub default: bool,
+    /// The command holds CAP_SYS_ADMIN: docker's rules for it.
+    pub sys_admin: bool,
+    /// chown and setuid succeed without effect (a single mapping).
+    pub fake_root: bool,
+}
+
 /// The program for a container on this machine: docker's defaults and/or the fake-root
 /// rules; None when neither is wanted.
-pub fn filter(default: bool, fake_root: bool) -> Option<Vec<Insn>> {
-    program(Arch::NATIVE, default, fake_root)
+pub fn filter(want: Want) -> Option<Vec<Insn>> {
+    program(Arch::NATIVE, want)
 }
 
 /// [`filter`] for any architecture.
-pub fn program(arch: Arch, default: bool, fake_root: bool) -> Option<Vec<Insn>> {
+pub fn program(arch: Arch, want: Want) -> Option<Vec<Insn>> {
+    let Want {
+        default,
+        sys_admin,
+        fake_root,
+    } = want;
     let mut rules = Vec::new();
     if default {
-        rules.extend(default_rules());
+        rules.extend(default_rules(sys_admin));
     }
     if fake_root {
         rules.extend(fake_root_rules());
@@ -453,7 +496,63 @@ mod tests {
     }
 
     fn default_filter(arch: Arch) -> Vec<Insn> {
-        program(arch, true, false).unwrap()
+        program(arch, want(true, false)).unwrap()
+    }
+
+    fn want(default: bool, fake_root: bool) -> Want {
+        Want {
+            default,
+            sys_admin: false,
+            fake_root,
+        }
+    }
+
+    /// With CAP_SYS_ADMIN, as in docker's profile: mounts, setns, unshare and clone of
+    /// namespaces, clone3 pass the filter (the capability decides); keyrings, modules,
+    /// kexec, io_uring and TIOCSTI stay refused.
+    #[test]
+    fn sys_admin_allows_mounts_and_namespaces_and_nothing_else() {
+        for arch in BOTH {
+            let with = Want {
+                default: true,
+                sys_admin: true,
+                fake_root: false,
+            };
+            let prog = program(arch, with).unwrap();
+            let newns = libc::CLONE_NEWNS as u32;
+            for sys in [mount, umount2, setns, pivot_root, fsopen, bpf] {
+                assert_eq!(
+                    verdict_of(&prog, arch, sys, [0; 6]),
+                    RET_ALLOW,
+                    "{sys:?} {arch:?}"
+                );
+                assert_eq!(
+                    verdict(arch, sys, [0; 6]),
+                    EPERM,
+                    "{sys:?} {arch:?} without"
+                );
+            }
+            for sys in [unshare, clone] {
+                assert_eq!(
+                    verdict_of(&prog, arch, sys, [newns, 0, 0, 0, 0, 0]),
+                    RET_ALLOW
+                );
+                assert_eq!(verdict(arch, sys, [newns, 0, 0, 0, 0, 0]), EPERM);
+            }
+            assert_eq!(verdict_of(&prog, arch, clone3, [0; 6]), RET_ALLOW);
+            for sys in [keyctl, init_module, kexec_load, io_uring_setup] {
+                assert_eq!(
+                    verdict_of(&prog, arch, sys, [0; 6]),
+                    EPERM,
+                    "{sys:?} {arch:?}"
+                );
+            }
+            let tiocsti = TERMINAL_INJECTION[0];
+            assert_eq!(
+                verdict_of(&prog, arch, ioctl, [0, tiocsti, 0, 0, 0, 0]),
+                EPERM
+            );
+        }
     }
 
     /// What `prog` (built for `arch`) answers a process of `arch` calling `sys`.
@@ -614,16 +713,16 @@ mod tests {
     #[test]
     fn fake_root_pretends_ownership_changes_work() {
         for arch in BOTH {
-            let prog = program(arch, true, true).unwrap();
+            let prog = program(arch, want(true, true)).unwrap();
             let v = |sys: Sys| verdict_of(&prog, arch, sys, [0; 6]);
             assert_eq!(v(fchownat), RET_ERRNO);
             assert_eq!(v(setresuid), RET_ERRNO);
             assert_eq!(v(keyctl), EPERM);
-            let plain = program(arch, true, false).unwrap();
+            let plain = program(arch, want(true, false)).unwrap();
             assert_eq!(verdict_of(&plain, arch, fchownat, [0; 6]), RET_ALLOW);
-            assert!(program(arch, false, false).is_none());
+            assert!(program(arch, want(false, false)).is_none());
         }
-        let prog = program(Arch::X86_64, false, true).unwrap();
+        let prog = program(Arch::X86_64, want(false, true)).unwrap();
         assert_eq!(verdict_of(&prog, Arch::X86_64, lchown, [0; 6]), RET_ERRNO);
     }
 
