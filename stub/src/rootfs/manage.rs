@@ -7,7 +7,8 @@ use crate::error::{Context, Result};
 use crate::files::remove_tree;
 use crate::log::say;
 use std::fs;
-use std::os::unix::fs::MetadataExt;
+use std::os::fd::AsFd;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 /// `--cache-list`: every extracted image, its size and last use.
@@ -83,7 +84,50 @@ pub fn remove_entries(what: &str) -> Result<Vec<PathBuf>> {
         let _ = fs::remove_file(lock);
         say!("removed {}", path.display());
     }
+    remove_dead_layers(&root, what);
     Ok(chosen)
+}
+
+/// The writable layers in `.runs` of the chosen entries whose run is gone (their
+/// directory's lock is free), and `.runs` itself with `all` once it is empty; a running
+/// container's layer stays.
+fn remove_dead_layers(root: &Path, what: &str) {
+    let runs = root.join(".runs");
+    let Ok(listing) = fs::read_dir(&runs) else {
+        return;
+    };
+    for entry in listing.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let key = name.trim_start_matches(".new-");
+        if what != "all" && !key.starts_with(what) {
+            continue;
+        }
+        // One being made (`.new-`) is locked only a moment later: left alone while young.
+        let young = || {
+            entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t.elapsed().map_or(true, |age| age.as_secs() < 60))
+        };
+        if name.starts_with(".new-") && young() {
+            continue;
+        }
+        let path = entry.path();
+        let Ok(dir) = fs::File::options()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+            .open(&path)
+        else {
+            continue;
+        };
+        // Held while it is removed.
+        if crate::sys::lock_exclusive(dir.as_fd(), false).is_ok() && remove_tree(&path).is_ok() {
+            say!("removed {}", path.display());
+        }
+    }
+    if what == "all" {
+        let _ = fs::remove_dir(&runs);
+    }
 }
 
 /// Bytes on disk below `path` (du), hard links counted once.
