@@ -251,15 +251,7 @@ fn lock_dir(dir: &Path) -> std::io::Result<File> {
 /// Takes the lock file `path` (created 0600 if missing) and writes our pid in it; when
 /// another process holds it, Err carries the pid it wrote.
 fn lock(path: &Path) -> std::result::Result<File, String> {
-    let mut lock = File::options()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)
-        .map_err(|e| e.to_string())?;
+    let mut lock = crate::files::open_lock(path).map_err(|e| e.to_string())?;
     if crate::sys::lock_exclusive(lock.as_fd(), false).is_err() {
         let mut holder = String::new();
         let _ = (&lock).take(32).read_to_string(&mut holder);

@@ -16,9 +16,9 @@ use crate::files::{check_private, open_dir_nofollow, private_dir, remove_tree};
 use crate::log::debug;
 use crate::sys;
 use crate::userns::{self, Mapping};
-use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::fs::{self, DirBuilder, File};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 /// A cache entry that holds a finished extraction, checked to be the caller's.
@@ -286,15 +286,7 @@ fn make_durable(root: &OwnedFd, tmp: &Path, entry: &Path) -> Result<()> {
 
 /// The cache lock of one key, held (flock) until the returned file is dropped.
 fn lock(path: &Path) -> Result<File> {
-    let lock = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        // In a private directory; still, never through a link or onto a FIFO.
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)
+    let lock = crate::files::open_lock(path)
         .with_context(|| format!("cannot create the cache lock {}", path.display()))?;
     debug!("rootfs: waiting for the cache lock");
     sys::lock_exclusive(lock.as_fd(), true)
