@@ -9,7 +9,8 @@ use crate::sys;
 use crate::util::{shown, BUF_SIZE};
 use binctr_format::{Env, Footer, ImageConfig, Sha256Digest, FORMAT_VERSION};
 use std::fmt;
-use std::io::{self, BufWriter, Seek, SeekFrom, Write};
+use std::fs::File;
+use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
 
 /// What to pack, resolved from the command line.
@@ -280,25 +281,21 @@ pub fn pack(spec: &PackSpec) -> Result<Packed, PackError> {
             (stub, info, stats)
         }
         StubChoice::Later => {
-            let spool = sys::anonymous_temp_file().map_err(PackError::Spool)?;
-            let mut spooled = BufWriter::with_capacity(BUF_SIZE, &spool);
-            let (info, stats) =
-                write_payload(input, &progress, &mut spooled, &|e| PackError::Spool(e))?;
-            spooled.flush().map_err(PackError::Spool)?;
-            drop(spooled);
+            // Most images are for this machine: its stub goes first and the payload
+            // streams behind it; only an image found to be for another CPU has its
+            // payload moved behind that CPU's stub (through a spool) afterwards.
+            let native = stub::embedded(Cpu::native()).map_err(PackError::Stub)?;
+            let (native_cpu, native_len) = (native.cpu, native.bytes.len() as u64);
+            out.write_all(&native.bytes).map_err(write_error)?;
+            let (info, stats) = write_payload(input, &progress, &mut out, &write_error)?;
             let stub = match &stats.detected {
                 Some(d) => embedded_for(&spec.image, &d.platform, &d.from)?,
-                None => stub::embedded(Cpu::native()).map_err(PackError::Stub)?,
+                None => native,
             };
-            out.write_all(&stub.bytes).map_err(write_error)?;
-            out.flush().map_err(write_error)?;
-            let mut spool = &spool;
-            spool.seek(SeekFrom::Start(0)).map_err(PackError::Spool)?;
-            let copied = io::copy(&mut spool, out.get_mut()).map_err(write_error)?;
-            if copied != info.len {
-                return Err(PackError::Spool(io::Error::other(
-                    "the spooled payload changed size",
-                )));
+            if stub.cpu != native_cpu {
+                out.flush().map_err(write_error)?;
+                move_payload(out.get_mut(), native_len, info.len, &stub.bytes)
+                    .map_err(PackError::Spool)?;
             }
             (stub, info, stats)
         }
@@ -324,6 +321,26 @@ pub fn pack(spec: &PackSpec) -> Result<Packed, PackError> {
         file_len: footer.file_len().unwrap_or(0),
         entries: stats.entries,
     })
+}
+
+/// Puts the payload written at `at` (`len` bytes) behind `stub` instead, in the same
+/// file: through a spool, as the two stubs differ in length. The file is left positioned
+/// at the payload's end.
+fn move_payload(file: &mut &File, at: u64, len: u64, stub: &[u8]) -> io::Result<()> {
+    let spool = sys::anonymous_temp_file()?;
+    file.seek(SeekFrom::Start(at))?;
+    let mut spooled = &spool;
+    if io::copy(&mut (&mut *file).take(len), &mut spooled)? != len {
+        return Err(io::Error::other("the payload changed size"));
+    }
+    file.set_len(0)?;
+    file.seek(SeekFrom::Start(0))?;
+    file.write_all(stub)?;
+    spooled.seek(SeekFrom::Start(0))?;
+    if io::copy(&mut spooled, file)? != len {
+        return Err(io::Error::other("the spooled payload changed size"));
+    }
+    Ok(())
 }
 
 /// The built-in stub for an image of `platform` (`from` says who said so).
