@@ -61,7 +61,7 @@ pub fn run(
     } else {
         debug!("share: joining the group's container {}", plan.id);
     }
-    let members = open_lock(&group.members())
+    let members = open_lock(group.members())
         .with_context(|| format!("cannot open {}", group.members().display()))?;
     sys::flock(members.as_fd(), libc::LOCK_SH, false)
         .context("cannot join the group's container")?;
@@ -93,7 +93,7 @@ pub fn group_gone(plan: &RunPlan) -> Box<dyn FnMut() -> bool> {
         let Ok(lock) = group.lock(false) else {
             return false;
         };
-        let empty = open_lock(&group.members())
+        let empty = open_lock(group.members())
             .is_ok_and(|m| sys::flock(m.as_fd(), libc::LOCK_EX, false).is_ok());
         if empty {
             debug!("share: no member left: ending the group's container");
@@ -156,8 +156,8 @@ impl Group {
         }
     }
 
-    fn members(&self) -> PathBuf {
-        self.members.clone()
+    fn members(&self) -> &Path {
+        &self.members
     }
 
     /// The group's lock (held until the file is dropped). A file the last member
