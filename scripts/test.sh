@@ -29,6 +29,8 @@ declare -A needs=(
     [mmdebstrap]=mmdebstrap  # make-nginx-image.sh, make-debian-rootfs.sh
     [podman]=podman          # scripts/compare-podman.sh (tests/tests/podman_compare.rs)
     [python3]=python3        # compare-podman.sh reads the two tars
+    [qemu-system-aarch64]=qemu-system-arm  # arm64-vm.sh: the aarch64 stub on an arm64 kernel
+    [cpio]=cpio              # arm64-vm.sh: the VM's initramfs
 )
 missing=()
 for cmd in "${!needs[@]}"; do
@@ -59,8 +61,9 @@ done
 # --- 2. Build ----------------------------------------------------------------------------
 say "building dist/"
 bash scripts/build.sh </dev/null || die "scripts/build.sh failed (see above): nothing to test"
-# The packer's build script embeds this stub; clippy and cargo test build the packer too.
+# The packer's build script embeds these stubs; clippy and cargo test build the packer too.
 export BINCTR_STUB=$root/target/x86_64-unknown-linux-musl/stub/binctr-stub
+export BINCTR_STUB_AARCH64=$root/target/aarch64-unknown-linux-musl/stub/binctr-stub
 
 # --- 3. Example image --------------------------------------------------------------------
 say "making the example image"
@@ -73,6 +76,8 @@ say "making the nginx image (mmdebstrap, Debian bookworm)"
 bash scripts/make-nginx-image.sh build </dev/null || die "the nginx image could not be made (see above)"
 say "making the python image (mmdebstrap, Debian bookworm: CPython's regression tests, ping's file capability)"
 bash scripts/make-python-image.sh build </dev/null || die "the python image could not be made (see above)"
+say "making the arm64 kernel, tools and images (arm64.rs: the aarch64 stub on a booted arm64 kernel)"
+bash scripts/arm64-vm.sh build </dev/null || die "the arm64 VM's kernel, tools or images could not be made (see above)"
 say "making the Debian rootfs (hostile.rs: SIGKILL mid-extraction, a full cache, seccomp)"
 bash scripts/make-debian-rootfs.sh </dev/null || die "the Debian rootfs could not be made (see above)"
 

@@ -5,7 +5,7 @@
 //! (`util::printable`); `--json` shows it exactly, as JSON escapes.
 use crate::image::{flatten_packed, ImageError, PackedLayers};
 use crate::output::{Output, OutputError};
-use crate::stub::{self, Opened, MAX_STUB_LEN};
+use crate::stub::{self, Cpu, Opened, MAX_STUB_LEN};
 use crate::util::{os_error, printable, shown, BUF_SIZE};
 use binctr_format::{read_tail, Footer, FormatError, HashingReader, ImageConfig, TailError};
 use std::fmt;
@@ -100,8 +100,8 @@ pub struct Packed {
     pub path: PathBuf,
     pub footer: Footer,
     pub config: ImageConfig,
-    /// The stub's architecture: "x86_64", "aarch64".
-    pub arch: &'static str,
+    /// The stub's CPU.
+    pub cpu: Cpu,
 }
 
 pub fn open(path: &Path) -> Result<Packed, InspectError> {
@@ -125,18 +125,18 @@ pub fn open(path: &Path) -> Result<Packed, InspectError> {
             source,
         },
     })?;
-    let arch = check_stub(&file, path, footer.payload_offset)?;
+    let cpu = check_stub(&file, path, footer.payload_offset)?;
     Ok(Packed {
         file,
         path: path.to_path_buf(),
         footer,
         config,
-        arch,
+        cpu,
     })
 }
 
 /// Checks the first `len` bytes, where the stub goes: a static ELF with the marker.
-fn check_stub(file: &File, path: &Path, len: u64) -> Result<&'static str, InspectError> {
+fn check_stub(file: &File, path: &Path, len: u64) -> Result<Cpu, InspectError> {
     let mut bytes = Vec::new();
     let mut reader = file;
     reader
@@ -165,6 +165,7 @@ pub fn describe(packed: &Packed, json: bool) -> String {
             "file": packed.path.display().to_string(),
             "format_version": f.version,
             "stub_len": f.payload_offset,
+            "stub_cpu": packed.cpu.name(),
             "payload_offset": f.payload_offset,
             "payload_len": f.payload_len,
             "payload_sha256": f.payload_sha256.to_string(),
@@ -189,7 +190,12 @@ pub fn describe(packed: &Packed, json: bool) -> String {
     line("format version", f.version.to_string());
     line(
         "stub",
-        format!("{} bytes, {}", f.payload_offset, packed.arch),
+        format!(
+            "{} bytes, {} (runs {} images)",
+            f.payload_offset,
+            packed.cpu,
+            packed.cpu.platform()
+        ),
     );
     line(
         "payload",

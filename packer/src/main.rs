@@ -34,6 +34,10 @@ docker-archive:), an OCI image layout as a directory or a tar (skopeo copy oci: 
 oci-archive:, buildah push), a root filesystem directory, or - for standard input:
   podman save IMAGE | binctr-pack - -o NAME
 
+The stub is chosen by the image's CPU: x86_64 for linux/amd64, aarch64 for linux/arm64,
+as the image's config says, or for a root filesystem, as its /bin/sh (else most of its
+executables) says; --platform overrides.
+
 Each layer of an image is packed as a layer of its own (format 2; a flat tar or a
 directory is one layer); --flatten packs one flattened layer (format 1) instead, which
 stubs that do not read format 2 run.
@@ -60,7 +64,8 @@ struct PackArgs {
     #[argh(option, arg_name = "SIZE")]
     max_size: Option<String>,
     /// pack onto this stub (a binctr-stub binary, or a packed file whose stub is reused)
-    /// instead of the one built into binctr-pack
+    /// instead of the one built into binctr-pack for the image's CPU; it must be for the
+    /// image's CPU
     #[argh(option, arg_name = "PATH")]
     stub: Option<String>,
     /// the container's name (hostname, container ids); default: from IMAGE's file name
@@ -69,7 +74,9 @@ struct PackArgs {
     /// which image of an archive or layout holding several (a tag, NAME or NAME:TAG)
     #[argh(option, long = "image", arg_name = "NAME[:TAG]")]
     select_image: Option<String>,
-    /// which platform of a multi-platform image (default: the stub's, e.g. linux/amd64)
+    /// which platform of a multi-platform image, and so which stub (linux/amd64 or
+    /// linux/arm64; default: the image's own, of several this machine's); for a root
+    /// filesystem, its CPU whatever its programs say
     #[argh(option, arg_name = "OS/ARCH[/VARIANT]")]
     platform: Option<String>,
     /// replace the image's entrypoint (and clear its cmd): a JSON array
@@ -319,7 +326,7 @@ fn run_pack(cmd: &str, args: &[&str]) -> Result<(), Failure> {
             packed.entries,
             spec.out.display(),
             mib(packed.file_len),
-            packed.arch,
+            packed.cpu,
         );
     }
     Ok(())

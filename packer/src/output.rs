@@ -87,6 +87,8 @@ impl Output {
         // linkat needs /proc to name the anonymous file later: without it, use a name now.
         if anonymous && Path::new("/proc/self/fd").is_dir() {
             match OpenOptions::new()
+                // Read too: a payload may be moved behind another stub (pack.rs).
+                .read(true)
                 .write(true)
                 .custom_flags(libc::O_TMPFILE | libc::O_CLOEXEC)
                 .mode(mode)
@@ -113,6 +115,7 @@ impl Output {
         })?;
         sys::remove_on_signal(&temp);
         match OpenOptions::new()
+            .read(true)
             .write(true)
             .create_new(true)
             .custom_flags(libc::O_CLOEXEC)

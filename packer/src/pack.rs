@@ -1,17 +1,19 @@
 //! `binctr-pack IMAGE -o OUT`: stub, payload, config, footer, in one pass over the image,
 //! written atomically.
-use crate::image::{self, ImageArg, ImageError, Limits, Platform, Selection};
+use crate::image::{self, ImageArg, ImageError, Limits, Platform, Selection, Stats};
 use crate::output::{Output, OutputError};
-use crate::payload::PayloadWriter;
+use crate::payload::{Payload, PayloadWriter};
 use crate::progress::Progress;
-use crate::stub::{self, StubError};
-use crate::util::BUF_SIZE;
+use crate::stub::{self, Cpu, Stub, StubError};
+use crate::sys;
+use crate::util::{shown, BUF_SIZE};
 use binctr_format::{
     Env, Footer, ImageConfig, Sha256Digest, CONFIG_VERSION, FLAT_CONFIG_VERSION,
     FLAT_FORMAT_VERSION, FORMAT_VERSION, MAX_LAYERS,
 };
 use std::fmt;
-use std::io::{BufWriter, Write};
+use std::fs::File;
+use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
 
 /// What to pack, resolved from the command line.
@@ -25,7 +27,8 @@ pub struct PackSpec {
     pub name: Option<String>,
     /// `--image NAME[:TAG]`: which image of an archive or index.
     pub select_image: Option<String>,
-    /// `--platform`: which platform of a multi-platform index; default the stub's.
+    /// `--platform`: which platform of a multi-platform index, and so which stub; for a
+    /// root filesystem, its CPU whatever its programs say.
     pub platform: Option<Platform>,
     /// `--max-size` and the other caps on what the image may make the packer do.
     pub limits: Limits,
@@ -91,7 +94,7 @@ fn merge_env(image: Vec<String>, overrides: &[String]) -> Vec<String> {
 #[derive(Debug)]
 pub struct Packed {
     pub name: String,
-    pub arch: &'static str,
+    pub cpu: Cpu,
     pub file_len: u64,
     pub entries: u64,
 }
@@ -101,6 +104,27 @@ pub enum PackError {
     Stub(StubError),
     Image(ImageError),
     Output(OutputError),
+    /// The spool of a payload whose stub is chosen after it is written.
+    Spool(io::Error),
+    /// `--stub` is for another CPU than the image: `found` says what the image is.
+    StubMismatch {
+        stub: PathBuf,
+        cpu: Cpu,
+        image: String,
+        found: String,
+    },
+    /// `--platform` and `--stub` disagree.
+    PlatformNotStub {
+        platform: Platform,
+        stub: PathBuf,
+        cpu: Cpu,
+    },
+    /// An image for a CPU binctr has no stub for.
+    NoStubFor {
+        image: String,
+        platform: Platform,
+        from: String,
+    },
 }
 
 impl fmt::Display for PackError {
@@ -109,23 +133,123 @@ impl fmt::Display for PackError {
             PackError::Stub(e) => e.fmt(f),
             PackError::Image(e) => e.fmt(f),
             PackError::Output(e) => e.fmt(f),
+            PackError::Spool(e) => ImageError::Spool(io::Error::new(e.kind(), e.to_string())).fmt(f),
+            PackError::StubMismatch {
+                stub,
+                cpu,
+                image,
+                found,
+            } => write!(
+                f,
+                "--stub {} is an {cpu} stub, but {} {found}: leave out --stub to pack onto the built-in stub for the image's CPU",
+                stub.display(),
+                shown(image),
+            ),
+            PackError::PlatformNotStub { platform, stub, cpu } => write!(
+                f,
+                "--platform {platform} does not run on --stub {}, an {cpu} stub: use --platform {} or another stub",
+                stub.display(),
+                cpu.platform(),
+            ),
+            PackError::NoStubFor { image, platform, from } => write!(
+                f,
+                "{} is for {} ({from}): binctr has stubs for {} only",
+                shown(image),
+                shown(&platform.to_string()),
+                Cpu::ALL.map(|c| c.platform().to_string()).join(" and "),
+            ),
         }
     }
 }
 
 impl std::error::Error for PackError {}
 
+/// Which stub, as far as it is known before the payload is written.
+enum StubChoice {
+    /// Known now; `check`: refuse it at the end if the root filesystem's programs are
+    /// for another CPU (a `--stub` given for a flat root filesystem, no `--platform`).
+    Now { stub: Stub, check: bool },
+    /// A root filesystem with nothing said about its CPU: its programs tell, so the
+    /// payload is written aside first and the stub put in front of it after.
+    Later,
+}
+
 pub fn pack(spec: &PackSpec) -> Result<Packed, PackError> {
-    let stub = stub::load(spec.stub.as_deref()).map_err(PackError::Stub)?;
+    let given = match &spec.stub {
+        Some(path) => Some((path, stub::load(Some(path)).map_err(PackError::Stub)?)),
+        None => None,
+    };
+    // The platform the image must be for: --platform, else the --stub's.
+    let wanted = match (&spec.platform, &given) {
+        (Some(platform), _) => {
+            let cpu = Cpu::of_platform(platform).ok_or_else(|| PackError::NoStubFor {
+                image: spec.image.to_string(),
+                platform: platform.clone(),
+                from: "--platform".into(),
+            })?;
+            if let Some((path, stub)) = &given {
+                if stub.cpu != cpu {
+                    return Err(PackError::PlatformNotStub {
+                        platform: platform.clone(),
+                        stub: path.to_path_buf(),
+                        cpu: stub.cpu,
+                    });
+                }
+            }
+            Some(platform.clone())
+        }
+        (None, Some((_, stub))) => Some(stub.cpu.platform()),
+        (None, None) => None,
+    };
     let selection = Selection {
         image: spec.select_image.clone(),
-        platform: spec.platform.clone(),
-        stub_platform: Platform::of_stub(stub.arch),
+        platform: wanted,
+        preferred: Cpu::native().platform(),
     };
     let progress = Progress::new(image::input_size(&spec.image));
-    let input =
-        image::open(&spec.image, &selection, &spec.limits, &progress).map_err(PackError::Image)?;
+    let input = image::open(&spec.image, &selection, &spec.limits, &progress).map_err(|e| {
+        match (e, &given) {
+            // The --stub's CPU decided what to look for: say that, not only the platform.
+            (
+                ImageError::NoPlatform {
+                    image, available, ..
+                },
+                Some((path, stub)),
+            ) if spec.platform.is_none() => PackError::StubMismatch {
+                stub: path.to_path_buf(),
+                cpu: stub.cpu,
+                image,
+                found: format!("is for {}", available.join(", ")),
+            },
+            (e, _) => PackError::Image(e),
+        }
+    })?;
     progress.set_total(input.total);
+    let choice = match given {
+        Some((_, stub)) => StubChoice::Now {
+            check: input.meta.is_none() && spec.platform.is_none(),
+            stub,
+        },
+        None => {
+            let said = spec
+                .platform
+                .clone()
+                .map(|p| (p, "--platform"))
+                .or_else(|| Some((input.meta.as_ref()?.platform.clone()?, "its config")));
+            match said {
+                Some((platform, from)) => StubChoice::Now {
+                    stub: embedded_for(&spec.image, &platform, from)?,
+                    check: false,
+                },
+                // An image whose config names no CPU: this machine's.
+                None if input.meta.is_some() => StubChoice::Now {
+                    stub: stub::embedded(Cpu::native()).map_err(PackError::Stub)?,
+                    check: false,
+                },
+                None => StubChoice::Later,
+            }
+        }
+    };
     let name = image::sanitize_name(
         &spec
             .name
@@ -143,35 +267,58 @@ pub fn pack(spec: &PackSpec) -> Result<Packed, PackError> {
     if !spec.flatten && layers > MAX_LAYERS {
         eprintln!(
             "binctr-pack: {} has {layers} layers, more than the {MAX_LAYERS} a packed file stacks: layers {MAX_LAYERS} to {layers} are squashed into one",
-            crate::util::shown(&spec.image.to_string())
+            shown(&spec.image.to_string())
         );
     }
 
     // An executable, as cc makes one: 0777 less the umask.
     let output = Output::create(&spec.out, 0o777).map_err(PackError::Output)?;
     let write_error = |e| PackError::Output(output.write_error(e));
-
     let mut out = BufWriter::with_capacity(BUF_SIZE, output.file());
-    out.write_all(&stub.bytes).map_err(write_error)?;
-    let (mut payload, written);
-    if spec.flatten {
-        payload = PayloadWriter::new(out);
-        written = input.write_tar(&progress, &mut payload);
-    } else {
-        payload = PayloadWriter::layered(out, layers == 1);
-        written = input.write_layers(&progress, &mut payload);
-    }
-    let stats = written.map_err(|e| match e {
-        ImageError::Write(e) => write_error(e),
-        e => PackError::Image(e),
-    })?;
-    let (mut out, payload_info) = payload.finish().map_err(write_error)?;
+    let (stub, payload_info, stats) = match choice {
+        StubChoice::Now { stub, check } => {
+            out.write_all(&stub.bytes).map_err(write_error)?;
+            let (info, stats) =
+                write_payload(input, spec.flatten, &progress, &mut out, &write_error)?;
+            if let (true, Some(detected), Some(path)) = (check, &stats.detected, &spec.stub) {
+                if Cpu::of_platform(&detected.platform) != Some(stub.cpu) {
+                    return Err(PackError::StubMismatch {
+                        stub: path.clone(),
+                        cpu: stub.cpu,
+                        image: spec.image.to_string(),
+                        found: format!("is for {} ({})", detected.platform, detected.from),
+                    });
+                }
+            }
+            (stub, info, stats)
+        }
+        StubChoice::Later => {
+            // Most images are for this machine: its stub goes first and the payload
+            // streams behind it; only an image found to be for another CPU has its
+            // payload moved behind that CPU's stub (through a spool) afterwards.
+            let native = stub::embedded(Cpu::native()).map_err(PackError::Stub)?;
+            let (native_cpu, native_len) = (native.cpu, native.bytes.len() as u64);
+            out.write_all(&native.bytes).map_err(write_error)?;
+            let (info, stats) =
+                write_payload(input, spec.flatten, &progress, &mut out, &write_error)?;
+            let stub = match &stats.detected {
+                Some(d) => embedded_for(&spec.image, &d.platform, &d.from)?,
+                None => native,
+            };
+            if stub.cpu != native_cpu {
+                out.flush().map_err(write_error)?;
+                move_payload(out.get_mut(), native_len, info.len, &stub.bytes)
+                    .map_err(PackError::Spool)?;
+            }
+            (stub, info, stats)
+        }
+    };
     let version = if spec.flatten {
         config.version = FLAT_CONFIG_VERSION;
         FLAT_FORMAT_VERSION
     } else {
         config.version = CONFIG_VERSION;
-        config.layers = payload_info.layers;
+        config.layers = payload_info.layers.clone();
         FORMAT_VERSION
     };
     let config = config.to_json();
@@ -192,17 +339,72 @@ pub fn pack(spec: &PackSpec) -> Result<Packed, PackError> {
     output.commit().map_err(PackError::Output)?;
     Ok(Packed {
         name,
-        arch: stub.arch,
+        cpu: stub.cpu,
         file_len: footer.file_len().unwrap_or(0),
         entries: stats.entries,
     })
+}
+
+/// Puts the payload written at `at` (`len` bytes) behind `stub` instead, in the same
+/// file: through a spool, as the two stubs differ in length. The file is left positioned
+/// at the payload's end.
+fn move_payload(file: &mut &File, at: u64, len: u64, stub: &[u8]) -> io::Result<()> {
+    let spool = sys::anonymous_temp_file()?;
+    file.seek(SeekFrom::Start(at))?;
+    let mut spooled = &spool;
+    if io::copy(&mut (&mut *file).take(len), &mut spooled)? != len {
+        return Err(io::Error::other("the payload changed size"));
+    }
+    file.set_len(0)?;
+    file.seek(SeekFrom::Start(0))?;
+    file.write_all(stub)?;
+    spooled.seek(SeekFrom::Start(0))?;
+    if io::copy(&mut spooled, file)? != len {
+        return Err(io::Error::other("the spooled payload changed size"));
+    }
+    Ok(())
+}
+
+/// The built-in stub for an image of `platform` (`from` says who said so).
+fn embedded_for(image: &ImageArg, platform: &Platform, from: &str) -> Result<Stub, PackError> {
+    let cpu = Cpu::of_platform(platform).ok_or_else(|| PackError::NoStubFor {
+        image: image.to_string(),
+        platform: platform.clone(),
+        from: from.to_string(),
+    })?;
+    stub::embedded(cpu).map_err(PackError::Stub)
+}
+
+/// The image as the payload, into `out`: its layers as they are (format 2), or one
+/// flattened tree (`flatten`, format 1).
+fn write_payload<W: Write>(
+    input: image::Input<'_>,
+    flatten: bool,
+    progress: &Progress,
+    out: W,
+    write_error: &dyn Fn(io::Error) -> PackError,
+) -> Result<(Payload, Stats), PackError> {
+    let (mut payload, written);
+    if flatten {
+        payload = PayloadWriter::new(out);
+        written = input.write_tar(progress, &mut payload);
+    } else {
+        payload = PayloadWriter::layered(out, input.layer_count() == 1);
+        written = input.write_layers(progress, &mut payload);
+    }
+    let stats = written.map_err(|e| match e {
+        ImageError::Write(e) => write_error(e),
+        e => PackError::Image(e),
+    })?;
+    let (_, info) = payload.finish().map_err(write_error)?;
+    Ok((info, stats))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::inspect;
-    use crate::stub::tests::fake_stub;
+    use crate::stub::tests::{fake_stub, fake_stub_for};
     use crate::util::tests::TempDir;
     use binctr_format::{CONFIG_VERSION, FOOTER_LEN};
     use std::fs;
@@ -601,5 +803,170 @@ mod tests {
             fs::read(fx.path("first")).unwrap(),
             fs::read(fx.path("second")).unwrap()
         );
+    }
+
+    /// The start of an ELF executable for `machine` (62 x86_64, 183 aarch64).
+    fn elf_head(machine: u16) -> Vec<u8> {
+        let mut head = b"\x7fELF\x02\x01\x01".to_vec();
+        head.resize(16, 0);
+        head.extend_from_slice(&2u16.to_le_bytes());
+        head.extend_from_slice(&machine.to_le_bytes());
+        head.resize(64, 0);
+        head
+    }
+
+    /// A busybox-like root filesystem for `machine`: /bin/sh -> busybox.
+    fn rootfs_tar(machine: u16) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_mode(0o755);
+        h.set_size(64);
+        b.append_data(&mut h, "bin/busybox", &elf_head(machine)[..])
+            .unwrap();
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_size(0);
+        b.append_link(&mut h, "bin/sh", "busybox").unwrap();
+        b.into_inner().unwrap()
+    }
+
+    /// A docker-archive (as `docker save` writes it) of one layer, for `architecture`.
+    fn docker_archive(architecture: &str, layer: &[u8]) -> Vec<u8> {
+        let diff_id = Sha256Digest::of(layer);
+        let config = format!(
+            r#"{{"architecture":"{architecture}","os":"linux","config":{{"Cmd":["/bin/sh"]}},"rootfs":{{"type":"layers","diff_ids":["{diff_id}"]}}}}"#
+        );
+        // Members are named by digest, as docker save names them.
+        let config_name = format!("{}.json", Sha256Digest::of(config.as_bytes()).hex());
+        let layer_name = format!("{}/layer.tar", diff_id.hex());
+        let manifest = format!(
+            r#"[{{"Config":"{config_name}","RepoTags":["box:latest"],"Layers":["{layer_name}"]}}]"#
+        );
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, data) in [
+            ("manifest.json", manifest.as_bytes()),
+            (&config_name, config.as_bytes()),
+            (&layer_name, layer),
+        ] {
+            let mut h = tar::Header::new_gnu();
+            h.set_mode(0o644);
+            h.set_size(data.len() as u64);
+            b.append_data(&mut h, name, data).unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+
+    /// Packs without --stub: the CPU the packer chose, whether this build embeds that
+    /// stub (test.sh builds with both) or not (then the error names the CPU it wanted).
+    fn chosen_cpu(spec: &PackSpec) -> Cpu {
+        match pack(spec) {
+            Ok(packed) => {
+                let (read, _) = read_back(&spec.out);
+                assert_eq!(read.cpu, packed.cpu);
+                packed.cpu
+            }
+            Err(PackError::Stub(StubError::NoneEmbedded(cpu))) => cpu,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn an_arm64_root_filesystem_picks_the_aarch64_stub() {
+        let fx = Fixture::new();
+        let image = fx.path("image.tar");
+        fs::write(&image, rootfs_tar(183)).unwrap();
+        let mut spec = fx.spec(&image, "out");
+        spec.stub = None;
+        assert_eq!(chosen_cpu(&spec), Cpu::Aarch64);
+        // A directory too.
+        let dir = fx.path("rootfs");
+        fs::create_dir_all(dir.join("bin")).unwrap();
+        fs::write(dir.join("bin/busybox"), elf_head(183)).unwrap();
+        std::os::unix::fs::symlink("busybox", dir.join("bin/sh")).unwrap();
+        spec.image = ImageArg::Path(dir);
+        assert_eq!(chosen_cpu(&spec), Cpu::Aarch64);
+        // --platform overrides what the programs say.
+        spec.image = ImageArg::Path(image);
+        spec.platform = Platform::parse("linux/amd64");
+        assert_eq!(chosen_cpu(&spec), Cpu::X86_64);
+    }
+
+    #[test]
+    fn an_arm64_image_picks_the_aarch64_stub() {
+        let fx = Fixture::new();
+        let image = fx.path("image.tar");
+        fs::write(&image, docker_archive("arm64", &sample_tar())).unwrap();
+        let mut spec = fx.spec(&image, "out");
+        spec.stub = None;
+        assert_eq!(chosen_cpu(&spec), Cpu::Aarch64);
+        fs::write(&image, docker_archive("amd64", &sample_tar())).unwrap();
+        assert_eq!(chosen_cpu(&spec), Cpu::X86_64);
+    }
+
+    #[test]
+    fn an_x86_64_stub_forced_onto_an_arm64_image_is_refused() {
+        let fx = Fixture::new();
+        let image = fx.path("image.tar");
+        let stub = fx.stub.display().to_string();
+        let shown_image = image.display().to_string();
+        let hint = "leave out --stub to pack onto the built-in stub for the image's CPU";
+        // A root filesystem: its /bin/sh says arm64, after the payload is written.
+        fs::write(&image, rootfs_tar(183)).unwrap();
+        let err = pack(&fx.spec(&image, "out")).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            format!("--stub {stub} is an x86_64 stub, but {shown_image} is for linux/arm64 (/bin/sh): {hint}")
+        );
+        assert_eq!(fx.leftovers(), Vec::<String>::new());
+        // An image: its config says arm64.
+        fs::write(&image, docker_archive("arm64", &sample_tar())).unwrap();
+        let err = pack(&fx.spec(&image, "out")).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            format!(
+                "--stub {stub} is an x86_64 stub, but {shown_image} is for linux/arm64: {hint}"
+            )
+        );
+        assert!(!err.contains('\n'));
+        assert_eq!(fx.leftovers(), Vec::<String>::new());
+        // --platform and --stub at odds.
+        let mut spec = fx.spec(&image, "out");
+        spec.platform = Platform::parse("linux/arm64");
+        assert_eq!(
+            pack(&spec).unwrap_err().to_string(),
+            format!("--platform linux/arm64 does not run on --stub {stub}, an x86_64 stub: use --platform linux/amd64 or another stub")
+        );
+        // An aarch64 stub fits both.
+        fs::write(&fx.stub, fake_stub_for(Cpu::Aarch64)).unwrap();
+        assert_eq!(pack(&fx.spec(&image, "out")).unwrap().cpu, Cpu::Aarch64);
+        fs::write(&image, rootfs_tar(183)).unwrap();
+        assert_eq!(pack(&fx.spec(&image, "out")).unwrap().cpu, Cpu::Aarch64);
+        // And --platform vouches for a root filesystem whatever its programs say.
+        fs::write(&fx.stub, fake_stub()).unwrap();
+        let mut spec = fx.spec(&image, "out");
+        spec.platform = Platform::parse("linux/amd64");
+        assert_eq!(pack(&spec).unwrap().cpu, Cpu::X86_64);
+    }
+
+    #[test]
+    fn a_cpu_without_a_stub_is_refused() {
+        let fx = Fixture::new();
+        let image = fx.path("image.tar");
+        fs::write(&image, docker_archive("s390x", &sample_tar())).unwrap();
+        let mut spec = fx.spec(&image, "out");
+        spec.stub = None;
+        assert_eq!(
+            pack(&spec).unwrap_err().to_string(),
+            format!(
+                "{} is for linux/s390x (its config): binctr has stubs for linux/amd64 and linux/arm64 only",
+                image.display()
+            )
+        );
+        spec.platform = Platform::parse("linux/riscv64");
+        assert!(pack(&spec)
+            .unwrap_err()
+            .to_string()
+            .ends_with("is for linux/riscv64 (--platform): binctr has stubs for linux/amd64 and linux/arm64 only"));
     }
 }

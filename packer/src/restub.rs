@@ -4,7 +4,7 @@
 //! `payload_offset`. The payload digest, and so the stub's cache entry, stays the same.
 use crate::inspect::{self, InspectError};
 use crate::output::{Output, OutputError};
-use crate::stub::{self, StubError};
+use crate::stub::{self, Cpu, StubError};
 use crate::util::{os_error, BUF_SIZE};
 use binctr_format::{Footer, HashingReader, Sha256Digest};
 use std::fmt;
@@ -15,9 +15,21 @@ use std::path::{Path, PathBuf};
 pub enum RestubError {
     Packed(InspectError),
     Stub(StubError),
-    Read { path: PathBuf, source: io::Error },
-    PayloadDigest { path: PathBuf },
+    Read {
+        path: PathBuf,
+        source: io::Error,
+    },
+    PayloadDigest {
+        path: PathBuf,
+    },
     Output(OutputError),
+    /// The new stub is for another CPU than the one the image was packed for.
+    OtherCpu {
+        file: PathBuf,
+        packed: Cpu,
+        stub: PathBuf,
+        cpu: Cpu,
+    },
 }
 
 impl fmt::Display for RestubError {
@@ -34,6 +46,18 @@ impl fmt::Display for RestubError {
                 path.display()
             ),
             RestubError::Output(e) => e.fmt(f),
+            RestubError::OtherCpu {
+                file,
+                packed,
+                stub,
+                cpu,
+            } => write!(
+                f,
+                "{} holds an image for {} (it was packed onto an {packed} stub), but {} is an {cpu} stub: give an {packed} stub",
+                file.display(),
+                packed.platform(),
+                stub.display()
+            ),
         }
     }
 }
@@ -43,6 +67,15 @@ impl std::error::Error for RestubError {}
 pub fn restub(file: &Path, stub_path: &Path, out: &Path) -> Result<Footer, RestubError> {
     let packed = inspect::open(file).map_err(RestubError::Packed)?;
     let stub = stub::load(Some(stub_path)).map_err(RestubError::Stub)?;
+    // The packer chose the stub by the image's CPU: another CPU's stub cannot run it.
+    if stub.cpu != packed.cpu {
+        return Err(RestubError::OtherCpu {
+            file: file.to_path_buf(),
+            packed: packed.cpu,
+            stub: stub_path.to_path_buf(),
+            cpu: stub.cpu,
+        });
+    }
     let old = packed.footer;
     let read_error = |source| RestubError::Read {
         path: file.to_path_buf(),

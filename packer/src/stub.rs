@@ -13,10 +13,75 @@ use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 
+use crate::image::Platform;
 use crate::util::os_error;
 
-/// The stub built into this packer (empty when built without `BINCTR_STUB`).
-static EMBEDDED: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/stub.bin"));
+/// The stubs built into this packer, one per CPU (empty when built without
+/// `BINCTR_STUB`, `BINCTR_STUB_AARCH64`).
+static EMBEDDED_X86_64: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/stub-x86_64.bin"));
+static EMBEDDED_AARCH64: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/stub-aarch64.bin"));
+
+/// A CPU binctr has a stub for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cpu {
+    X86_64,
+    Aarch64,
+}
+
+impl Cpu {
+    pub const ALL: [Cpu; 2] = [Cpu::X86_64, Cpu::Aarch64];
+
+    /// The machine this packer runs on, where it has a stub for it; else x86_64.
+    pub fn native() -> Cpu {
+        if cfg!(target_arch = "aarch64") {
+            Cpu::Aarch64
+        } else {
+            Cpu::X86_64
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Cpu::X86_64 => "x86_64",
+            Cpu::Aarch64 => "aarch64",
+        }
+    }
+
+    /// The OCI platform of the images it runs: `linux/amd64`, `linux/arm64`.
+    pub fn platform(self) -> Platform {
+        Platform::linux(match self {
+            Cpu::X86_64 => "amd64",
+            Cpu::Aarch64 => "arm64",
+        })
+    }
+
+    /// The CPU for images of `platform`; None for one binctr has no stub for. The
+    /// kernel's names (x86_64, aarch64) are taken too.
+    pub fn of_platform(platform: &Platform) -> Option<Cpu> {
+        if platform.os != "linux" {
+            return None;
+        }
+        match platform.architecture.as_str() {
+            "amd64" | "x86_64" => Some(Cpu::X86_64),
+            // arm64 is v8 (or later, which runs v8 code) whether it says so or not.
+            "arm64" | "aarch64" => Some(Cpu::Aarch64),
+            _ => None,
+        }
+    }
+
+    fn embedded(self) -> &'static [u8] {
+        match self {
+            Cpu::X86_64 => EMBEDDED_X86_64,
+            Cpu::Aarch64 => EMBEDDED_AARCH64,
+        }
+    }
+}
+
+impl fmt::Display for Cpu {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
 
 /// The section every stub carries, and how its content starts (see stub/src/main.rs).
 pub const MARKER_SECTION: &str = ".binctr_stub";
@@ -28,8 +93,8 @@ pub const MAX_STUB_LEN: u64 = 256 << 20;
 
 #[derive(Debug)]
 pub enum StubError {
-    /// Built without `BINCTR_STUB` and no `--stub` given.
-    NoneEmbedded,
+    /// Built without the stub for this CPU, and no `--stub` given.
+    NoneEmbedded(Cpu),
     Read {
         path: PathBuf,
         source: io::Error,
@@ -48,9 +113,9 @@ pub enum StubError {
 impl fmt::Display for StubError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            StubError::NoneEmbedded => write!(
+            StubError::NoneEmbedded(cpu) => write!(
                 f,
-                "this build has no stub embedded: build it with scripts/build.sh, or pass --stub PATH"
+                "this binctr-pack has no {cpu} stub embedded: build it with scripts/build.sh, or pass --stub PATH"
             ),
             StubError::Read { path, source } => {
                 write!(f, "cannot read stub {}: {}", path.display(), os_error(source))
@@ -72,15 +137,22 @@ impl std::error::Error for StubError {}
 /// A validated stub: exactly the ELF's bytes, nothing appended.
 pub struct Stub {
     pub bytes: Cow<'static, [u8]>,
-    /// "x86_64" or "aarch64".
-    pub arch: &'static str,
+    pub cpu: Cpu,
 }
 
-/// Loads and validates the stub from `--stub PATH` or, without it, the embedded one.
+/// The stub built into this packer for `cpu`, validated.
+pub fn embedded(cpu: Cpu) -> Result<Stub, StubError> {
+    match cpu.embedded() {
+        [] => Err(StubError::NoneEmbedded(cpu)),
+        bytes => validate(Cow::Borrowed(bytes), &format!("the embedded {cpu} stub")),
+    }
+}
+
+/// Loads and validates the stub from `--stub PATH` or, without it, the embedded one for
+/// this machine's CPU.
 pub fn load(path: Option<&Path>) -> Result<Stub, StubError> {
     match path {
-        None if EMBEDDED.is_empty() => Err(StubError::NoneEmbedded),
-        None => validate(Cow::Borrowed(EMBEDDED), "the embedded stub"),
+        None => embedded(Cpu::native()),
         Some(path) => {
             let file = open_regular(path).map_err(|e| match e {
                 Opened::Io(source) => StubError::Read {
@@ -152,7 +224,7 @@ fn read_stub_part(mut file: File) -> io::Result<Vec<u8>> {
 
 /// What the stub part of a packed file is when it is no binctr stub: why, and for a file
 /// that is not even an ELF, what it starts with (a script, text, data).
-pub fn check_part(bytes: &[u8]) -> Result<&'static str, String> {
+pub fn check_part(bytes: &[u8]) -> Result<Cpu, String> {
     check(bytes).map_err(|why| {
         if bytes.starts_with(b"\x7fELF") {
             return why;
@@ -173,14 +245,14 @@ pub fn check_part(bytes: &[u8]) -> Result<&'static str, String> {
 /// Checks that `bytes` are a binctr stub: a static 64-bit executable ELF for x86_64 or
 /// aarch64 with the `.binctr_stub` marker, and nothing after the ELF's last byte.
 pub fn validate(bytes: Cow<'static, [u8]>, origin: &str) -> Result<Stub, StubError> {
-    let arch = check(&bytes).map_err(|why| StubError::NotAStub {
+    let cpu = check(&bytes).map_err(|why| StubError::NotAStub {
         origin: origin.to_string(),
         why,
     })?;
-    Ok(Stub { bytes, arch })
+    Ok(Stub { bytes, cpu })
 }
 
-fn check(bytes: &[u8]) -> Result<&'static str, String> {
+fn check(bytes: &[u8]) -> Result<Cpu, String> {
     if bytes.len() as u64 > MAX_STUB_LEN {
         return Err("larger than any stub".into());
     }
@@ -191,9 +263,9 @@ fn check(bytes: &[u8]) -> Result<&'static str, String> {
         return Err("a 32-bit ELF".into());
     }
     let elf = Elf::parse(bytes).map_err(|e| format!("a damaged ELF: {e}"))?;
-    let arch = match elf.header.e_machine {
-        EM_X86_64 => "x86_64",
-        EM_AARCH64 => "aarch64",
+    let cpu = match elf.header.e_machine {
+        EM_X86_64 => Cpu::X86_64,
+        EM_AARCH64 => Cpu::Aarch64,
         other => return Err(format!("an ELF for machine {other}, not x86_64 or aarch64")),
     };
     if !matches!(elf.header.e_type, ET_EXEC | ET_DYN) {
@@ -237,7 +309,7 @@ fn check(bytes: &[u8]) -> Result<&'static str, String> {
             "truncated: the ELF needs {end} bytes, the file has {len}"
         ));
     }
-    Ok(arch)
+    Ok(cpu)
 }
 
 /// Where the ELF's last byte is: the furthest of the header tables, the section contents
@@ -268,7 +340,18 @@ pub mod tests {
     /// A minimal static ELF that passes validation: no program interpreter, no libraries,
     /// the marker section. Built by hand so the tests need no musl toolchain.
     pub fn fake_stub() -> Vec<u8> {
-        fake_elf(Some(b"binctr-stub\0v1\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0"))
+        fake_stub_for(Cpu::X86_64)
+    }
+
+    /// [`fake_stub`] for another CPU: only e_machine differs.
+    pub fn fake_stub_for(cpu: Cpu) -> Vec<u8> {
+        let mut b = fake_elf(Some(b"binctr-stub\0v1\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0"));
+        let machine = match cpu {
+            Cpu::X86_64 => EM_X86_64,
+            Cpu::Aarch64 => EM_AARCH64,
+        };
+        b[18..20].copy_from_slice(&machine.to_le_bytes());
+        b
     }
 
     /// ELF header, one PT_LOAD, sections: null, .binctr_stub, .shstrtab.
@@ -335,7 +418,9 @@ pub mod tests {
     #[test]
     fn accepts_the_fake_stub() {
         let stub = validate(Cow::Owned(fake_stub()), "X").unwrap();
-        assert_eq!(stub.arch, "x86_64");
+        assert_eq!(stub.cpu, Cpu::X86_64);
+        let stub = validate(Cow::Owned(fake_stub_for(Cpu::Aarch64)), "X").unwrap();
+        assert_eq!(stub.cpu, Cpu::Aarch64);
     }
 
     #[test]
@@ -435,7 +520,7 @@ pub mod tests {
             check_part(b"\x1b]0;title\x07").unwrap_err(),
             "not an ELF file: it starts with '\\u{1b}]0;title\\u{7}'"
         );
-        assert_eq!(check_part(&fake_stub()).unwrap(), "x86_64");
+        assert_eq!(check_part(&fake_stub()).unwrap(), Cpu::X86_64);
     }
 
     #[test]
@@ -460,13 +545,27 @@ pub mod tests {
     }
 
     #[test]
-    fn the_real_stub_passes_when_built() {
-        // target/x86_64-unknown-linux-musl/release/binctr-stub, if a build left one.
+    fn the_real_stubs_pass_when_built() {
+        // target/<triple>/stub/binctr-stub, if a build left them.
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        let path = root.join("target/x86_64-unknown-linux-musl/release/binctr-stub");
-        if path.exists() {
-            let stub = load(Some(&path)).unwrap();
-            assert_eq!(stub.arch, "x86_64");
+        for cpu in Cpu::ALL {
+            let path = root.join(format!("target/{cpu}-unknown-linux-musl/stub/binctr-stub"));
+            if path.exists() {
+                assert_eq!(load(Some(&path)).unwrap().cpu, cpu);
+            }
+        }
+    }
+
+    #[test]
+    fn platforms_map_to_cpus() {
+        let cpu = |p: &str| Cpu::of_platform(&Platform::parse(p).unwrap());
+        assert_eq!(cpu("linux/amd64"), Some(Cpu::X86_64));
+        assert_eq!(cpu("linux/arm64/v8"), Some(Cpu::Aarch64));
+        assert_eq!(cpu("linux/aarch64"), Some(Cpu::Aarch64));
+        assert_eq!(cpu("linux/arm/v7"), None);
+        assert_eq!(cpu("windows/amd64"), None);
+        for c in Cpu::ALL {
+            assert_eq!(Cpu::of_platform(&c.platform()), Some(c));
         }
     }
 }

@@ -85,10 +85,19 @@ fn start(flags: &cli::Flags, command: Vec<OsString>) -> Result<i32> {
         packed.footer.payload_len,
         packed.footer.payload_offset
     );
-    let digest = packed.footer.payload_sha256.hex();
+    // The image and its settings: two packed files of one rootfs with other settings
+    // never share a container.
+    let digest = format!(
+        "{}{}",
+        packed.footer.payload_sha256.hex(),
+        packed.footer.config_sha256.hex()
+    );
     let (plan, env) = RunPlan::new(flags, command, &packed.config, &digest)?;
+    // Subordinate ids are known to work once they were used, or once the holder of a
+    // namespace with them could be made (which the start needs anyway: the helpers then
+    // run once, not once to try and once for the holder).
     let mapping = userns::choose(plan.userns, |m| {
-        rootfs::is_extracted(&packed, m) || holder::is_held(m)
+        rootfs::is_extracted(&packed, m) || holder::is_held(m) || holder::get(m).is_ok()
     })?;
     // Subordinate ids: a held user namespace spares the helpers (and is made once).
     let held = match mapping.is_subid() {
@@ -171,5 +180,5 @@ fn print_help(argh_text: &str) {
     say!("Exit codes: the command's own; 125 binctr failed; 126 the command cannot be run;");
     say!("127 the command was not found; 128+N the command was killed by signal N.");
     say!("Cache: $BINCTR_CACHE, else $XDG_CACHE_HOME/binctr, else ~/.cache/binctr (on a network");
-    say!("filesystem: $TMPDIR/binctr-UID or /var/tmp/binctr-UID instead).");
+    say!("filesystem: /var/tmp/binctr-UID instead).");
 }

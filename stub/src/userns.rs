@@ -384,8 +384,14 @@ mod tests {
 
     #[test]
     fn subordinate_ranges_match_by_name_or_id() {
-        let dir = std::env::temp_dir().join(format!("binctr-subid-{}", std::process::id()));
-        fs::create_dir_all(&dir).unwrap();
+        // A new directory of our own (create_dir refuses one that is there already, and
+        // the name is unpredictable): nobody else's link can be written through.
+        let dir = std::env::temp_dir().join(format!(
+            "binctr-subid-{}-{}",
+            std::process::id(),
+            crate::files::random_hex()
+        ));
+        fs::create_dir(&dir).unwrap();
         let file = dir.join("subuid");
         fs::write(
             &file,

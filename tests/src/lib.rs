@@ -488,17 +488,27 @@ impl Drop for Test {
     }
 }
 
-/// (name, path) of every entry of a cache dir, sorted; empty when it does not exist.
+/// (name, path) of every entry of a cache dir, sorted (an empty `.runs` left out); empty
+/// when it does not exist.
 pub fn cache_entries(cache: &Path) -> Vec<(String, PathBuf)> {
     let mut entries: Vec<(String, PathBuf)> = match fs::read_dir(cache) {
         Ok(rd) => rd
             .flatten()
             .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
+            // The stub keeps `.runs` (where each run's writable layer lives) once made:
+            // empty, it holds nothing of any run. A layer left in it shows it here.
+            .filter(|(name, path)| !(name == ".runs" && is_empty_dir(path)))
             .collect(),
         Err(_) => Vec::new(),
     };
     entries.sort();
     entries
+}
+
+/// A directory with nothing in it.
+pub fn is_empty_dir(path: &Path) -> bool {
+    fs::symlink_metadata(path).is_ok_and(|m| m.is_dir())
+        && fs::read_dir(path).is_ok_and(|mut rd| rd.next().is_none())
 }
 
 /// The names of the extractions in progress (or left by a crashed run) in a cache dir:

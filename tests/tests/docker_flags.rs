@@ -804,3 +804,19 @@ fn unknown_flags_are_named_with_the_nearest_known_one() {
     // A misspelling after the command is the command's own argument.
     assert_eq!(stdout_of(&t, &["echo", "--netwrk"]), "--netwrk\n");
 }
+
+/// `--cap-add SYS_ADMIN`, as in docker: the seccomp filter then lets mount, umount and
+/// new namespaces through (the capability decides), so a tmpfs can be mounted inside;
+/// without it the filter refuses mount, and keyrings stay refused either way.
+#[test]
+fn cap_add_sys_admin_lets_the_command_mount_as_docker_does() {
+    let t = Test::new("cap_sys_admin");
+    let script = "mkdir -p /m && if mount -t tmpfs t /m 2>/dev/null; then \
+                  grep -q '^t /m tmpfs ' /proc/mounts && echo mounted; umount /m; \
+                  else echo refused; fi; \
+                  if unshare -m true 2>/dev/null; then echo unshared; else echo no-unshare; fi";
+    let with = stdout_of(&t, &["--cap-add", "SYS_ADMIN", "sh", "-c", script]);
+    assert_eq!(with, "mounted\nunshared\n", "with --cap-add SYS_ADMIN");
+    let without = stdout_of(&t, &["sh", "-c", script]);
+    assert_eq!(without, "refused\nno-unshare\n", "without it");
+}

@@ -171,9 +171,15 @@ fn run_dirs(cache: &Path) -> Vec<PathBuf> {
 }
 
 /// Fails the test unless the cache holds its image's entry (and the entry's lock) and
-/// nothing else: no `.runs`, no temporary directory.
+/// nothing else: no run layer (`.runs` may stay, empty), no temporary directory.
 #[track_caller]
 fn assert_only_the_entry_left(t: &Test, context: &str) {
+    let layers = run_dirs(&t.cache());
+    assert!(
+        layers.is_empty(),
+        "{context}: run layers left in {}/.runs: {layers:?}",
+        t.cache().display()
+    );
     let names: Vec<String> = cache_entries(&t.cache())
         .into_iter()
         .map(|(name, _)| name)
@@ -185,7 +191,11 @@ fn assert_only_the_entry_left(t: &Test, context: &str) {
         "{context}: one cache entry expected in {}: {names:?}",
         t.cache().display()
     );
-    let allowed = [entries[0].clone(), format!("{}.lock", entries[0])];
+    let allowed = [
+        entries[0].clone(),
+        format!("{}.lock", entries[0]),
+        ".runs".to_string(),
+    ];
     let extra: Vec<&String> = names.iter().filter(|n| !allowed.contains(n)).collect();
     assert!(
         extra.is_empty(),
@@ -380,6 +390,22 @@ fn two_gib_written_to_root_go_to_disk_not_to_shared_memory_and_leave_nothing() {
         SHMEM_SLACK >> 20
     );
     assert_only_the_entry_left(&t, "after the run ended");
+}
+
+/// What the container wrote as another of its ids (a directory of a subordinate id, 0755,
+/// holding files: the host user cannot empty it) is removed at exit too, from inside the
+/// container's user namespace; what its root wrote (ours on the host) from here.
+#[test]
+fn files_of_other_container_ids_are_removed_with_the_layer() {
+    let t = Test::new("layer_other_ids");
+    subuid_start(&t);
+    let script = "mkdir -p /srv/a/b && echo x > /srv/a/b/f && chown -R 1000:1000 /srv/a && \
+                  chmod 0755 /srv/a /srv/a/b && echo made";
+    let out = bb(&t, &["sh", "-c", script]).run();
+    out.assert_success();
+    assert_eq!(out.stdout_text().trim(), "made", "{out:?}");
+    assert_subid_entry(&t.cache());
+    assert_only_the_entry_left(&t, "after a run that wrote files of uid 1000");
 }
 
 #[test]

@@ -1038,6 +1038,10 @@ fn cache_list_shows_the_images_and_cache_rm_frees_subid_owned_files() {
         Vec::<(String, PathBuf)>::new(),
         "the cache holds entries after --cache-rm all:\n{out:?}"
     );
+    assert!(
+        !t.cache().join(".runs").exists(),
+        "--cache-rm all left .runs:\n{out:?}"
+    );
     let out = t.cmd(&app).arg("--cache-list").run();
     out.assert_success();
     assert_eq!(

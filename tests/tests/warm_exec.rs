@@ -341,10 +341,17 @@ fn a_second_start_under_subordinate_ids_runs_no_helper_and_shares_the_user_names
     let first = helpers.bb(&t, &rt, &show).run();
     first.assert_success();
     let after_first = helpers.calls();
-    // The wrappers do count: the first start maps its namespace with the helpers.
+    // The wrappers do count: the first start maps its namespace with the helpers, once
+    // (making the holder is what proves `auto` may use subordinate ids: no trial run).
     assert!(
         after_first.0 >= 1 && after_first.1 >= 1,
         "the first start ran no helper (the wrappers count nothing?): {:?}\n{first:?}",
+        helpers.log_text()
+    );
+    assert_eq!(
+        after_first,
+        (1, 1),
+        "the first start ran the helpers more than once: {:?}\n{first:?}",
         helpers.log_text()
     );
     let maps: Vec<String> = first

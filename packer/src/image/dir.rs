@@ -8,6 +8,7 @@
 //! (`handle.rs`). Every entry is opened from its parent's descriptor without following
 //! symlinks and fstat()ed; one that is no longer what it was listed as refuses the pack.
 //! A symlink is read, never followed; a FIFO or device is described, never opened.
+use super::elf_platform::{Survey, HEAD_LEN};
 use super::error::ImageError;
 use super::handle::{same, DirHandle, OpenError, Type};
 use super::limits::{Limits, MAX_TREE_BYTES, NODE_COST, PATH_MAX};
@@ -37,6 +38,8 @@ struct Walker<'a, W: Write> {
     /// File bytes still allowed (`--max-size`).
     size_left: u64,
     max_size: u64,
+    /// Which CPU the programs are for (`elf_platform.rs`).
+    survey: Survey,
 }
 
 pub fn write_tar<W: Write>(
@@ -56,11 +59,13 @@ pub fn write_tar<W: Write>(
         entries: 0,
         size_left: limits.max_size,
         max_size: limits.max_size,
+        survey: Survey::default(),
     };
     walker.walk(root, Path::new(""))?;
     walker.builder.finish().map_err(ImageError::Write)?;
     Ok(Stats {
         entries: walker.entries,
+        detected: walker.survey.finish(),
     })
 }
 
@@ -178,6 +183,8 @@ impl<W: Write> Walker<'_, W> {
             Some(file) => match self.hard_link(rel, st)? {
                 Some(first) => {
                     header.set_entry_type(EntryType::Link);
+                    let source = first.as_os_str().as_bytes();
+                    self.survey.hard_link(rel.as_os_str().as_bytes(), source);
                     self.builder.append_link(&mut header, rel, first)
                 }
                 None => {
@@ -186,12 +193,17 @@ impl<W: Write> Walker<'_, W> {
                     header.set_entry_type(EntryType::Regular);
                     header.set_size(len);
                     self.read_error = None;
+                    let mut head = Vec::new();
                     let data = FileData {
                         inner: Counting::new(file, self.progress),
                         remaining: len,
                         error: &mut self.read_error,
+                        head: &mut head,
                     };
-                    self.builder.append_data(&mut header, rel, data)
+                    let result = self.builder.append_data(&mut header, rel, data);
+                    self.survey
+                        .file(rel.as_os_str().as_bytes(), st.st_mode, &head);
+                    result
                 }
             },
         };
@@ -210,6 +222,8 @@ impl<W: Write> Walker<'_, W> {
         let result = match (kind, target) {
             (Type::Socket, _) => return Ok(()),
             (_, Some(target)) => {
+                self.survey
+                    .symlink(rel.as_os_str().as_bytes(), target.as_bytes());
                 header.set_entry_type(EntryType::Symlink);
                 self.builder.append_link(&mut header, rel, target)
             }
@@ -294,6 +308,8 @@ struct FileData<'a, R> {
     inner: R,
     remaining: u64,
     error: &'a mut Option<io::Error>,
+    /// The file's first bytes, for the survey.
+    head: &'a mut Vec<u8>,
 }
 
 impl<R: Read> Read for FileData<'_, R> {
@@ -312,6 +328,10 @@ impl<R: Read> Read for FileData<'_, R> {
             other => other,
         }
         .inspect_err(|e| *self.error = Some(io::Error::new(e.kind(), e.to_string())))?;
+        if self.head.len() < HEAD_LEN {
+            let more = n.min(HEAD_LEN - self.head.len());
+            self.head.extend_from_slice(&buf[..more]);
+        }
         self.remaining -= n as u64;
         Ok(n)
     }

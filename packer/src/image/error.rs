@@ -283,7 +283,7 @@ impl ImageError {
                 available,
             } => write!(
                 f,
-                "{} has no image for {}; it has: {} (choose one with --platform, and a stub for it with --stub)",
+                "{} has no image for {}; it has: {} (choose one with --platform)",
                 shown(image),
                 shown(wanted),
                 list(available)

@@ -9,6 +9,7 @@
 //! stub will read, and refuses at pack time what the stub would refuse at extraction: a
 //! path or hard-link target with `..`, a NUL in a name, a path of PATH_MAX or more, and
 //! (`--max-size`) a file or a stream larger than allowed.
+use super::elf_platform::{Survey, HEAD_LEN};
 use super::error::ImageError;
 use super::limits::{tar_limits, Limits, PATH_MAX};
 use super::types::Stats;
@@ -68,6 +69,7 @@ pub fn copy<R: BufRead, W: Write>(
         left: limits.max_size,
         max_size: limits.max_size,
         buf: vec![0u8; 64 * 1024],
+        survey: Survey::default(),
     };
     // Bytes consumed by the last look for an entry: the previous entry's padding, and
     // the first zero block when the archive ends with one.
@@ -91,7 +93,10 @@ pub fn copy<R: BufRead, W: Write>(
     // record padding after the zero blocks, and gzip checks its trailer there.
     io::copy(&mut tee.inner.take(limits.max_size), &mut io::sink())
         .map_err(|e| read_error(image, e))?;
-    Ok(Stats { entries: c.entries })
+    Ok(Stats {
+        entries: c.entries,
+        detected: c.survey.finish(),
+    })
 }
 
 /// A broken gzip stream or an I/O error: name the input, keep the reason.
@@ -113,6 +118,8 @@ struct Copier<'a, R, W> {
     max_size: u64,
     /// Where entry data passes (the tee copies it).
     buf: Vec<u8>,
+    /// Which CPU the programs are for (`elf_platform.rs`).
+    survey: Survey,
 }
 
 impl<R: BufRead, W: Write> Copier<'_, R, W> {
@@ -158,12 +165,23 @@ impl<R: BufRead, W: Write> Copier<'_, R, W> {
             Some(left) => left,
             None => return Err(self.too_large(h, h.stored)),
         };
+        let mut head = Vec::new();
         loop {
             match self.tar.read_data(&mut self.buf) {
                 Ok(0) => break,
+                Ok(n) if head.len() < HEAD_LEN => {
+                    let more = n.min(HEAD_LEN - head.len());
+                    head.extend_from_slice(&self.buf[..more]);
+                }
                 Ok(_) => {}
                 Err(e) => return Err(self.error(e)),
             }
+        }
+        match h.kind() {
+            Kind::File => self.survey.file(&h.path, h.mode, &head),
+            Kind::Symlink => self.survey.symlink(&h.path, &h.link),
+            Kind::HardLink => self.survey.hard_link(&h.path, &h.link),
+            _ => {}
         }
         self.entries += 1;
         Ok(())

@@ -667,7 +667,10 @@ fn write<W: Write>(
         })?;
     }
     builder.finish().map_err(ImageError::Write)?;
-    Ok(Stats { entries })
+    Ok(Stats {
+        entries,
+        detected: None,
+    })
 }
 
 /// Format 2: the entries of lower output layers that upper ones copy (a directory's

@@ -23,6 +23,7 @@
 mod archive;
 mod dir;
 mod docker;
+mod elf_platform;
 mod error;
 mod flat_tar;
 mod flatten;

@@ -136,6 +136,7 @@ impl ConfigFile {
             volumes: keys(c.and_then(|c| c.volumes.as_ref())),
             labels: c.and_then(|c| c.labels.clone()).unwrap_or_default(),
             stop_signal: c.and_then(|c| c.stop_signal.clone()).unwrap_or_default(),
+            platform: self.platform(),
             ..ImageMeta::default()
         }
     }
@@ -156,17 +157,12 @@ impl ConfigFile {
         Ok(diff_ids.to_vec())
     }
 
-    /// Refuses an image for another platform than the one wanted (`--platform`, else the
-    /// stub's).
-    pub fn check_platform(&self, image: &str, selection: &Selection) -> Result<(), ImageError> {
+    /// The platform the config says, if it says one (an empty os is Linux).
+    pub fn platform(&self) -> Option<Platform> {
         if self.architecture.is_empty() {
-            return Ok(());
+            return None;
         }
-        let wanted = selection
-            .platform
-            .as_ref()
-            .unwrap_or(&selection.stub_platform);
-        let platform = Platform {
+        Some(Platform {
             os: if self.os.is_empty() {
                 "linux".into()
             } else {
@@ -174,6 +170,14 @@ impl ConfigFile {
             },
             architecture: self.architecture.clone(),
             variant: self.variant.clone(),
+        })
+    }
+
+    /// Refuses an image for another platform than the one wanted (`--platform`, else the
+    /// `--stub`'s), when one is.
+    pub fn check_platform(&self, image: &str, selection: &Selection) -> Result<(), ImageError> {
+        let (Some(platform), Some(wanted)) = (self.platform(), &selection.platform) else {
+            return Ok(());
         };
         if platform.matches(wanted) {
             return Ok(());
@@ -435,9 +439,20 @@ fn pick_platform(
     let wanted = selection
         .platform
         .clone()
-        .unwrap_or_else(|| selection.stub_platform.clone());
+        .unwrap_or_else(|| selection.preferred.clone());
     let platform = |d: &Descriptor| d.platform.clone().unwrap_or_default().platform();
     let available: Vec<String> = candidates.iter().map(|d| platform(d).to_string()).collect();
+    // Nothing asked: an index of one real image (beside buildx's attestation manifests,
+    // which say unknown/unknown) is that image, whatever its CPU.
+    if selection.platform.is_none() {
+        let mut real: Vec<&Descriptor> = candidates
+            .iter()
+            .filter(|d| platform(d).os != "unknown")
+            .collect();
+        if real.len() == 1 {
+            return Ok(real.swap_remove(0).clone());
+        }
+    }
     let mut matching: Vec<Descriptor> = candidates
         .into_iter()
         .filter(|d| platform(d).matches(&wanted))
@@ -629,7 +644,7 @@ mod layout_tests {
         let selection = Selection {
             image: None,
             platform: platform.map(|p| Platform::parse(p).unwrap()),
-            stub_platform: Platform::of_stub("x86_64"),
+            preferred: Platform::linux("amd64"),
         };
         let progress = Progress::hidden();
         let limits = crate::image::Limits::default();
@@ -665,7 +680,7 @@ mod layout_tests {
         );
         let err = pick(dir.path(), Some("linux/s390x")).unwrap_err();
         assert!(
-            err.ends_with("has no image for linux/s390x; it has: linux/arm64, linux/amd64 (choose one with --platform, and a stub for it with --stub)"),
+            err.ends_with("has no image for linux/s390x; it has: linux/arm64, linux/amd64 (choose one with --platform)"),
             "{err}"
         );
     }

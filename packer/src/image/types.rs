@@ -1,6 +1,7 @@
 //! The types the readers and the rest of the packer share: what IMAGE is, which image
 //! and platform to pick, the image's own config, and what was written.
 
+use super::elf_platform::Detected;
 use binctr_format::ImageConfig;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -27,10 +28,11 @@ impl fmt::Display for ImageArg {
 pub struct Selection {
     /// `--image NAME[:TAG]`.
     pub image: Option<String>,
-    /// `--platform OS/ARCH[/VARIANT]`; `None`: the stub's.
+    /// The platform the image must be for: `--platform OS/ARCH[/VARIANT]`, else the
+    /// `--stub`'s; `None`: whichever the image is for.
     pub platform: Option<Platform>,
-    /// The stub's platform.
-    pub stub_platform: Platform,
+    /// Of several platforms, none asked for: this one (the packer's own machine's).
+    pub preferred: Platform,
 }
 
 /// An OCI platform: `linux/amd64`, `linux/arm64/v8`.
@@ -42,13 +44,8 @@ pub struct Platform {
 }
 
 impl Platform {
-    /// The platform a stub of `arch` ("x86_64", "aarch64") runs.
-    pub fn of_stub(arch: &str) -> Platform {
-        let architecture = match arch {
-            "x86_64" => "amd64",
-            "aarch64" => "arm64",
-            other => other,
-        };
+    /// `linux/ARCH`.
+    pub fn linux(architecture: &str) -> Platform {
         Platform {
             os: "linux".into(),
             architecture: architecture.into(),
@@ -103,6 +100,8 @@ pub struct ImageMeta {
     pub volumes: Vec<String>,
     pub labels: BTreeMap<String, String>,
     pub stop_signal: String,
+    /// The platform the image's config says it is for (None when it says nothing).
+    pub platform: Option<Platform>,
 }
 
 impl ImageMeta {
@@ -133,7 +132,10 @@ pub trait LayerSink: std::io::Write {
 }
 
 /// What was written.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Stats {
     pub entries: u64,
+    /// A root filesystem's CPU, as its programs tell (`elf_platform.rs`); None for an
+    /// image, whose config says it.
+    pub detected: Option<Detected>,
 }

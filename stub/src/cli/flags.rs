@@ -200,8 +200,9 @@ pub struct Flags {
     #[argh(option, short = 'u')]
     pub user: Option<String>,
 
-    /// id mapping: auto (subordinate ids when /etc/subuid grants some, else single),
-    /// single (you are the only id) or subid
+    /// id mapping: auto (subordinate ids when /etc/subuid grants some, else single;
+    /// keep-id under srun or mpirun), single (you are the only id), subid, or keep-id
+    /// (single, running as your own uid)
     #[argh(option, default = "String::from(\"auto\")")]
     pub userns: String,
 

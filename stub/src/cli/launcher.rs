@@ -96,8 +96,8 @@ pub fn binds() -> Vec<Volume> {
 
 /// The id of the container this run shares with the other ranks of its group, or None
 /// to run one of its own. `--share KEY` asks for it anywhere, `--no-share` never; under
-/// Slurm the group is the job step on this node. `digest` keeps two images of one step
-/// apart.
+/// Slurm the group is the job step on this node. `digest` (of the payload and the
+/// config) keeps two images, or one image packed with other settings, apart.
 pub fn share_id(flags: &Flags, digest: &str) -> Result<Option<String>> {
     let own = flags.detach || flags.id.is_some() || flags.overlay.is_some();
     let key = match (&flags.share, flags.no_share) {

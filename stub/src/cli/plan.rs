@@ -97,6 +97,12 @@ impl RunPlan {
         let hostname = hostname(flags, config)?;
         let net_none = net_none(&flags.net)?;
         let launched = launcher::detected();
+        // A rank runs as you (podman's keep-id), as under enroot and apptainer: PMIx
+        // accepts a client whose uid is the job's, and files it writes are yours.
+        let userns = match (launched, flags.userns.as_str(), &flags.user) {
+            (true, "auto" | "", None) => "keep-id".to_string(),
+            (_, mode, _) => mode.to_string(),
+        };
         let mut env = env::resolve(
             &hostname,
             &config.env,
@@ -170,8 +176,8 @@ impl RunPlan {
                 false => super::caps::resolve_caps(&flags.cap_add, &flags.cap_drop)?,
             },
             seccomp: seccomp(&flags.security_opt)? && !flags.privileged,
-            user: user(flags, config)?,
-            userns: Mode::parse(&flags.userns)?,
+            user: user(flags, config, &userns)?,
+            userns: Mode::parse(&userns)?,
             fake_root: fake_root(flags)?,
             mask_paths: !flags.privileged,
             ulimits: parse_all(&flags.ulimit, parse_ulimit)?,
@@ -203,8 +209,8 @@ fn shm_size(flags: &Flags) -> Result<String> {
 }
 
 /// -u, else the image's User; with --userns keep-id and neither, your own uid:gid.
-fn user(flags: &Flags, config: &ImageConfig) -> Result<String> {
-    let keep_id = flags.userns == "keep-id";
+fn user(flags: &Flags, config: &ImageConfig, userns: &str) -> Result<String> {
+    let keep_id = userns == "keep-id";
     match (&flags.user, keep_id) {
         (Some(_), true) => Err(Error::new(
             "--userns keep-id runs as your own uid: it does not go with -u",

@@ -77,7 +77,12 @@ fn prepare_and_exec(
     }
     debug!("process: exec {:?}", plan.argv);
     // Last, so the filter need not allow anything of the setup above.
-    if let Some(filter) = seccomp::filter(plan.seccomp, process.fake_root) {
+    let want = seccomp::Want {
+        default: plan.seccomp,
+        sys_admin: plan.caps.contains(&caps::Capability::CAP_SYS_ADMIN),
+        fake_root: process.fake_root,
+    };
+    if let Some(filter) = seccomp::filter(want) {
         seccomp::install(&filter)
             .context("cannot install the seccomp filter")
             .map_err(setup)?;

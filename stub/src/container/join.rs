@@ -53,6 +53,8 @@ pub struct Running {
     pub namespaces: Namespaces,
     /// How its command was started (exec.json).
     pub saved: Process,
+    /// Its monitor (on the host), when exec.json names it.
+    pub monitor: Option<libc::pid_t>,
 }
 
 impl Running {
@@ -90,6 +92,9 @@ impl Running {
             pid,
             namespaces,
             saved: Process::from_json(&saved)?,
+            monitor: json["monitor"]
+                .as_u64()
+                .and_then(|p| libc::pid_t::try_from(p).ok()),
         })
     }
 }

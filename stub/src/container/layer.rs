@@ -4,8 +4,9 @@
 //! - **on disk** (the default): `$CACHE/.runs/<key>.<random>/{upper,work}`, on the
 //!   rootfs's own filesystem, so the overlay has one st_dev story and consistent inode
 //!   numbers, and a full disk is ENOSPC inside, never an out-of-memory kill. Private
-//!   (0700), one per run, flock'd on `lock` for the container's life; removed when it
-//!   ends, and by the next run of the image when a run was killed (its lock is free).
+//!   (0700), one per run, flock'd (the directory itself) for the container's life;
+//!   removed when it ends, and by the next run of the image when a run was killed (its
+//!   lock is free). `.runs` itself stays, for the next run.
 //! - **kept** (`--overlay DIR`): DIR is private like the cache (0700, the caller's,
 //!   checked on every run, and so are `upper/` and `work/`); a lock (flock on DIR/lock)
 //!   refuses a second container on the same layer, naming the first.
@@ -80,22 +81,19 @@ impl WritableLayer {
     pub fn finish(self, mapping: &Mapping, userns: Option<&File>) {
         let Some(dir) = self.remove else { return };
         debug!("layer: removing {}", dir.display());
-        let removed = match (mapping.is_subid(), userns) {
-            (false, _) => remove_tree(&dir).map_err(Error::from),
-            (true, Some(ns)) => userns::run_joined(ns, || remove_tree(&dir).map_err(Error::from)),
-            // Nothing of the namespace's was written (the container never ran), or the
-            // ids that own it need a namespace with this mapping.
-            (true, None) => remove_tree(&dir).or_else(|_| {
-                userns::run_inside(mapping, || remove_tree(&dir).map_err(Error::from))
-            }),
+        // From here first: what the container's root wrote is ours (subordinate ids map
+        // it to us), and most runs write nothing else. Files of the namespace's other
+        // ids need its user namespace (the container's, or a new one with the mapping).
+        let removed = match (mapping.is_subid(), remove_tree(&dir)) {
+            (_, Ok(())) => Ok(()),
+            (false, Err(e)) => Err(Error::from(e)),
+            (true, Err(_)) => match userns {
+                Some(ns) => userns::run_joined(ns, || remove_tree(&dir).map_err(Error::from)),
+                None => userns::run_inside(mapping, || remove_tree(&dir).map_err(Error::from)),
+            },
         };
         if let Err(e) = removed {
             debug!("layer: cannot remove {}: {}", dir.display(), e.msg);
-        }
-        // The last run out leaves the cache as it found it (a run starting now makes
-        // the directory again).
-        if let Some(runs) = dir.parent() {
-            let _ = std::fs::remove_dir(runs);
         }
     }
 }
@@ -173,7 +171,7 @@ fn per_run(rootfs: &Rootfs, mapping: &Mapping) -> Result<WritableLayer> {
             }
         }
     }
-    let made = lock(&new.join("lock"))
+    let made = lock_dir(&new)
         .map_err(|_| Error::new(format!("cannot lock the writable layer {}", new.display())))
         .and_then(|lock| {
             for sub in ["upper", "work"] {
@@ -220,7 +218,7 @@ fn remove_dead_runs(runs: &Path, key: &str, mapping: &Mapping) {
             let name = e.file_name().to_string_lossy().into_owned();
             name.starts_with(&prefix) || (name.starts_with(&unfinished) && old(e))
         })
-        .filter_map(|e| Some((e.path(), lock(&e.path().join("lock")).ok()?)))
+        .filter_map(|e| Some((e.path(), lock_dir(&e.path()).ok()?)))
         .collect();
     if dead.is_empty() {
         return;
@@ -239,18 +237,21 @@ fn remove_dead_runs(runs: &Path, key: &str, mapping: &Mapping) {
     };
 }
 
+/// Locks a per-run layer's directory itself (flock on the directory: no lock file to
+/// create and remove at every run); fails at once when its run still holds it.
+fn lock_dir(dir: &Path) -> std::io::Result<File> {
+    let file = File::options()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+        .open(dir)?;
+    crate::sys::lock_exclusive(file.as_fd(), false)?;
+    Ok(file)
+}
+
 /// Takes the lock file `path` (created 0600 if missing) and writes our pid in it; when
 /// another process holds it, Err carries the pid it wrote.
 fn lock(path: &Path) -> std::result::Result<File, String> {
-    let mut lock = File::options()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)
-        .map_err(|e| e.to_string())?;
+    let mut lock = crate::files::open_lock(path).map_err(|e| e.to_string())?;
     if crate::sys::lock_exclusive(lock.as_fd(), false).is_err() {
         let mut holder = String::new();
         let _ = (&lock).take(32).read_to_string(&mut holder);

@@ -61,7 +61,7 @@ pub fn run(
     } else {
         debug!("share: joining the group's container {}", plan.id);
     }
-    let members = open_lock(&group.members())
+    let members = open_lock(group.members())
         .with_context(|| format!("cannot open {}", group.members().display()))?;
     sys::flock(members.as_fd(), libc::LOCK_SH, false)
         .context("cannot join the group's container")?;
@@ -93,7 +93,7 @@ pub fn group_gone(plan: &RunPlan) -> Box<dyn FnMut() -> bool> {
         let Ok(lock) = group.lock(false) else {
             return false;
         };
-        let empty = open_lock(&group.members())
+        let empty = open_lock(group.members())
             .is_ok_and(|m| sys::flock(m.as_fd(), libc::LOCK_EX, false).is_ok());
         if empty {
             debug!("share: no member left: ending the group's container");
@@ -106,12 +106,17 @@ pub fn group_gone(plan: &RunPlan) -> Box<dyn FnMut() -> bool> {
 }
 
 /// Kills the container's PID 1 (its pid namespace goes with it) and waits until its
-/// monitor has removed the layer and the state.
+/// monitor has removed the layer and the state and exited: under Slurm, whatever is
+/// left of the step once its last task exits is killed at once.
 fn end(dir: &Path, id: &str) {
-    if let Ok(running) = Running::open(dir, id) {
-        let _ = sys::send_signal(running.pid, libc::SIGKILL);
-    }
-    wait_while(|| join::is_running(dir));
+    let monitor = match Running::open(dir, id) {
+        Ok(running) => {
+            let _ = sys::send_signal(running.pid, libc::SIGKILL);
+            running.monitor
+        }
+        Err(_) => None,
+    };
+    wait_while(|| join::is_running(dir) || monitor.is_some_and(is_alive));
 }
 
 /// While a container of the group is on its way out (its monitor still holds the
@@ -151,8 +156,8 @@ impl Group {
         }
     }
 
-    fn members(&self) -> PathBuf {
-        self.members.clone()
+    fn members(&self) -> &Path {
+        &self.members
     }
 
     /// The group's lock (held until the file is dropped). A file the last member

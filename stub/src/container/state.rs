@@ -6,8 +6,8 @@ use crate::cli::RunPlan;
 use crate::error::{Context, Error, Result};
 use crate::files::{private_dir, write_atomically};
 use crate::log::debug;
-use std::fs::{self, DirBuilder, File, OpenOptions};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::fs::{self, DirBuilder, File};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
 
 /// A container's namespaces, in the order they are joined (a user namespace first, the
@@ -44,15 +44,7 @@ impl State {
             _ => {}
         }
         let lock_path = dir.join("lock");
-        let lock = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            // In a private directory; still, never through a link or onto a FIFO.
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-            .open(&lock_path)
+        let lock = crate::files::open_lock(&lock_path)
             .with_context(|| format!("cannot create {}", lock_path.display()))?;
         crate::sys::lock_exclusive(std::os::fd::AsFd::as_fd(&lock), false).map_err(|_| {
             Error::new(format!(

@@ -16,9 +16,9 @@ use crate::files::{check_private, open_dir_nofollow, private_dir, remove_tree};
 use crate::log::debug;
 use crate::sys;
 use crate::userns::{self, Mapping};
-use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::fs::{self, DirBuilder, File};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 /// A cache entry that holds a finished extraction, checked to be the caller's.
@@ -209,22 +209,32 @@ fn choose_cache_root() -> Result<PathBuf> {
     Ok(local)
 }
 
-/// The node-local cache: `$TMPDIR/binctr-UID` when TMPDIR (a job's own, on a cluster)
-/// is local, else `/var/tmp/binctr-UID`; private like any cache root.
+/// The node-local cache: `/var/tmp/binctr-UID` (kept across jobs, the same for every
+/// task of a node: Slurm sets TMPDIR for some tasks and not others), or
+/// `/tmp/binctr-UID` should /var/tmp be remote too; private like any cache root.
 fn node_local() -> PathBuf {
     let uid = nix::unistd::getuid();
-    let tmpdir = std::env::var_os("TMPDIR")
-        .map(PathBuf::from)
-        .filter(|d| d.is_absolute() && d.is_dir() && network_fs(d).is_none());
-    match tmpdir {
-        Some(dir) => dir.join(format!("binctr-{uid}")),
+    match network_fs(Path::new("/var/tmp")) {
         None => PathBuf::from(format!("/var/tmp/binctr-{uid}")),
+        Some(_) => PathBuf::from(format!("/tmp/binctr-{uid}")),
     }
 }
 
 /// The network filesystem `path` (or its nearest existing parent) is on, by statfs
 /// magic, if it is one.
 pub fn network_fs(path: &Path) -> Option<&'static str> {
+    let st = path
+        .ancestors()
+        .find_map(|p| nix::sys::statfs::statfs(p).ok())?;
+    // The field's type differs between C libraries (glibc i64, musl u64).
+    #[allow(clippy::unnecessary_cast)]
+    let magic = st.filesystem_type().0 as i64;
+    network_name(magic)
+}
+
+/// The network filesystem a statfs magic number names (the low 32 bits count: the
+/// field is signed on some C libraries).
+fn network_name(magic: i64) -> Option<&'static str> {
     const NETWORK: [(i64, &str); 13] = [
         (0x6969, "NFS"),
         (0x0BD0_0BD0, "Lustre"),
@@ -240,12 +250,7 @@ pub fn network_fs(path: &Path) -> Option<&'static str> {
         (0xAAD7_AAEA, "PanFS"),
         (0x0102_1997, "9P"),
     ];
-    let st = path
-        .ancestors()
-        .find_map(|p| nix::sys::statfs::statfs(p).ok())?;
-    // The field's type differs between C libraries (glibc i64, musl u64).
-    #[allow(clippy::unnecessary_cast)]
-    let magic = st.filesystem_type().0 as i64 & 0xFFFF_FFFF;
+    let magic = magic & 0xFFFF_FFFF;
     NETWORK
         .iter()
         .find(|(m, _)| *m == magic)
@@ -334,15 +339,7 @@ pub(super) fn make_durable(root: &OwnedFd, tmp: &Path, entry: &Path) -> Result<(
 
 /// The cache lock of one key, held (flock) until the returned file is dropped.
 fn lock(path: &Path) -> Result<File> {
-    let lock = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        // In a private directory; still, never through a link or onto a FIFO.
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)
+    let lock = crate::files::open_lock(path)
         .with_context(|| format!("cannot create the cache lock {}", path.display()))?;
     debug!("rootfs: waiting for the cache lock");
     sys::lock_exclusive(lock.as_fd(), true)
@@ -525,4 +522,23 @@ pub(super) fn stale_temps(root: &Path) -> Vec<PathBuf> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn network_filesystems_by_magic() {
+        assert_eq!(network_name(0x6969), Some("NFS"));
+        assert_eq!(network_name(0x0BD0_0BD0), Some("Lustre"));
+        // CIFS's magic as a signed 64-bit field holds (sign-extended on some libcs).
+        assert_eq!(network_name(0xFF53_4D42_u32 as i32 as i64), Some("CIFS"));
+        assert_eq!(network_name(0xEF53), None, "ext4");
+        assert_eq!(network_name(0x0102_1994), None, "tmpfs");
+        assert_eq!(network_name(0x5846_5342), None, "xfs");
+        // procfs, and a path below a missing directory (its nearest parent counts).
+        assert_eq!(network_fs(Path::new("/proc")), None);
+        assert_eq!(network_fs(Path::new("/proc/binctr-no-such-dir/x")), None);
+    }
 }

@@ -8,7 +8,7 @@ use crate::files::remove_tree;
 use crate::log::say;
 use std::fs;
 use std::os::fd::AsFd;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 /// `--cache-list`: every extracted image, its size and last use.
@@ -146,7 +146,7 @@ fn layer_keys(record: &serde_json::Value) -> Vec<&str> {
 
 /// `--cache-rm WHAT`: `all`, or the entries whose digest starts with WHAT.
 pub fn remove_entries(what: &str) -> Result<Vec<PathBuf>> {
-    remove_where(|path| {
+    remove_where(what, |path| {
         what == "all"
             || file_name(path)
                 .trim_start_matches(".tmp-")
@@ -168,12 +168,15 @@ pub fn prune(days: u32) -> Result<Vec<PathBuf>> {
         .filter_map(|p| fs::symlink_metadata(p).and_then(|m| m.modified()).ok())
         .max()
     };
-    remove_where(|path| used(path).is_some_and(|t| t.elapsed().is_ok_and(|e| e > limit)))
+    remove_where("", |path| {
+        used(path).is_some_and(|t| t.elapsed().is_ok_and(|e| e > limit))
+    })
 }
 
 /// Removes the images (both formats, and extractions left by a crash) `chosen` picks,
+/// the dead writable layers whose name starts with `runs` (see [`remove_dead_layers`]),
 /// then the layers no image left names.
-fn remove_where(chosen: impl Fn(&Path) -> bool) -> Result<Vec<PathBuf>> {
+fn remove_where(runs: &str, chosen: impl Fn(&Path) -> bool) -> Result<Vec<PathBuf>> {
     let root = cache_root()?;
     let images_dir = root.join("images");
     let picked: Vec<PathBuf> = entries(&root)
@@ -188,6 +191,7 @@ fn remove_where(chosen: impl Fn(&Path) -> bool) -> Result<Vec<PathBuf>> {
         let _ = fs::remove_file(format!("{}.lock", path.display()));
         say!("removed {}", path.display());
     }
+    remove_dead_layers(&root, runs);
     remove_unused_layers(&root)?;
     Ok(picked)
 }
@@ -227,6 +231,48 @@ pub fn remove_unused_layers(root: &Path) -> Result<()> {
         say!("removed {}", path.display());
     }
     Ok(())
+}
+
+/// The writable layers in `.runs` of the chosen entries whose run is gone (their
+/// directory's lock is free), and `.runs` itself with `all` once it is empty; a running
+/// container's layer stays.
+fn remove_dead_layers(root: &Path, what: &str) {
+    let runs = root.join(".runs");
+    let Ok(listing) = fs::read_dir(&runs) else {
+        return;
+    };
+    for entry in listing.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let key = name.trim_start_matches(".new-");
+        if what != "all" && !key.starts_with(what) {
+            continue;
+        }
+        // One being made (`.new-`) is locked only a moment later: left alone while young.
+        let young = || {
+            entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t.elapsed().map_or(true, |age| age.as_secs() < 60))
+        };
+        if name.starts_with(".new-") && young() {
+            continue;
+        }
+        let path = entry.path();
+        let Ok(dir) = fs::File::options()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+            .open(&path)
+        else {
+            continue;
+        };
+        // Held while it is removed.
+        if crate::sys::lock_exclusive(dir.as_fd(), false).is_ok() && remove_tree(&path).is_ok() {
+            say!("removed {}", path.display());
+        }
+    }
+    if what == "all" {
+        let _ = fs::remove_dir(&runs);
+    }
 }
 
 /// Bytes on disk below `path` (du), hard links counted once.

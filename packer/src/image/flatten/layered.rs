@@ -125,7 +125,10 @@ fn write_at_most<S: LayerSink>(
         out.end_layer(&diff_id).map_err(ImageError::Write)?;
         written += 1;
     }
-    Ok(Stats { entries })
+    Ok(Stats {
+        entries,
+        detected: None,
+    })
 }
 
 /// What pass 2 reads from.
