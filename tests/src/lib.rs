@@ -514,11 +514,40 @@ pub fn is_empty_dir(path: &Path) -> bool {
 /// The names of the extractions in progress (or left by a crashed run) in a cache dir:
 /// `.tmp-<digest>[-<mapping>].<pid>`.
 pub fn temp_entries(cache: &Path) -> Vec<String> {
-    cache_entries(cache)
+    let mut found: Vec<String> = cache_entries(cache)
         .into_iter()
         .map(|(name, _)| name)
         .filter(|name| name.starts_with(".tmp-"))
-        .collect()
+        .collect();
+    // Format 2: the layer store and the image entries have their own.
+    for sub in ["images", "layers"] {
+        found.extend(
+            cache_entries(&cache.join(sub))
+                .into_iter()
+                .filter(|(name, _)| name.starts_with(".tmp-"))
+                .map(|(name, _)| format!("{sub}/{name}")),
+        );
+    }
+    found
+}
+
+/// The extracted images of a cache, either format: a format 1 entry (`<key>`) or a
+/// format 2 image entry (`images/<key>`), sorted.
+pub fn extracted_images(cache: &Path) -> Vec<String> {
+    let mut found: Vec<String> = cache_entries(cache)
+        .into_iter()
+        .map(|(name, _)| name)
+        .filter(|name| is_cache_entry(name))
+        .collect();
+    found.extend(
+        cache_entries(&cache.join("images"))
+            .into_iter()
+            .map(|(name, _)| name)
+            .filter(|name| is_cache_entry(name))
+            .map(|name| format!("images/{name}")),
+    );
+    found.sort();
+    found
 }
 
 /// A cache entry's name: the payload digest, and a suffix naming the id mapping when

@@ -27,7 +27,8 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use binctr_tests::{
-    cache_entries, is_cache_entry, remove_tree, s, temp_entries, wait_until, Cmd, Env, Output, Test,
+    cache_entries, extracted_images, remove_tree, s, temp_entries, wait_until, Cmd, Env, Output,
+    Test,
 };
 
 // Keep in step with scripts/slurm-cluster.sh.
@@ -378,14 +379,7 @@ impl SlurmTest {
     fn entries_per_node(&self) -> Vec<(&'static str, Vec<String>)> {
         NODES
             .iter()
-            .map(|node| {
-                let names = cache_entries(&self.node_cache(node))
-                    .into_iter()
-                    .map(|(name, _)| name)
-                    .filter(|name| is_cache_entry(name))
-                    .collect();
-                (*node, names)
-            })
+            .map(|node| (*node, extracted_images(&self.node_cache(node))))
             .collect()
     }
 
@@ -465,7 +459,8 @@ fn sorted_lines(out: &Output) -> Vec<String> {
 fn extractions(out: &Output) -> usize {
     out.stderr_text()
         .lines()
-        .filter(|l| l.contains("rootfs: extracting into"))
+        // Format 1 extracts the rootfs, format 2 each layer the node lacks (one here).
+        .filter(|l| l.contains("rootfs: extracting into") || l.contains("rootfs: extracting layer"))
         .count()
 }
 

@@ -302,7 +302,9 @@ mod tests {
     #[test]
     fn every_option_with_a_value_parses_with_one() {
         for flag in WITH_VALUE {
-            let args = norm(&["x", flag, "v", "true"]).unwrap();
+            // `--cache-prune [DAYS]` takes a number only.
+            let value = if flag == "--cache-prune" { "7" } else { "v" };
+            let args = norm(&["x", flag, value, "true"]).unwrap();
             assert_eq!(args.len(), 4, "{flag}");
         }
     }
