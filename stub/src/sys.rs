@@ -342,6 +342,44 @@ pub fn set_xattr_at(
     cvt(ret.into()).map(drop)
 }
 
+/// renameat2(2) with RENAME_NOREPLACE: `to` is never replaced (EEXIST). A raw syscall:
+/// nix offers it only for glibc.
+pub fn rename_noreplace(from: &CStr, to: &CStr) -> io::Result<()> {
+    // SAFETY: both paths are NUL-terminated and outlive the call.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_renameat2,
+            libc::AT_FDCWD,
+            from.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    cvt(ret).map(drop)
+}
+
+/// The names of the extended attributes of the open file `fd` (flistxattr(2)), each
+/// NUL-terminated, as the kernel lists them.
+pub fn xattr_names_fd(fd: BorrowedFd<'_>) -> io::Result<Vec<u8>> {
+    let mut names = vec![0u8; 256];
+    loop {
+        // SAFETY: `names` is valid for writes of its length.
+        let ret =
+            unsafe { libc::flistxattr(fd.as_raw_fd(), names.as_mut_ptr().cast(), names.len()) };
+        match cvt(ret as libc::c_long) {
+            Ok(n) => {
+                names.truncate(n as usize);
+                return Ok(names);
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ERANGE) && names.len() < 65536 => {
+                names.resize(names.len() * 4, 0);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 nix::ioctl_read_bad!(ioctl_get_winsize, libc::TIOCGWINSZ, libc::winsize);
 nix::ioctl_write_ptr_bad!(ioctl_set_winsize, libc::TIOCSWINSZ, libc::winsize);
 nix::ioctl_write_int_bad!(ioctl_set_controlling_tty, libc::TIOCSCTTY);

@@ -495,14 +495,35 @@ pub fn cache_entries(cache: &Path) -> Vec<(String, PathBuf)> {
         Ok(rd) => rd
             .flatten()
             .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
-            // The stub keeps `.runs` (where each run's writable layer lives) once made:
-            // empty, it holds nothing of any run. A layer left in it shows it here.
-            .filter(|(name, path)| !(name == ".runs" && is_empty_dir(path)))
+            // The stub keeps `.runs` (where each run's writable layer lives) once made,
+            // and in it a clean layer per image for the next run (`.spare-<key>`): with
+            // nothing else, it holds nothing of any run. A layer left in it shows it here.
+            .filter(|(name, path)| !(name == ".runs" && run_layers(path).is_empty()))
             .collect(),
         Err(_) => Vec::new(),
     };
     entries.sort();
     entries
+}
+
+/// The entries of a cache's `.runs` but its clean spare layers (`.spare-<key>` whose
+/// `upper/` and `work/` are empty: what the stub keeps for the next run), sorted; a
+/// spare holding anything is listed.
+pub fn run_layers(runs: &Path) -> Vec<(String, PathBuf)> {
+    let mut layers: Vec<(String, PathBuf)> = match fs::read_dir(runs) {
+        Ok(rd) => rd
+            .flatten()
+            .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
+            .filter(|(name, path)| {
+                !(name.starts_with(".spare-")
+                    && is_empty_dir(&path.join("upper"))
+                    && is_empty_dir(&path.join("work")))
+            })
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    layers.sort();
+    layers
 }
 
 /// A directory with nothing in it.

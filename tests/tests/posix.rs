@@ -28,8 +28,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use binctr_tests::{
-    assert_no_process_left, cache_entries, is_cache_entry, is_live, live_descendants, s,
-    wait_until, Cmd, Env, Output, Running, Test, QUICK,
+    assert_no_process_left, cache_entries, is_cache_entry, is_live, live_descendants, run_layers,
+    s, wait_until, Cmd, Env, Output, Running, Test, QUICK,
 };
 
 /// How long one ordinary container run of these tests may take (a first run extracts).
@@ -158,16 +158,18 @@ fn free_bytes(path: &Path) -> u64 {
         })
 }
 
-/// The per-run layers in a cache (`.runs/<key>.<random>`), sorted.
+/// The per-run layers in a cache (`.runs/<key>.<random>`), sorted: not the clean spare
+/// the stub keeps for the next run (`.runs/.spare-<key>`, empty), but a spare holding
+/// anything.
 fn run_dirs(cache: &Path) -> Vec<PathBuf> {
     let runs = cache.join(".runs");
-    let mut dirs: Vec<PathBuf> = match fs::read_dir(&runs) {
-        Ok(rd) => rd.flatten().map(|e| e.path()).collect(),
-        Err(e) if e.kind() == ErrorKind::NotFound => Vec::new(),
-        Err(e) => panic!("read_dir {}: {e}", runs.display()),
-    };
-    dirs.sort();
-    dirs
+    if let Err(e) = fs::symlink_metadata(&runs) {
+        assert_eq!(e.kind(), ErrorKind::NotFound, "{}: {e}", runs.display());
+    }
+    run_layers(&runs)
+        .into_iter()
+        .map(|(_, path)| path)
+        .collect()
 }
 
 /// Fails the test unless the cache holds its image's entry (and the entry's lock) and
@@ -482,6 +484,88 @@ fn writable_tmpfs_is_memory_and_its_size_is_enospc_inside() {
         "dd's error is ENOSPC:\n{out:?}"
     );
     assert_only_the_entry_left(&t, "after the --writable-tmpfs runs");
+}
+
+/// The spare layers (`.runs/.spare-<key>`) of a cache, whatever they hold.
+fn spares(cache: &Path) -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = fs::read_dir(cache.join(".runs"))
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with(".spare-"))
+                .map(|e| e.path())
+                .collect()
+        })
+        .unwrap_or_default();
+    found.sort();
+    found
+}
+
+/// Runs `script` in the container, as `bb -D`; its stdout and whether the run took the
+/// spare layer.
+fn run_seeing_spare(t: &Test, flags: &[&str], script: &str) -> (String, bool) {
+    let mut args = vec!["-D"];
+    args.extend_from_slice(flags);
+    args.extend(["sh", "-c", script]);
+    let out = bb(t, &args).run();
+    out.assert_success();
+    (
+        out.stdout_text(),
+        out.stderr_text().contains("layer: took the spare"),
+    )
+}
+
+/// A run that leaves its layer as it found it hands it to the next run (no rmdir and
+/// mkdir at every start); a run that changed anything in it (a file, a whiteout, the
+/// root's mode) has its layer removed, and the next run starts from the image: nothing
+/// of one run ever shows in the next. Both mappings.
+#[test]
+fn a_clean_layer_is_the_next_runs_and_nothing_of_a_run_leaks_into_the_next() {
+    let t = Test::new("spare_layer");
+    for flags in [&[][..], &["--userns", "single"][..]] {
+        let what = format!("flags {flags:?}");
+        let (_, took) = run_seeing_spare(&t, flags, "true");
+        assert!(!took, "{what}: the first run found a spare");
+        let spare = spares(&t.cache());
+        assert_eq!(
+            spare.len(),
+            1 + usize::from(!flags.is_empty()),
+            "{what}: {spare:?}"
+        );
+        // Made, then removed again: the upper is empty, the layer clean.
+        let (_, took) = run_seeing_spare(&t, flags, "touch /made && rm /made");
+        assert!(took, "{what}: the second run made a layer of its own");
+        let (out, took) = run_seeing_spare(&t, flags, "ls /made 2>&1; echo x > /kept");
+        assert!(took && out.contains("No such file"), "{what}: {out}");
+        // /kept made the layer dirty: removed, no spare until a clean run.
+        let (out, took) = run_seeing_spare(&t, flags, "cat /kept 2>&1; rm /bin/true");
+        assert!(!took && out.contains("No such file"), "{what}: {out}");
+        // A whiteout (rm of an image file) is not clean either.
+        let (out, _) = run_seeing_spare(&t, flags, "ls /bin/true; chmod 700 /");
+        assert!(
+            out.contains("/bin/true"),
+            "{what}: a whiteout leaked: {out}"
+        );
+        let (out, took) = run_seeing_spare(&t, flags, "stat -c %a /");
+        assert!(!took, "{what}: the layer of a run that changed / was kept");
+        assert_eq!(
+            out.trim(),
+            "755",
+            "{what}: the root's mode leaked from a run"
+        );
+        let (_, took) = run_seeing_spare(&t, flags, "true");
+        assert!(took, "{what}: the clean run's layer was not kept");
+        assert!(
+            run_dirs(&t.cache()).is_empty(),
+            "{what}: {:?}",
+            run_dirs(&t.cache())
+        );
+    }
+    // --cache-rm all removes the spares too.
+    bb(&t, &["--cache-rm", "all"]).run().assert_success();
+    assert!(
+        !t.cache().join(".runs").exists(),
+        "--cache-rm all left .runs"
+    );
 }
 
 // ---- b. a killed run's layer is removed by the next run ------------------------------------

@@ -27,8 +27,8 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use binctr_tests::{
-    cache_entries, extracted_images, remove_tree, s, temp_entries, wait_until, Cmd, Env, Output,
-    Test,
+    cache_entries, extracted_images, remove_tree, run_layers, s, temp_entries, wait_until, Cmd,
+    Env, Output, Test,
 };
 
 // Keep in step with scripts/slurm-cluster.sh.
@@ -395,7 +395,7 @@ impl SlurmTest {
                 for name in temp_entries(&cache) {
                     found.push(format!("{node}: extraction {}/{name}", cache.display()));
                 }
-                for (name, _) in cache_entries(&cache.join(".runs")) {
+                for (name, _) in run_layers(&cache.join(".runs")) {
                     found.push(format!(
                         "{node}: writable layer {}/.runs/{name}",
                         cache.display()

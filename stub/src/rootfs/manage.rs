@@ -243,7 +243,12 @@ fn remove_dead_layers(root: &Path, what: &str) {
     };
     for entry in listing.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        let key = name.trim_start_matches(".new-");
+        // A run's layer `<key>.<random>`, one being made, or a clean one kept for the
+        // next run (`.spare-<key>`, container/layer.rs).
+        let key = name
+            .strip_prefix(".new-")
+            .or_else(|| name.strip_prefix(".spare-"))
+            .unwrap_or(&name);
         if what != "all" && !key.starts_with(what) {
             continue;
         }
