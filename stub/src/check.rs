@@ -22,11 +22,12 @@ pub fn run() -> i32 {
         "overlayfs",
         overlay_ok,
         if overlay_ok {
-            "mounts in a user namespace (writable root, layered images stack their layers)"
+            "mounts in a user namespace (writable root)"
         } else {
-            "not in a user namespace (Linux 5.11+ needed): run with --read-only; a layered image cannot run (pack it with --flatten)"
+            "not in a user namespace (Linux 5.11+ needed): run with --read-only"
         },
     );
+    check_layers();
     let mapping = check_subid(userns_ok).unwrap_or(single);
     let cache_ok = match crate::rootfs::cache_root() {
         Ok(dir) => dir_check("cache", &dir),
@@ -66,6 +67,27 @@ fn check_kernel() {
         })
         .unwrap_or_else(|_| "?".into());
     line("kernel", true, &release);
+}
+
+/// How a layered image's layers are run here: stacked, or merged and why.
+fn check_layers() {
+    use crate::rootfs::stacking::{self, Stacking};
+    let found = stacking::forced().and_then(|forced| match forced {
+        Some(forced) => Ok(Some(forced)),
+        None => {
+            let root = crate::rootfs::cache_root()?;
+            crate::files::private_dir(&root, "cache", "set BINCTR_CACHE")?;
+            Ok(stacking::probe(&root))
+        }
+    });
+    match found {
+        Ok(Some(Stacking::Stacked)) => line("layers", true, "stacked by overlay"),
+        Ok(Some(Stacking::Merged(why))) => {
+            line("layers", true, &format!("merged, not stacked: {why}"))
+        }
+        Ok(None) => line("layers", false, "cannot probe (no user namespace)"),
+        Err(e) => line("layers", false, &e.msg),
+    }
 }
 
 fn check_userns(single: &Mapping) -> bool {

@@ -9,8 +9,15 @@
 //! uses, of both leaves no layer; a running container's layers survive `--cache-rm`; a
 //! packed file whose layer claims another layer's digest is refused and stores nothing
 //! under that digest.
-use binctr_tests::rawtar::{sha256, Parts, RawTar};
-use binctr_tests::{is_cache_entry, wait_until, Env, Test};
+//!
+//! Where layers cannot be stacked (forced here with `BINCTR_LAYERS=merged`), they are
+//! merged into one directory per image: the same flattened tree, `-D` and `--check` say
+//! so and why, a warm start reuses the directory, and a hostile layer's whiteouts,
+//! symlinks and links stay inside it.
+use binctr_tests::rawtar::{
+    busybox_bytes, config_with, lz4_frame, sha256, write_runnable, Footer, Parts, RawTar,
+};
+use binctr_tests::{is_cache_entry, wait_until, Cmd, Env, Test};
 use serde_json::{json, Value};
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -126,8 +133,12 @@ fn of_the_run(line: &str) -> bool {
 /// The tree inside the container, as GNU find prints it (a large image: no content).
 /// A directory's size is left out: overlay shows the top layer's directory.
 fn tree_gnu(t: &Test, packed: &Path) -> Vec<String> {
-    let out = t
-        .cmd(packed)
+    tree_gnu_of(t.cmd(packed))
+}
+
+/// [`tree_gnu`] of a command set up by the caller.
+fn tree_gnu_of(cmd: Cmd) -> Vec<String> {
+    let out = cmd
         .args([
             "--entrypoint",
             "find",
@@ -175,8 +186,12 @@ const TREE_SH: &str = r#"find / -xdev \( -path /proc -o -path /sys -o -path /dev
 done"#;
 
 fn tree_busybox(t: &Test, packed: &Path) -> Vec<String> {
-    let out = t
-        .cmd(packed)
+    tree_of(t.cmd(packed))
+}
+
+/// [`tree_busybox`] of a command set up by the caller (flags, variables).
+fn tree_of(cmd: Cmd) -> Vec<String> {
+    let out = cmd
         .args(["--entrypoint", "/bin/sh", "--", "-c", TREE_SH])
         .run();
     out.assert_success();
@@ -250,7 +265,11 @@ fn two_images_on_one_base_extract_it_once_and_give_their_flattened_trees() {
     let (tree_a, tree_b) = (tree_gnu(&t, &a_v2), tree_gnu(&t, &b_v2));
     assert!(tree_a.iter().any(|l| l.starts_with("/app-a ")));
     assert!(tree_b.iter().any(|l| l.starts_with("/srv/b ")));
-    assert_same_tree("image A", &tree_a, &tree_gnu(&t, &a_v1));
+    let flat_a = tree_gnu(&t, &a_v1);
+    assert_same_tree("image A", &tree_a, &flat_a);
+    // Merged (where layers cannot be stacked): the same tree.
+    let merged_a = tree_gnu_of(merged(t.cmd(&a_v2)));
+    assert_same_tree("image A, merged", &merged_a, &flat_a);
     assert_same_tree("image B", &tree_b, &tree_gnu(&t, &b_v1));
 
     // --cache-rm of A keeps the base for B; B then extracts nothing.
@@ -477,11 +496,9 @@ fn a_layer_whose_root_is_opaque_hides_the_layers_below() {
             packed.display()
         );
     }
-    assert_same_tree(
-        "opaque root",
-        &tree_busybox(&t, &v2),
-        &tree_busybox(&t, &v1),
-    );
+    let flat = tree_busybox(&t, &v1);
+    assert_same_tree("opaque root", &tree_busybox(&t, &v2), &flat);
+    assert_same_tree("opaque root, merged", &tree_of(merged(t.cmd(&v2))), &flat);
 }
 
 #[test]
@@ -622,5 +639,280 @@ fn sixty_four_layers_stack_and_give_the_flattened_tree() {
     );
     let listed = out.stdout_text();
     assert!(listed.contains("f69") && !listed.contains("f65\n") && !listed.contains("f3\n"));
-    assert_same_tree("64 layers", &tree_busybox(&t, &v2), &tree_busybox(&t, &v1));
+    let flat = tree_busybox(&t, &v1);
+    assert_same_tree("64 layers", &tree_busybox(&t, &v2), &flat);
+    assert_same_tree("64 layers, merged", &tree_of(merged(t.cmd(&v2))), &flat);
+}
+
+/// The merged directories of the cache (`<key>-merged-<layers>`), by name.
+fn merged_dirs(t: &Test) -> Vec<String> {
+    let mut out: Vec<String> = fs::read_dir(t.cache())
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.contains("-merged-") && !n.ends_with(".lock"))
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+/// `cmd` with the layers merged rather than stacked.
+fn merged(cmd: Cmd) -> Cmd {
+    cmd.env("BINCTR_LAYERS", "merged")
+}
+
+#[test]
+fn merged_layers_give_the_flattened_tree_say_so_and_are_reused() {
+    let t = Test::new("layers-run-merged");
+    for name in ["img-docker.tar", "img-umoci-insert.tar"] {
+        let input = fixture(name);
+        let v2 = pack(&t, &input, &format!("{name}.v2"), &[]);
+        let v1 = pack(&t, &input, &format!("{name}.v1"), &["--flatten"]);
+        let out = merged(t.cmd(&v2))
+            .args(["-D", "--entrypoint", "true"])
+            .run();
+        out.assert_success();
+        let said = out.stderr_text();
+        assert!(
+            said.contains("rootfs: layers merged, not stacked: BINCTR_LAYERS=merged"),
+            "{said}"
+        );
+        assert!(said.contains("rootfs: extracting into"), "{said}");
+        assert_eq!(layer_dirs(&t), Vec::<String>::new(), "no layer is stored");
+        let flat = tree_busybox(&t, &v1);
+        assert_same_tree(name, &tree_of(merged(t.cmd(&v2))), &flat);
+        let ro = tree_of(merged(t.cmd(&v2)).arg("--read-only"));
+        assert_same_tree(&format!("{name} --read-only"), &ro, &flat);
+    }
+    let dirs = merged_dirs(&t);
+    assert_eq!(dirs.len(), 2, "{dirs:?}");
+    assert_eq!(image_dirs(&t), Vec::<String>::new());
+    assert!(binctr_tests::temp_entries(&t.cache()).is_empty());
+
+    // A warm start uses the merged directory as it is: nothing extracted, still said.
+    let v2 = t.dir.join("img-docker.tar.v2");
+    let digest = hex(Parts::of(&fs::read(&v2).unwrap()).footer.payload_sha256);
+    let entry = t
+        .cache()
+        .join(dirs.iter().find(|d| d.starts_with(&digest)).unwrap());
+    let before = fs::metadata(entry.join("rootfs")).unwrap().ino();
+    for forced in [true, false] {
+        let cmd = t.cmd(&v2);
+        let cmd = if forced { merged(cmd) } else { cmd };
+        let out = cmd
+            .args(["-D", "--entrypoint", "/bin/cat", "/etc/kept-file"])
+            .run();
+        out.assert_success().assert_stdout("kept\n");
+        let said = out.stderr_text();
+        let why = match forced {
+            true => "layers merged, not stacked: BINCTR_LAYERS=merged",
+            // Without the variable, as its first run chose (no probe).
+            false => "layers merged, not stacked: at its first run: BINCTR_LAYERS=merged",
+        };
+        assert!(said.contains(why), "{said}");
+        assert!(said.contains("rootfs: cached at"), "{said}");
+        assert!(
+            !said.contains("extracting") && !said.contains("probed"),
+            "{said}"
+        );
+    }
+    assert_eq!(fs::metadata(entry.join("rootfs")).unwrap().ino(), before);
+    assert_eq!(layer_dirs(&t), Vec::<String>::new());
+
+    // --check says how layers run here: merged when asked, stacked on this machine.
+    let out = merged(t.cmd(&v2)).arg("--check").run();
+    let text = out.stdout_text();
+    assert!(
+        text.lines().any(
+            |l| l.contains("layers") && l.contains("merged, not stacked: BINCTR_LAYERS=merged")
+        ),
+        "{out:?}"
+    );
+    let out = t.cmd(&v2).arg("--check").run();
+    let text = out.stdout_text();
+    assert!(
+        text.lines()
+            .any(|l| l.contains("layers") && l.contains("ok") && l.contains("stacked by overlay")),
+        "{out:?}"
+    );
+    let out = t
+        .cmd(&v2)
+        .env("BINCTR_LAYERS", "sideways")
+        .args(["--entrypoint", "true"])
+        .run();
+    binctr_tests::assert_fails_with_one_line(&out, 125, "BINCTR_LAYERS=sideways");
+
+    // The listing shows it, --cache-rm this removes it (and only it).
+    let listed = t.cmd(&v2).arg("--cache-list").run();
+    listed.assert_success();
+    assert!(listed.stdout_text().contains(&digest[..12]), "{listed:?}");
+    t.cmd(&v2)
+        .args(["--cache-rm", "this"])
+        .run()
+        .assert_success();
+    assert_eq!(merged_dirs(&t).len(), 1, "{:?}", merged_dirs(&t));
+    assert!(merged_dirs(&t).iter().all(|d| !d.starts_with(&digest)));
+}
+
+/// A format 2 packed file of these layer tars (bottom first), assembled by hand: the
+/// packer would never write such layers.
+fn layered_by_hand(t: &Test, tars: &[Vec<u8>], out: &Path) {
+    let mut payload = Vec::new();
+    let mut layers = Vec::new();
+    for tar in tars {
+        let frame = lz4_frame(tar);
+        layers.push(json!({
+            "digest": format!("sha256:{}", hex(sha256(tar))),
+            "offset": payload.len(),
+            "length": frame.len(),
+            "size": tar.len(),
+            "sha256": hex(sha256(&frame)),
+        }));
+        payload.extend_from_slice(&frame);
+    }
+    let parts = Parts {
+        stub: fs::read(t.env.stub()).expect("read the stub"),
+        payload,
+        config: config_with("hostile-layers", json!({ "layers": layers })),
+        footer: Footer::decode(busybox_bytes()),
+    };
+    write_runnable(t, out, &parts.assemble(2));
+}
+
+#[test]
+fn a_hostile_layers_whiteouts_symlinks_and_links_stay_in_the_root_merged_or_stacked() {
+    let t = Test::new("layers-run-hostile");
+    // A directory of the test user's, which a write through a symlink could reach.
+    let canary = t.dir.join("canary");
+    fs::create_dir(&canary).unwrap();
+    fs::write(canary.join("victim"), "host\n").unwrap();
+    t.env.give_to_user(&canary);
+    t.env.give_to_user(&canary.join("victim"));
+    let abs = canary.to_str().unwrap().as_bytes().to_vec();
+    let mut rel = b"../../../../../../../../../..".to_vec();
+    rel.extend_from_slice(&abs);
+    let base = RawTar::on_busybox().finish();
+    let mut links = RawTar::new();
+    links.symlink(b"esc", &abs).symlink(b"rel", &rel);
+    let links = links.finish();
+    // Whiteouts through the symlinks, a file below one.
+    let mut top = RawTar::new();
+    top.file(b"esc/.wh.victim", b"")
+        .file(b"rel/.wh..wh..opq", b"")
+        .file(b"esc/planted", b"planted\n");
+    let image = t.dir.join("through-links");
+    layered_by_hand(&t, &[base.clone(), links.clone(), top.finish()], &image);
+    // A hard link through a symlink to the host's file.
+    let mut top = RawTar::new();
+    top.hardlink(b"hl", b"esc/victim");
+    let hard = t.dir.join("hard-link");
+    layered_by_hand(&t, &[base.clone(), links.clone(), top.finish()], &hard);
+    // A whiteout of the layer's parent, at its top and below it.
+    let mut dotdot = Vec::new();
+    for name in [&b".wh..."[..], b"bin/.wh...", b"bin/.wh.."] {
+        let mut top = RawTar::new();
+        top.file(name, b"");
+        let out = t.dir.join(format!("dotdot-{}", dotdot.len()));
+        layered_by_hand(&t, &[base.clone(), links.clone(), top.finish()], &out);
+        dotdot.push(out);
+    }
+    let untouched = || {
+        let names: Vec<_> = fs::read_dir(&canary).unwrap().flatten().collect();
+        let victim = fs::symlink_metadata(canary.join("victim")).unwrap();
+        assert_eq!(names.len(), 1, "the host directory changed: {names:?}");
+        assert_eq!(victim.nlink(), 1, "the host file was linked to");
+        assert_eq!(fs::read(canary.join("victim")).unwrap(), b"host\n");
+    };
+    for forced in [true, false] {
+        let cmd = |packed: &Path| match forced {
+            true => merged(t.cmd(packed)),
+            false => t.cmd(packed),
+        };
+        let out = cmd(&image)
+            .args(["--entrypoint", "/bin/cat", "/esc/planted"])
+            .run();
+        out.assert_success().assert_stdout("planted\n");
+        untouched();
+        let out = cmd(&hard).args(["--entrypoint", "true"]).run();
+        binctr_tests::assert_fails_with_one_line(&out, 125, "hard link target missing");
+        untouched();
+        for packed in &dotdot {
+            let out = cmd(packed).args(["--entrypoint", "true"]).run();
+            binctr_tests::assert_fails_with_one_line(&out, 125, "a whiteout of '.' or '..'");
+            untouched();
+        }
+    }
+    // Neither the refused images nor a half-merged directory were kept.
+    assert_eq!(merged_dirs(&t).len(), 1, "{:?}", merged_dirs(&t));
+    assert!(binctr_tests::temp_entries(&t.cache()).is_empty());
+}
+
+/// A ramfs (no user xattrs, so no opaque directories: layers cannot be stacked on it)
+/// mounted by the tests, which run as root, for the test user; unmounted when dropped.
+struct Ramfs(PathBuf);
+
+impl Ramfs {
+    fn mount(t: &Test, path: &Path) -> Ramfs {
+        assert!(
+            t.env.test_user.is_some(),
+            "this test mounts a ramfs: run it as root through scripts/test.sh"
+        );
+        fs::create_dir_all(path).unwrap();
+        let out = std::process::Command::new("mount")
+            .args(["-t", "ramfs", "ramfs"])
+            .arg(path)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "mount ramfs: {out:?}");
+        let ramfs = Ramfs(path.to_path_buf());
+        t.env.give_to_user(path);
+        fs::set_permissions(path, fs::Permissions::from_mode(0o700)).unwrap();
+        ramfs
+    }
+}
+
+impl Drop for Ramfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[test]
+fn a_cache_that_cannot_stack_layers_merges_them_by_itself() {
+    let t = Test::new("layers-run-no-xattrs");
+    let cache = t.dir.join("ramfs");
+    let _ramfs = Ramfs::mount(&t, &cache);
+    let input = fixture("img-docker.tar");
+    let v2 = pack(&t, &input, "img.v2", &[]);
+    let v1 = pack(&t, &input, "img.v1", &["--flatten"]);
+    let on_ramfs = |packed: &Path| t.cmd(packed).env("BINCTR_CACHE", &cache);
+    let out = on_ramfs(&v2)
+        .args(["-D", "--entrypoint", "/bin/cat", "/etc/kept-file"])
+        .run();
+    out.assert_success().assert_stdout("kept\n");
+    let said = out.stderr_text();
+    let why = "layers merged, not stacked: no user xattrs on the cache's filesystem";
+    assert!(said.contains(why), "{said}");
+    let out = on_ramfs(&v2).arg("--check").run();
+    assert!(
+        out.stdout_text()
+            .contains("merged, not stacked: no user xattrs"),
+        "{out:?}"
+    );
+    assert_same_tree(
+        "merged on a ramfs",
+        &tree_of(on_ramfs(&v2)),
+        &tree_of(on_ramfs(&v1)),
+    );
+    let probes = fs::read_dir(&cache)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains("probe"))
+        .count();
+    assert_eq!(probes, 0, "the probe left its directory");
 }

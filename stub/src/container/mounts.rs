@@ -214,7 +214,7 @@ fn overlay_error(e: nix::errno::Errno, kept: Option<&Path>) -> Error {
             e.desc()
         )),
         (e, None) => Error::new(format!(
-            "the kernel refused overlayfs in a user namespace ({}; it needs Linux 5.11 or newer): run with --read-only (an image packed with --flatten)",
+            "the kernel refused overlayfs in a user namespace ({}; it needs Linux 5.11 or newer): run with --read-only (a layered image with BINCTR_LAYERS=merged)",
             e.desc()
         )),
     }
@@ -225,7 +225,7 @@ fn overlay_error(e: nix::errno::Errno, kept: Option<&Path>) -> Error {
 /// container does (even with CAP_SYS_ADMIN and seccomp off, a remount cannot make it
 /// writable), and it does not inherit the cache filesystem's locked noexec/nosuid.
 /// Where the kernel refuses overlayfs, a bind of the rootfs remounted read-only (format
-/// 1: `single`; a layered image cannot do without overlay).
+/// 1 and merged layers: `single`; stacked layers cannot do without overlay).
 fn mount_read_only_root(
     lowerdir: &str,
     single: Option<&Path>,
@@ -248,7 +248,7 @@ fn mount_read_only_root(
     };
     let Some(lower) = single else {
         return Err(Error::new(format!(
-            "the kernel refused overlayfs in a user namespace ({}; it needs Linux 5.11 or newer): a layered image cannot run without it (pack it with --flatten)",
+            "the kernel refused overlayfs in a user namespace ({}; it needs Linux 5.11 or newer): run a layered image with BINCTR_LAYERS=merged",
             refused.desc()
         )));
     };

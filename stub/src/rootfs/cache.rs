@@ -9,8 +9,11 @@
 //! ```
 //! `<key>` is the payload's sha256, plus a `-subid-...` suffix for subordinate ids.
 //! A warm start is one stat of `<key>/rootfs`: the payload is neither read nor hashed.
+//! A layered image whose layers this machine cannot stack (rootfs/stacking.rs) is such
+//! an entry too, `<key>-merged-<chain>`: its layers merged into one `rootfs/`.
 
 use super::payload::{Packed, PayloadStream};
+use super::stacking::{choose, merged_key, Stacking};
 use crate::error::{Context, Error, Result};
 use crate::files::{check_private, open_dir_nofollow, private_dir, remove_tree};
 use crate::log::debug;
@@ -266,18 +269,17 @@ pub(super) fn key_for(packed: &Packed, mapping: &Mapping) -> String {
     )
 }
 
-/// Whether this image is already extracted for `mapping` (one stat).
+/// Whether this image is already extracted for `mapping` (a stat or two).
 pub fn is_extracted(packed: &Packed, mapping: &Mapping) -> bool {
-    let (dir, sub) = match packed.config.layers.is_empty() {
-        true => ("", "rootfs"),
-        false => ("images", "base"),
+    let Ok(root) = cache_root() else {
+        return false;
     };
-    cache_root().is_ok_and(|root| {
-        root.join(dir)
-            .join(key_for(packed, mapping))
-            .join(sub)
-            .is_dir()
-    })
+    let key = key_for(packed, mapping);
+    if packed.config.layers.is_empty() {
+        return root.join(key).join("rootfs").is_dir();
+    }
+    root.join("images").join(key).join("base").is_dir()
+        || merged_key(packed, mapping).is_ok_and(|k| root.join(k).join("rootfs").is_dir())
 }
 
 /// Returns the extracted rootfs of this packed file, extracting it on the first run.
@@ -286,11 +288,17 @@ pub fn is_extracted(packed: &Packed, mapping: &Mapping) -> bool {
 /// `userns`: a user namespace with `mapping` to extract in (the held one), else one is
 /// made for the extraction.
 pub fn ensure_rootfs(packed: &Packed, mapping: &Mapping, userns: Option<&File>) -> Result<Rootfs> {
-    if !packed.config.layers.is_empty() {
-        return super::layers::ensure_image(packed, mapping, userns);
-    }
+    let (key, part) = match packed.config.layers.is_empty() {
+        true => (key_for(packed, mapping), Part::Whole),
+        false => match choose(packed, mapping)? {
+            Stacking::Stacked => return super::layers::ensure_image(packed, mapping, userns),
+            Stacking::Merged(why) => {
+                debug!("rootfs: layers merged, not stacked: {why}");
+                (merged_key(packed, mapping)?, Part::Merged(why))
+            }
+        },
+    };
     let root = cache_root()?;
-    let key = key_for(packed, mapping);
     if let Some(rootfs) = open_entry(&root, &key)? {
         debug!("rootfs: cached at {}", rootfs.entry.display());
         touch(&root.join(format!("{key}.lock")));
@@ -314,8 +322,8 @@ pub fn ensure_rootfs(packed: &Packed, mapping: &Mapping, userns: Option<&File>) 
         tmp.display(),
         mapping.describe()
     );
-    let result = prepare_entry(packed, &tmp, mapping)
-        .and_then(|()| extract(packed, None, &tmp, mapping, userns))
+    let result = prepare_entry(packed, &tmp, mapping, &part)
+        .and_then(|()| extract(packed, &part, &tmp, mapping, userns))
         .and_then(|()| make_durable(&root_fd, &tmp, &entry));
     if result.is_err() && !mapping.is_subid() {
         let _ = remove_tree(&tmp);
@@ -347,25 +355,34 @@ fn lock(path: &Path) -> Result<File> {
     Ok(lock)
 }
 
-/// Extracts the payload into `tmp/rootfs`, or its layer `layer` into `tmp/root`: here,
-/// or with subordinate ids in a child inside the namespace (which reports its own
-/// errors and cleans up what it made).
+/// What an extraction makes of the payload.
+pub(super) enum Part {
+    /// Format 1: the payload, into `rootfs/`.
+    Whole,
+    /// Format 2: one layer, into `root/` (the layer store).
+    Layer(usize),
+    /// Format 2, layers not stacked: all its layers merged into `rootfs/`; why.
+    Merged(String),
+}
+
+/// Extracts what `part` says into `tmp`: here, or with subordinate ids in a child inside
+/// the namespace (which reports its own errors and cleans up what it made).
 pub(super) fn extract(
     packed: &Packed,
-    layer: Option<usize>,
+    part: &Part,
     tmp: &Path,
     mapping: &Mapping,
     userns: Option<&File>,
 ) -> Result<()> {
     if !mapping.is_subid() {
-        return extract_here(packed, layer, tmp, false);
+        return extract_here(packed, part, tmp, false);
     }
     // The child blocks the stop signals itself; blocked here too, a Ctrl-C waits for it
     // (and then acts, once the mask is back).
     let old_mask =
         crate::signals::forwarded().thread_swap_mask(nix::sys::signal::SigmaskHow::SIG_BLOCK);
     let work = || {
-        let done = extract_here(packed, layer, tmp, true);
+        let done = extract_here(packed, part, tmp, true);
         if done.is_err() {
             let _ = remove_tree(tmp);
         }
@@ -390,15 +407,10 @@ pub(super) fn extract(
     done
 }
 
-fn extract_here(
-    packed: &Packed,
-    layer: Option<usize>,
-    tmp: &Path,
-    keep_owners: bool,
-) -> Result<()> {
-    let (mut payload, dir, digest) = match layer {
-        None => (PayloadStream::open(packed)?, "rootfs", None),
-        Some(i) => {
+fn extract_here(packed: &Packed, part: &Part, tmp: &Path, keep_owners: bool) -> Result<()> {
+    let (mut payload, dir, digest) = match *part {
+        Part::Whole => (PayloadStream::open(packed)?, "rootfs", None),
+        Part::Layer(i) => {
             let layer = &packed.config.layers[i];
             let digest = layer
                 .digest()
@@ -408,6 +420,11 @@ fn extract_here(
                 "root",
                 Some(digest),
             )
+        }
+        Part::Merged(_) => {
+            let summary = super::extract::unpack_merged(packed, &tmp.join("rootfs"), keep_owners)?;
+            report(&summary);
+            return Ok(());
         }
     };
     let unpacked = super::extract::unpack(&mut payload, &tmp.join(dir), keep_owners, digest);
@@ -419,6 +436,12 @@ fn extract_here(
         File::create(tmp.join(super::layers::OPAQUE_ROOT))
             .with_context(|| format!("cannot write {}", tmp.display()))?;
     }
+    report(&summary);
+    Ok(())
+}
+
+/// What an extraction did, for -D.
+fn report(summary: &super::extract::Summary) {
     debug!(
         "rootfs: {} entries; {} whiteouts; {} device nodes skipped (/dev is provided at run time); {} other entries skipped; {} owners outside the mapping; {} xattrs refused",
         summary.entries,
@@ -428,7 +451,6 @@ fn extract_here(
         summary.unmapped_owners,
         summary.refused_xattrs
     );
-    Ok(())
 }
 
 /// The last use of a cache entry is its lock file's mtime (the entry itself is never
@@ -444,8 +466,8 @@ pub(super) fn touch(lock: &Path) {
 }
 
 /// The entry's skeleton, made by the user: `rootfs/`, `mnt/` and `info` (what the
-/// listing shows).
-fn prepare_entry(packed: &Packed, tmp: &Path, mapping: &Mapping) -> Result<()> {
+/// listing shows; for merged layers, how many and why they are not stacked).
+fn prepare_entry(packed: &Packed, tmp: &Path, mapping: &Mapping, part: &Part) -> Result<()> {
     DirBuilder::new()
         .mode(0o700)
         .create(tmp)
@@ -454,12 +476,16 @@ fn prepare_entry(packed: &Packed, tmp: &Path, mapping: &Mapping) -> Result<()> {
         fs::create_dir(tmp.join(sub))
             .with_context(|| format!("cannot create {}", tmp.join(sub).display()))?;
     }
-    let info = serde_json::json!({
+    let mut info = serde_json::json!({
         "name": packed.config.name,
         "reference": packed.config.reference,
         "digest": packed.footer.payload_sha256.to_string(),
         "mapping": mapping.describe(),
     });
+    if let Part::Merged(why) = part {
+        info["layers"] = packed.config.layers.len().into();
+        info["merged"] = why.as_str().into();
+    }
     fs::write(tmp.join("info"), info.to_string())
         .with_context(|| format!("cannot write {}", tmp.join("info").display()))
 }

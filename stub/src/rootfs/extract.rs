@@ -5,8 +5,14 @@
 //! container itself will see it; the last component is created with *at() calls that do
 //! not follow symlinks. `..` components are refused. This runs outside any namespace,
 //! with the user's full rights, so it must hold against a hostile tar.
+//!
+//! Where a kernel cannot stack a layered image's layers (rootfs/stacking.rs), they are
+//! merged into one directory instead ([`unpack_merged`]): each layer read twice, first
+//! for its whiteouts (removing what the layers below put there), then for its entries
+//! (replacing what is there), with no symlink followed on the way to either.
 
 use super::inroot::{self, split_parent};
+use super::payload::{Packed, PayloadStream};
 use crate::error::{Context, Error, Result};
 use crate::log::printable;
 use crate::sys;
@@ -65,6 +71,22 @@ struct Item<'a> {
     attrs: &'a Attrs,
 }
 
+/// What the entries of a tar are to the tree being made.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// A whole image (format 1): `.wh.` names are ordinary files.
+    Flat,
+    /// A layer of the layer store: `.wh.` entries become overlay's whiteouts.
+    Layer,
+    /// A layer merged onto the layers below it, first pass: only its whiteouts and
+    /// opaque markers, which remove what the layers below put there.
+    Whiteouts,
+    /// A layer merged onto the layers below it, second pass: its entries, each
+    /// replacing what is there (no symlink followed: a directory of an upper layer
+    /// hides a lower layer's symlink, as overlay shows it); whiteouts skipped.
+    Merge,
+}
+
 pub struct Extractor {
     root: OwnedFd,
     /// The last parent directory opened, reused while entries stay in one directory.
@@ -76,8 +98,7 @@ pub struct Extractor {
     buf: Vec<u8>,
     /// Inside a user namespace with subordinate ids: give files the image's owners.
     keep_owners: bool,
-    /// A layer of a format 2 payload: `.wh.` entries become overlay's whiteouts.
-    layer: bool,
+    mode: Mode,
     pub summary: Summary,
 }
 
@@ -117,6 +138,25 @@ fn clean_path(raw: &[u8]) -> Result<Vec<u8>> {
 fn cstr(bytes: &[u8]) -> CString {
     // clean_path refused NUL bytes already.
     CString::new(bytes).unwrap_or_default()
+}
+
+/// `parent/name`.
+fn join(parent: &[u8], name: &[u8]) -> Vec<u8> {
+    let mut path = parent.to_vec();
+    if !path.is_empty() {
+        path.push(b'/');
+    }
+    path.extend_from_slice(name);
+    path
+}
+
+/// A whiteout hides one name of its directory: `.wh..` and `.wh...` would name the
+/// directory itself or its parent (out of the root, at the top), and are refused.
+fn hides_a_name(name: &[u8], raw: &[u8]) -> Result<()> {
+    match name {
+        b"." | b".." => Err(refuse(raw, "a whiteout of '.' or '..'")),
+        _ => Ok(()),
+    }
 }
 
 impl Summary {
@@ -166,7 +206,7 @@ fn apply_attrs(target: AttrTarget<'_>, attrs: &Attrs, keep_owners: bool) -> (u64
 
 impl Extractor {
     /// Extracts below `root`, which must be an empty directory.
-    pub fn new(root: &Path, keep_owners: bool, layer: bool) -> Result<Extractor> {
+    pub fn new(root: &Path, keep_owners: bool, mode: Mode) -> Result<Extractor> {
         let root = File::open(root)
             .with_context(|| format!("cannot open {}", root.display()))?
             .into();
@@ -177,9 +217,16 @@ impl Extractor {
             dir_bytes: 0,
             buf: vec![0u8; 256 * 1024],
             keep_owners,
-            layer,
+            mode,
             summary: Summary::default(),
         })
+    }
+
+    /// The next pass of a merged extraction (its directories opened again: the last
+    /// pass may have removed them).
+    fn set_mode(&mut self, mode: Mode) {
+        self.mode = mode;
+        self.parent = None;
     }
 
     /// Opens a directory of the rootfs, resolving it as the container will.
@@ -192,7 +239,11 @@ impl Extractor {
     fn parent_dir(&mut self, parent: &[u8], entry: &[u8]) -> Result<BorrowedFd<'_>> {
         let cached = matches!(&self.parent, Some((p, _)) if p == parent);
         if !cached {
-            let fd = inroot::mkdir_all(self.root.as_fd(), parent, 0o755)
+            let made = match self.mode {
+                Mode::Merge => inroot::mkdir_all_replacing(self.root.as_fd(), parent, 0o755),
+                _ => inroot::mkdir_all(self.root.as_fd(), parent, 0o755),
+            };
+            let fd = made
                 .map_err(|e| refuse(entry, &format!("cannot open or create its directory: {e}")))?;
             self.parent = Some((parent.to_vec(), fd));
         }
@@ -226,12 +277,21 @@ impl Extractor {
         let raw = &header.path;
         let path = clean_path(raw)?;
         let kind = header.kind();
+        let (parent, name) = split_parent(&path);
+        let whiteout = self.mode != Mode::Flat && name.starts_with(b".wh.");
+        match self.mode {
+            Mode::Whiteouts if whiteout => return self.remove_lower(parent, &name[4..], raw),
+            Mode::Whiteouts => return Ok(()),
+            Mode::Layer if whiteout => {
+                self.summary.entries += 1;
+                return self.whiteout(parent, &name[4..], raw);
+            }
+            // Applied by the first pass.
+            Mode::Merge if whiteout => return Ok(()),
+            _ => {}
+        }
         let attrs = self.attrs_of(header);
         self.summary.entries += 1;
-        let (parent, name) = split_parent(&path);
-        if self.layer && name.starts_with(b".wh.") {
-            return self.whiteout(parent, &name[4..], raw);
-        }
         if path.is_empty() {
             if kind == Kind::Dir {
                 self.remember_dir(path, header.mode, header.mtime, attrs)?;
@@ -308,12 +368,18 @@ impl Extractor {
     fn write_dir(&mut self, item: &Item<'_>) -> Result<()> {
         let (parent, name) = split_parent(item.path);
         let name = cstr(name);
+        let merge = self.mode == Mode::Merge;
         let dir = self.parent_dir(parent, item.raw)?;
         match inroot::mkdir_new_at(dir, &name, 0o700) {
             Ok(()) => Ok(()),
-            // Already a directory (or a symlink to one, kept): only its metadata is due.
+            // Already a directory (or a symlink to one, kept, but not over a lower
+            // layer's: merged, the upper directory hides it): only its metadata is due.
             Err(e)
-                if e.raw_os_error() == Some(libc::EEXIST) && self.open_dir(item.path).is_ok() =>
+                if e.raw_os_error() == Some(libc::EEXIST)
+                    && match merge {
+                        true => inroot::is_dir_at(dir, &name),
+                        false => self.open_dir(item.path).is_ok(),
+                    } =>
             {
                 Ok(())
             }
@@ -459,6 +525,7 @@ impl Extractor {
     /// Other `.wh..wh.` names are aufs's bookkeeping, ignored.
     fn whiteout(&mut self, parent: &[u8], name: &[u8], raw: &[u8]) -> Result<()> {
         self.summary.whiteouts += 1;
+        hides_a_name(name, raw)?;
         if name == b".wh..opq" {
             self.summary.opaque_root |= parent.is_empty();
             let shown = if parent.is_empty() { &b"."[..] } else { parent };
@@ -476,11 +543,7 @@ impl Extractor {
         if name.starts_with(b".wh.") || name.is_empty() {
             return Ok(());
         }
-        let mut path = parent.to_vec();
-        if !path.is_empty() {
-            path.push(b'/');
-        }
-        path.extend_from_slice(name);
+        let path = join(parent, name);
         let item = Item {
             raw,
             path: &path,
@@ -498,6 +561,39 @@ impl Extractor {
             )
             .map_err(io::Error::from)
         })
+    }
+
+    /// The merged fallback's first pass over a layer: `DIR/.wh.NAME` removes `DIR/NAME`,
+    /// `DIR/.wh..wh..opq` everything in `DIR`, of what the layers below put there (the
+    /// second pass writes the layer's own entries). `DIR` is opened with no symlink
+    /// followed: where the layers below have no such directory (a symlink, a file,
+    /// nothing) there is nothing below to hide.
+    fn remove_lower(&mut self, parent: &[u8], name: &[u8], raw: &[u8]) -> Result<()> {
+        self.summary.whiteouts += 1;
+        hides_a_name(name, raw)?;
+        let opaque = name == b".wh..opq";
+        if name.is_empty() || (name.starts_with(b".wh.") && !opaque) {
+            return Ok(());
+        }
+        let shown = if parent.is_empty() { &b"."[..] } else { parent };
+        let Ok(dir) = inroot::open_dir_no_symlinks(self.root.as_fd(), shown) else {
+            return Ok(());
+        };
+        let names = match opaque {
+            true => inroot::names_in(&dir),
+            false => Ok(vec![cstr(name)]),
+        };
+        for gone in names.map_err(|e| refuse(raw, &format!("cannot open its directory: {e}")))? {
+            match inroot::remove_at(dir.as_fd(), &gone) {
+                Err(e) if e.raw_os_error() != Some(libc::ENOENT) => {
+                    return Err(refuse(raw, &format!("cannot remove: {e}")))
+                }
+                _ => {}
+            }
+        }
+        // The metadata kept for directories it removed is left: [`Self::finish`] skips
+        // a path that is no longer a directory, and one made again is listed again.
+        Ok(())
     }
 
     /// Makes sure `path` exists as a directory (for mount points the image lacks).
@@ -564,9 +660,60 @@ pub fn unpack<R: Read>(
     keep_owners: bool,
     layer: Option<Sha256Digest>,
 ) -> Result<Summary> {
+    let mode = match layer {
+        Some(_) => Mode::Layer,
+        None => Mode::Flat,
+    };
+    stop_blocked(|stop| {
+        let mut extractor = Extractor::new(rootfs, keep_owners, mode)?;
+        unpack_frame(payload, &mut extractor, layer, stop)?;
+        complete(extractor, layer.is_none())
+    })
+}
+
+/// The merged fallback (format 2 where layers cannot be stacked): the layers of `packed`
+/// applied, bottom first, in the empty directory `rootfs`, as a runtime applies layers
+/// and as `binctr-pack --flatten` flattens them, then the mount points the container
+/// needs. Each layer is read twice: its whiteouts and opaque markers first (they apply
+/// to the layers below it, wherever they are in its tar), then its entries. Each read
+/// is checked against the frame's sha256 and the tar's digest; the caller renames the
+/// directory into place only once all were.
+pub fn unpack_merged(packed: &Packed, rootfs: &Path, keep_owners: bool) -> Result<Summary> {
+    stop_blocked(|stop| {
+        let mut extractor = Extractor::new(rootfs, keep_owners, Mode::Merge)?;
+        for (i, layer) in packed.config.layers.iter().enumerate() {
+            let digest = layer
+                .digest()
+                .ok_or_else(|| Error::new("damaged packed file: a layer has a malformed digest"))?;
+            for &mode in merge_passes(i == 0) {
+                extractor.set_mode(mode);
+                let mut payload = PayloadStream::layer(packed, layer, i + 1)?;
+                let unpacked = unpack_frame(&mut payload, &mut extractor, Some(digest), stop);
+                payload.verify()?;
+                unpacked?;
+            }
+        }
+        complete(extractor, true)
+    })
+}
+
+/// The passes over a merged layer: its whiteouts, then its entries (the bottom layer's
+/// whiteouts hide nothing: nothing is below it).
+fn merge_passes(bottom: bool) -> &'static [Mode] {
+    match bottom {
+        true => &[Mode::Merge],
+        false => &[Mode::Whiteouts, Mode::Merge],
+    }
+}
+
+/// Runs `work` with the stop signals blocked (see [`unpack`]); one that came meanwhile
+/// ends it as 128+N.
+fn stop_blocked(
+    work: impl FnOnce(&nix::sys::signal::SigSet) -> Result<Summary>,
+) -> Result<Summary> {
     let stop = crate::signals::forwarded();
     let old_mask = stop.thread_swap_mask(nix::sys::signal::SigmaskHow::SIG_BLOCK);
-    let mut result = unpack_blocked(payload, rootfs, keep_owners, layer, &stop);
+    let mut result = work(&stop);
     // A stop signal that came after the last check still stops us, as 128+N.
     if let Some(signal) = crate::signals::take_pending(&stop) {
         result = Err(Error::interrupted(
@@ -581,32 +728,23 @@ pub fn unpack<R: Read>(
     result
 }
 
-fn unpack_blocked<R: Read>(
+/// One lz4 frame of a tar through `extractor`; with `digest`, the tar must have it.
+fn unpack_frame<R: Read>(
     payload: &mut R,
-    rootfs: &Path,
-    keep_owners: bool,
-    layer: Option<Sha256Digest>,
+    extractor: &mut Extractor,
+    digest: Option<Sha256Digest>,
     stop: &nix::sys::signal::SigSet,
-) -> Result<Summary> {
+) -> Result<()> {
     let mut decoder = HashingReader::new(lz4_flex::frame::FrameDecoder::new(payload));
-    let mut extractor = Extractor::new(rootfs, keep_owners, layer.is_some())?;
     // Files are created with their final permission bits (no chmod per file); the
     // user's umask must not trim them. Only this process extracts, and it restores it.
     let umask = nix::sys::stat::umask(nix::sys::stat::Mode::empty());
-    let result = unpack_entries(&mut decoder, &mut extractor, stop);
+    let result = unpack_entries(&mut decoder, extractor, stop);
     nix::sys::stat::umask(umask);
     result?;
-    if layer.is_none() {
-        add_mount_points(&mut extractor)?;
-    }
-    if extractor.summary.entries == 0 {
-        return Err(Error::new(
-            "damaged packed file: the payload holds no files (pack the image again)",
-        ));
-    }
     // Read the frame to its end: this checks lz4's content checksum.
     io::copy(&mut decoder, &mut io::sink()).context("payload lz4 frame")?;
-    if let Some(expected) = layer {
+    if let Some(expected) = digest {
         // Stored under its digest only if it is that very layer: a packed file cannot
         // plant other content under another image's layer.
         if decoder.digest() != expected {
@@ -614,6 +752,19 @@ fn unpack_blocked<R: Read>(
                 "damaged packed file: a layer's tar does not match its digest (download or pack it again)",
             ));
         }
+    }
+    Ok(())
+}
+
+/// The mount points (a whole image), then the directories' metadata.
+fn complete(mut extractor: Extractor, mount_points: bool) -> Result<Summary> {
+    if mount_points {
+        add_mount_points(&mut extractor)?;
+    }
+    if extractor.summary.entries == 0 {
+        return Err(Error::new(
+            "damaged packed file: the payload holds no files (pack the image again)",
+        ));
     }
     extractor.finish()
 }
@@ -680,5 +831,153 @@ mod tests {
         assert_eq!(clean_path(b"./").unwrap(), b"");
         assert!(clean_path(b"a/../../b").is_err());
         assert!(clean_path(b"..").is_err());
+    }
+
+    /// A ustar stream of (name, type flag, file content or link target) entries.
+    fn tar(entries: &[(&str, u8, &str)]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for &(name, flag, text) in entries {
+            let mut h = [0u8; 512];
+            h[..name.len()].copy_from_slice(name.as_bytes());
+            let mode: &[u8] = if flag == b'5' { b"0000755" } else { b"0000644" };
+            h[100..107].copy_from_slice(mode);
+            h[108..115].copy_from_slice(b"0000000");
+            h[116..123].copy_from_slice(b"0000000");
+            let size = if flag == b'0' { text.len() } else { 0 };
+            h[124..135].copy_from_slice(format!("{size:011o}").as_bytes());
+            h[136..147].copy_from_slice(b"14000000000");
+            h[156] = flag;
+            if flag == b'1' || flag == b'2' {
+                h[157..157 + text.len()].copy_from_slice(text.as_bytes());
+            }
+            h[257..263].copy_from_slice(b"ustar\0");
+            h[263..265].copy_from_slice(b"00");
+            h[148..156].fill(b' ');
+            let sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
+            h[148..155].copy_from_slice(format!("{sum:06o}\0").as_bytes());
+            out.extend_from_slice(&h);
+            if size > 0 {
+                out.extend_from_slice(text.as_bytes());
+                out.resize(out.len() + (512 - size % 512) % 512, 0);
+            }
+        }
+        out.resize(out.len() + 1024, 0);
+        out
+    }
+
+    /// Merges `layers` (bottom first) into `root` as [`unpack_merged`] does.
+    fn merge(root: &Path, layers: &[Vec<u8>]) -> Result<Summary> {
+        let stop = nix::sys::signal::SigSet::empty();
+        let mut extractor = Extractor::new(root, false, Mode::Merge)?;
+        for (i, layer) in layers.iter().enumerate() {
+            for &mode in merge_passes(i == 0) {
+                extractor.set_mode(mode);
+                unpack_entries(&mut &layer[..], &mut extractor, &stop)?;
+            }
+        }
+        extractor.finish()
+    }
+
+    /// A new directory below the temporary directory, with `root/` and `outside/victim`
+    /// in it (what a hostile layer must not reach).
+    fn scratch(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "binctr-{name}-{}-{}",
+            std::process::id(),
+            crate::files::random_hex()
+        ));
+        std::fs::create_dir_all(dir.join("root")).unwrap();
+        std::fs::create_dir_all(dir.join("outside")).unwrap();
+        std::fs::write(dir.join("outside/victim"), "host\n").unwrap();
+        dir
+    }
+
+    fn exists(path: &Path) -> bool {
+        std::fs::symlink_metadata(path).is_ok()
+    }
+
+    #[test]
+    fn merged_layers_apply_whiteouts_to_the_layers_below_and_stay_in_the_root() {
+        let dir = scratch("merge");
+        let outside = dir.join("outside");
+        let abs = outside.to_str().unwrap().to_string();
+        let rel = format!("../../../../../../../..{abs}");
+        let lower = tar(&[
+            ("a/", b'5', ""),
+            ("a/x", b'0', "x"),
+            ("a/y", b'0', "y"),
+            ("o/", b'0', ""),
+            ("o/", b'5', ""),
+            ("o/old", b'0', "old"),
+            ("esc", b'2', &abs),
+            ("rel", b'2', &rel),
+            ("s", b'2', "a"),
+        ]);
+        let upper = tar(&[
+            // The layer's own entry, before its opaque marker: it stays.
+            ("o/new", b'0', "new"),
+            ("o/", b'5', ""),
+            ("o/.wh..wh..opq", b'0', ""),
+            ("a/.wh.x", b'0', ""),
+            // Through lower symlinks to the host: nothing below to hide.
+            ("esc/.wh.victim", b'0', ""),
+            ("rel/.wh..wh..opq", b'0', ""),
+            // A directory over a lower symlink replaces it.
+            ("s/", b'5', ""),
+            ("s/f", b'0', "f"),
+            ("rel/planted", b'0', "planted"),
+            ("h", b'1', "a/y"),
+        ]);
+        let summary = merge(&dir.join("root"), &[lower, upper]).unwrap();
+        assert_eq!(summary.whiteouts, 4);
+        let root = dir.join("root");
+        assert!(!exists(&root.join("a/x")) && exists(&root.join("a/y")));
+        assert!(!exists(&root.join("o/old")) && exists(&root.join("o/new")));
+        use std::os::unix::fs::MetadataExt;
+        let ino = |p: &str| std::fs::metadata(root.join(p)).unwrap().ino();
+        assert_eq!(ino("h"), ino("a/y"), "a link to a lower file");
+        for replaced in ["s", "rel"] {
+            let meta = std::fs::symlink_metadata(root.join(replaced)).unwrap();
+            assert!(meta.is_dir(), "{replaced} is a directory now");
+        }
+        assert!(exists(&root.join("s/f")) && !exists(&root.join("a/f")));
+        assert!(exists(&root.join("rel/planted")));
+        assert!(std::fs::symlink_metadata(root.join("esc"))
+            .unwrap()
+            .is_symlink());
+        let left: Vec<_> = std::fs::read_dir(&outside).unwrap().flatten().collect();
+        assert_eq!(left.len(), 1, "the host directory is as it was");
+        assert_eq!(std::fs::read(outside.join("victim")).unwrap(), b"host\n");
+        crate::files::remove_tree(&dir).unwrap();
+    }
+
+    #[test]
+    fn whiteouts_of_dot_and_dotdot_are_refused_merged_and_stacked() {
+        let dir = scratch("dotdot");
+        let root = dir.join("root");
+        let lower = tar(&[("a/", b'5', ""), ("a/x", b'0', "x")]);
+        for name in [".wh...", "a/.wh...", "a/.wh.."] {
+            let upper = tar(&[("a/", b'5', ""), (name, b'0', "")]);
+            let merged = merge(&root, &[lower.clone(), upper.clone()]);
+            assert!(
+                merged.is_err_and(|e| e.msg.contains("'..'")),
+                "{name} merged"
+            );
+            let stop = nix::sys::signal::SigSet::empty();
+            let layer = dir.join(format!("layer-{}", name.len()));
+            std::fs::create_dir(&layer).unwrap();
+            let mut extractor = Extractor::new(&layer, false, Mode::Layer).unwrap();
+            let stacked = unpack_entries(&mut &upper[..], &mut extractor, &stop);
+            assert!(
+                stacked.is_err_and(|e| e.msg.contains("'..'")),
+                "{name} in a layer"
+            );
+            assert!(exists(&root.join("a/x")) && exists(&layer.join("a")));
+        }
+        assert_eq!(
+            std::fs::read(dir.join("outside/victim")).unwrap(),
+            b"host\n"
+        );
+        crate::files::remove_tree(&dir).unwrap();
     }
 }

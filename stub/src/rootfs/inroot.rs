@@ -134,6 +134,62 @@ pub fn mkdir_all(root: BorrowedFd<'_>, path: &[u8], mode: u32) -> io::Result<Own
     open(root, path, libc::O_DIRECTORY)
 }
 
+/// `mkdir -p` below the root with no symlink followed: a component that is not a
+/// directory (a symlink, a file a lower layer left) is replaced by one, as an upper
+/// layer's directory hides whatever the layers below had there (the merged fallback).
+/// Returns the directory, opened O_PATH.
+pub fn mkdir_all_replacing(root: BorrowedFd<'_>, path: &[u8], mode: u32) -> io::Result<OwnedFd> {
+    let resolve = ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_SYMLINKS;
+    let flags = libc::O_PATH | libc::O_DIRECTORY;
+    if let Ok(dir) = sys::openat2(root, &cstr(path)?, flags, resolve) {
+        return Ok(dir);
+    }
+    let mut dir = open(root, b".", libc::O_DIRECTORY)?;
+    for part in path.split(|&b| b == b'/').filter(|p| !p.is_empty()) {
+        if part == b"." || part == b".." {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        let name = cstr(part)?;
+        // O_PATH|O_NOFOLLOW opens a symlink itself, which O_DIRECTORY then refuses.
+        dir = match sys::openat(dir.as_fd(), &name, flags | libc::O_NOFOLLOW, 0) {
+            Ok(next) => next,
+            Err(e) => {
+                match e.raw_os_error() {
+                    Some(libc::ENOENT) => {}
+                    Some(libc::ENOTDIR | libc::ELOOP) => remove_at(dir.as_fd(), &name)?,
+                    _ => return Err(e),
+                }
+                mkdir_new_at(dir.as_fd(), &name, mode)?;
+                sys::openat(dir.as_fd(), &name, flags | libc::O_NOFOLLOW, 0)?
+            }
+        };
+    }
+    Ok(dir)
+}
+
+/// Whether `dir/name` is a directory itself (a symlink to one is not).
+pub fn is_dir_at(dir: BorrowedFd<'_>, name: &CStr) -> bool {
+    nix::sys::stat::fstatat(
+        Some(dir.as_raw_fd()),
+        name,
+        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+    )
+    .is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
+}
+
+/// The names in the directory `dir` (opened for reading), but `.` and `..`.
+pub fn names_in(dir: &File) -> io::Result<Vec<CString>> {
+    let mut listing = nix::dir::Dir::from_fd(nix::unistd::dup(dir.as_raw_fd())?)?;
+    let mut names = Vec::new();
+    for entry in listing.iter() {
+        let name = entry?.file_name().to_owned();
+        if !matches!(name.to_bytes(), b"." | b"..") {
+            names.push(name);
+        }
+    }
+    Ok(names)
+}
+
 /// Creates an empty regular file `name` in `dir` unless one exists.
 pub fn create_file_at(dir: BorrowedFd<'_>, name: &[u8], mode: u32) -> io::Result<()> {
     // O_NONBLOCK: a FIFO already there must not hang us (ENXIO without a reader).

@@ -16,7 +16,8 @@
 //! all its layers exist; its mtime is its last use.
 
 use super::cache::{
-    cache_root, extract, key_for, make_durable, open_checked, remove_stale_temps, Rootfs, CACHE_FIX,
+    cache_root, extract, key_for, make_durable, open_checked, remove_stale_temps, Part, Rootfs,
+    CACHE_FIX,
 };
 use super::payload::Packed;
 use crate::error::{Context, Error, Result};
@@ -146,7 +147,7 @@ fn ensure_layer(
             .create(&tmp)
             .and_then(|()| fs::create_dir(tmp.join("root")))
             .with_context(|| format!("cannot create {}", tmp.display()))
-            .and_then(|()| extract(packed, Some(i), &tmp, mapping, userns))
+            .and_then(|()| extract(packed, &Part::Layer(i), &tmp, mapping, userns))
             .and_then(|()| make_durable(store_fd, &tmp, &store.join(key)));
         if result.is_err() && !mapping.is_subid() {
             let _ = remove_tree(&tmp);

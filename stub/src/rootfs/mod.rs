@@ -9,5 +9,6 @@ mod layers;
 pub mod manage;
 pub mod payload;
 mod progress;
+pub mod stacking;
 
 pub use cache::{cache_root, ensure_rootfs, is_extracted, Rootfs};
