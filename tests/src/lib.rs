@@ -507,17 +507,20 @@ pub fn cache_entries(cache: &Path) -> Vec<(String, PathBuf)> {
 }
 
 /// The entries of a cache's `.runs` but its clean spare layers (`.spare-<key>` whose
-/// `upper/` and `work/` are empty: what the stub keeps for the next run), sorted; a
-/// spare holding anything is listed.
+/// `upper/` and `work/` are empty: what the stub keeps for the next run) and the work
+/// directories being removed (`.trash-*`), sorted; a spare holding anything is listed.
 pub fn run_layers(runs: &Path) -> Vec<(String, PathBuf)> {
     let mut layers: Vec<(String, PathBuf)> = match fs::read_dir(runs) {
         Ok(rd) => rd
             .flatten()
             .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
             .filter(|(name, path)| {
-                !(name.starts_with(".spare-")
+                let clean_spare = name.starts_with(".spare-")
                     && is_empty_dir(&path.join("upper"))
-                    && is_empty_dir(&path.join("work")))
+                    && is_empty_dir(&path.join("work"));
+                // The overlay's work directory of a clean run, which a child of the stub
+                // removes a moment after it exits (posix.rs checks that it does).
+                !(clean_spare || name.starts_with(".trash-"))
             })
             .collect(),
         Err(_) => Vec::new(),

@@ -560,6 +560,26 @@ fn a_clean_layer_is_the_next_runs_and_nothing_of_a_run_leaks_into_the_next() {
             run_dirs(&t.cache())
         );
     }
+    // The overlay's work directories a clean run set aside are removed by a child that
+    // outlives the stub: gone a moment later, never piling up.
+    let trash = || -> Vec<String> {
+        fs::read_dir(t.cache().join(".runs"))
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.starts_with(".trash-"))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    for _ in 0..5 {
+        run_seeing_spare(&t, &[], "true");
+    }
+    assert!(
+        wait_until(QUICK, || trash().is_empty()),
+        "work directories set aside by clean runs are still there: {:?}",
+        trash()
+    );
     // --cache-rm all removes the spares too.
     bb(&t, &["--cache-rm", "all"]).run().assert_success();
     assert!(

@@ -243,13 +243,14 @@ fn remove_dead_layers(root: &Path, what: &str) {
     };
     for entry in listing.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        // A run's layer `<key>.<random>`, one being made, or a clean one kept for the
-        // next run (`.spare-<key>`, container/layer.rs).
+        // A run's layer `<key>.<random>`, one being made, a clean one kept for the next
+        // run (`.spare-<key>`, container/layer.rs), or an overlay work directory a
+        // cleaner has yet to remove (`.trash-<random>`: any image's, always removed).
         let key = name
             .strip_prefix(".new-")
             .or_else(|| name.strip_prefix(".spare-"))
             .unwrap_or(&name);
-        if what != "all" && !key.starts_with(what) {
+        if what != "all" && !key.starts_with(what) && !name.starts_with(".trash-") {
             continue;
         }
         // One being made (`.new-`) is locked only a moment later: left alone while young.
