@@ -359,6 +359,23 @@ pub fn rename_noreplace(from: &CStr, to: &CStr) -> io::Result<()> {
     cvt(ret).map(drop)
 }
 
+/// fgetxattr(2) of `name` on the open file `fd`: its value, at most `max` bytes.
+pub fn get_xattr_fd(fd: BorrowedFd<'_>, name: &CStr, max: usize) -> io::Result<Vec<u8>> {
+    let mut value = vec![0u8; max];
+    // SAFETY: `name` is NUL-terminated; `value` is valid for writes of its length.
+    let ret = unsafe {
+        libc::fgetxattr(
+            fd.as_raw_fd(),
+            name.as_ptr(),
+            value.as_mut_ptr().cast(),
+            value.len(),
+        )
+    };
+    let len = cvt(ret as libc::c_long)?;
+    value.truncate(len as usize);
+    Ok(value)
+}
+
 /// The names of the extended attributes of the open file `fd` (flistxattr(2)), each
 /// NUL-terminated, as the kernel lists them.
 pub fn xattr_names_fd(fd: BorrowedFd<'_>) -> io::Result<Vec<u8>> {

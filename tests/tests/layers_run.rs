@@ -916,3 +916,45 @@ fn a_cache_that_cannot_stack_layers_merges_them_by_itself() {
         .count();
     assert_eq!(probes, 0, "the probe left its directory");
 }
+
+/// `-u NAME` reads /etc/passwd as the container will see it: a layer whose /etc is
+/// opaque (and has no passwd) hides the users of the layers below, as it hides their
+/// files, stacked or flattened alike.
+#[test]
+fn users_of_a_layer_below_an_opaque_etc_are_not_found() {
+    let t = Test::new("layers-run-opaque-etc");
+    let bottom = t.dir.join("bottom.tar");
+    let mut tar = RawTar::on_busybox();
+    tar.dir(b"etc", 0o755)
+        .file(
+            b"etc/passwd",
+            b"root:x:0:0::/root:/bin/sh\nalice:x:1234:1234::/:/bin/sh\n",
+        )
+        .file(b"etc/group", b"root:x:0:\nalice:x:1234:\n");
+    fs::write(&bottom, tar.finish()).unwrap();
+    let top = t.dir.join("top.tar");
+    let mut tar = RawTar::new();
+    tar.dir(b"etc", 0o755)
+        .file(b"etc/.wh..wh..opq", b"")
+        .file(b"etc/motd", b"no users here\n");
+    fs::write(&top, tar.finish()).unwrap();
+    let image = docker_archive(&t.dir.join("img"), &[&bottom, &top]);
+    let v2 = pack(&t, &image, "img.v2", &[]);
+    let v1 = pack(&t, &image, "img.v1", &["--flatten"]);
+    for packed in [&v2, &v1] {
+        let by_id = t.cmd(packed).args(["-u", "1234", "id", "-u"]).run();
+        assert_eq!(
+            by_id.stdout_text().trim(),
+            "1234",
+            "{}: {by_id:?}",
+            packed.display()
+        );
+        let alice = t.cmd(packed).args(["-u", "alice", "id", "-u"]).run();
+        assert_eq!(alice.code, Some(125), "{}: {alice:?}", packed.display());
+        assert!(
+            alice.stderr_text().contains("alice"),
+            "{}: the error names the user: {alice:?}",
+            packed.display()
+        );
+    }
+}

@@ -39,7 +39,10 @@ fn read_in_root(layer: &Path, path: &str) -> Option<Option<String>> {
     let root = std::fs::File::open(layer).ok()?;
     let fd = match inroot::open_file(root.as_fd(), path.as_bytes()) {
         Ok(fd) => fd,
-        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return None,
+        // Not here: unless its directory is opaque here, which hides every layer below.
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+            return opaque_parent(&root, path).then_some(None)
+        }
         Err(_) => return Some(None),
     };
     let mut bytes = Vec::new();
@@ -47,6 +50,17 @@ fn read_in_root(layer: &Path, path: &str) -> Option<Option<String>> {
         .take(MAX_DB_BYTES)
         .read_to_end(&mut bytes);
     Some(Some(String::from_utf8_lossy(&bytes).into_owned()))
+}
+
+/// Whether the directory of `path` in `layer` is opaque (`user.overlay.opaque`: a
+/// layer's `.wh..wh..opq`, or overlay's own mark in a kept upper).
+fn opaque_parent(layer: &std::fs::File, path: &str) -> bool {
+    let (parent, _) = inroot::split_parent(path.as_bytes());
+    !parent.is_empty()
+        && inroot::open_dir_no_symlinks(layer.as_fd(), parent).is_ok_and(|dir| {
+            crate::sys::get_xattr_fd(dir.as_fd(), c"user.overlay.opaque", 8)
+                .is_ok_and(|v| v == b"y")
+        })
 }
 
 /// Resolves `spec` (`name`, `uid`, `name:group`, `uid:gid`) against the image: its
