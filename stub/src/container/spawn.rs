@@ -83,6 +83,13 @@ pub fn spawn(
         if plan.net_none { ", net" } else { "" }
     );
     let pid = match launch.userns {
+        // No hook to run from the host's namespaces: we join the held user namespace
+        // ourselves (docs/STUB.md step 9 says why that is safe), one process fewer.
+        Some(ns) if plan.hooks.is_empty() => {
+            nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWUSER)
+                .map_err(std::io::Error::from)
+                .and_then(|()| sys::clone_into_namespaces(flags))
+        }
         Some(ns) => clone_joined(&[(ns, nix::sched::CloneFlags::CLONE_NEWUSER)], flags),
         None => sys::clone_into_namespaces(flags | libc::CLONE_NEWUSER),
     }
