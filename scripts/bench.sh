@@ -4,7 +4,8 @@
 #     charliecloud's ch-run and the floor `unshare -Urmpf --mount-proc /bin/true`;
 #  2. first-run extraction of a ~170 MB Debian rootfs against `tar -xf` of the same tar;
 #  3. packer throughput against `lz4 -1` on the same tar;
-#  4. the stub's size; 5. peak memory of packing and of a first run.
+#  4. the stub's size; 5. peak memory of packing and of a first run;
+#  6. the layer store: a second image's first run on a cached base, and the disk it adds.
 # Containers run as the non-root test user when this runs as root. About 5 minutes.
 set -euo pipefail
 
@@ -130,6 +131,45 @@ pack=$(mean_ms "$work/pack.json" 1)
 lz4ms=$(mean_ms "$work/pack.json" 2)
 tar_mib=$(awk -v b="$(stat -c %s build/debian-rootfs.tar)" 'BEGIN{printf "%.1f", b / 1048576}')
 
+say "6. layer store: a second image on a cached base (issue 16)"
+# Two docker-archive layouts on the same Debian base layer, each with a small layer of
+# its own (4 MiB of random data): B's first run with A already cached extracts B's layer
+# only.
+make_image() { # NAME: $work/img-NAME/ with base.tar and NAME.tar
+    local name=$1 dir=$work/img-$1
+    mkdir -p "$dir/top/opt/$name"
+    head -c 4194304 /dev/urandom >"$dir/top/opt/$name/data"
+    tar -C "$dir/top" -cf "$dir/$name.tar" opt
+    rm -rf "$dir/top"
+    ln "$work/debian-rootfs.tar" "$dir/base.tar" 2>/dev/null || cp "$work/debian-rootfs.tar" "$dir/base.tar"
+    local base_id top_id
+    base_id=$(sha256sum "$dir/base.tar" | cut -d' ' -f1)
+    top_id=$(sha256sum "$dir/$name.tar" | cut -d' ' -f1)
+    printf '{"architecture":"amd64","os":"linux","config":{"Cmd":["/bin/true"]},"rootfs":{"type":"layers","diff_ids":["sha256:%s","sha256:%s"]}}' \
+        "$base_id" "$top_id" >"$dir/config.json"
+    printf '[{"Config":"config.json","RepoTags":["%s:latest"],"Layers":["base.tar","%s.tar"]}]' \
+        "$name" "$name" >"$dir/manifest.json"
+}
+make_image a
+make_image b
+is_root && chown -R "$user:" "$work"
+as_user ./binctr-pack img-a -o img-a-packed >/dev/null
+as_user ./binctr-pack img-b -o img-b-packed >/dev/null
+as_user hyperfine --runs 3 --export-json "$work/layers.json" \
+    -n 'B first run, empty cache' --prepare "rm -rf $work/cache" "./img-b-packed /bin/true" \
+    -n 'B first run, A cached' \
+    --prepare "sh -c './img-a-packed /bin/true && ./img-b-packed --cache-rm this' >/dev/null" \
+    "./img-b-packed /bin/true"
+b_empty=$(mean_ms "$work/layers.json" 1)
+b_cached=$(mean_ms "$work/layers.json" 2)
+as_user rm -rf "$work/cache"
+as_user ./img-a-packed /bin/true
+du_a=$(as_user du -sk "$work/cache" | cut -f1)
+as_user ./img-b-packed /bin/true
+du_ab=$(as_user du -sk "$work/cache" | cut -f1)
+b_layer_kib=$(($(stat -c %s "$work/img-b/b.tar") / 1024))
+as_user rm -rf "$work/cache"
+
 say "5. peak memory"
 max_rss_kib() { grep 'Maximum resident set size' "$1" | awk '{print $NF}'; }
 as_user /usr/bin/time -v -o "$work/pack.time" ./binctr-pack debian-rootfs.tar -o "$work/packed" >/dev/null
@@ -160,6 +200,8 @@ printf '%-50s %9s ms   %s\n' "first run (extract $tar_mib MiB): binctr" "$first"
 printf '%-50s %9s ms\n' "first run: tar -xf + sync -f (uncompressed)" "$tarx"
 printf '%-50s %9s ms   %s\n' "pack $tar_mib MiB: binctr-pack" "$pack" "$(mibs "$tar_mib" "$pack"); <= 1.5x lz4: $(verdict "$pack" "$(awk -v l="$lz4ms" 'BEGIN{print l*1.5}')") ($(ratio "$pack" "$lz4ms"))"
 printf '%-50s %9s ms   %s\n' "pack: lz4 -1" "$lz4ms" "$(mibs "$tar_mib" "$lz4ms")"
+printf '%-50s %9s ms   %s\n' "layers: B's first run, A on the same base cached" "$b_cached" "<= 0.2x its first run on an empty cache ($b_empty ms): $(verdict "$b_cached" "$(awk -v e="$b_empty" 'BEGIN{print e*0.2}')") ($(ratio "$b_cached" "$b_empty"))"
+printf '%-50s %9s KiB  %s\n' "layers: disk grown by B's first run" "$((du_ab - du_a))" "its own layer: $b_layer_kib KiB of tar (A alone: $du_a KiB)"
 printf '%-50s %9s KiB  %s\n' "stub size" "$((stub_bytes / 1024))" "<= 1024 KiB: $(verdict "$stub_bytes" 1048576)"
 printf '%-50s %9s KiB  %s\n' "peak RSS: packing" "$pack_rss" "< 32 MiB: $(verdict "$pack_rss" 32767)"
 printf '%-50s %9s KiB  %s\n' "peak RSS: first run (extraction)" "$first_rss" "< 32 MiB: $(verdict "$first_rss" 32767)"
