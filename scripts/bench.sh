@@ -73,6 +73,8 @@ as_user mkdir -p "$work/home" "$work/rootfs"
 
 say "packing the images"
 as_user ./binctr-pack busybox.tar -o busybox
+# Format 1 (one flattened layer), for the warm start of a layered file against it.
+as_user ./binctr-pack busybox.tar --flatten -o busybox-v1
 as_user ./binctr-pack debian-rootfs.tar -o debian
 as_user ./busybox /bin/true || die "the packed busybox does not run: ./busybox /bin/true failed"
 # The same rootfs, extracted for bwrap and ch-run.
@@ -91,7 +93,8 @@ as_user hyperfine -N --warmup 20 --runs 300 --export-json "$work/warm.json" \
     -n 'binctr --userns single --read-only' './busybox --userns single --read-only /bin/true' \
     -n 'bwrap' "bwrap --unshare-user --unshare-pid --unshare-ipc --unshare-uts --ro-bind $work/rootfs / --proc /proc --dev /dev /bin/true" \
     -n 'ch-run' "ch-run $work/rootfs -- /bin/true" \
-    -n 'floor: unshare -Urmpf' 'unshare -Urmpf --mount-proc /bin/true'
+    -n 'floor: unshare -Urmpf' 'unshare -Urmpf --mount-proc /bin/true' \
+    -n 'binctr, format 1 (--flatten)' './busybox-v1 /bin/true'
 warm=$(mean_ms "$work/warm.json" 1)
 warm_ro=$(mean_ms "$work/warm.json" 2)
 warm_single=$(mean_ms "$work/warm.json" 3)
@@ -99,6 +102,7 @@ warm_single_ro=$(mean_ms "$work/warm.json" 4)
 bwrap=$(mean_ms "$work/warm.json" 5)
 chrun=$(mean_ms "$work/warm.json" 6)
 floor=$(mean_ms "$work/warm.json" 7)
+warm_v1=$(mean_ms "$work/warm.json" 8)
 # The default maps ids with subordinate ids when the user has a range (this test user
 # has one): the first start makes a holder, later ones join its user namespace.
 debug_out=$(as_user ./busybox -D /bin/true 2>&1 || true)
@@ -190,6 +194,7 @@ printf '%-50s %9s ms   %s\n' "warm start: binctr, default ($mapping)" "$warm" "$
 printf '%-50s %9s ms   %s\n' "warm start: binctr --read-only" "$warm_ro" "$(target_check "$warm_ro")"
 printf '%-50s %9s ms   %s\n' "warm start: binctr --userns single" "$warm_single" "$(target_check "$warm_single")"
 printf '%-50s %9s ms   %s\n' "warm start: binctr --userns single --read-only" "$warm_single_ro" "$(target_check "$warm_single_ro")"
+printf '%-50s %9s ms   %s\n' "warm start: format 1 (--flatten) file, default" "$warm_v1" "format 2 (layers) above: $(ratio "$warm" "$warm_v1") of it"
 printf '%-50s %9s ms\n' "warm start: bwrap" "$bwrap"
 printf '%-50s %9s ms\n' "warm start: ch-run" "$chrun"
 printf '%-50s %9s ms\n' "warm start: unshare -Urmpf --mount-proc (floor)" "$floor"
