@@ -76,11 +76,11 @@ impl Running {
         // container cannot reach the stub file through /proc/1/exe) they are reached
         // through PID 1's first child, the command.
         let namespaces = from_monitor(&json)
-            .or_else(|_| open_namespaces(pid))
+            .or_else(|_| open_namespaces(pid, false))
             .or_else(|_| {
                 let child =
                     first_child(pid).ok_or(std::io::Error::from_raw_os_error(libc::ESRCH))?;
-                open_namespaces(child)
+                open_namespaces(child, false)
             })
             .map_err(|_| not_running())?;
         // They were opened by pid: that pid was still the container's monitor or PID 1.

@@ -82,11 +82,16 @@ pub fn spawn(
         },
         if plan.net_none { ", net" } else { "" }
     );
+    let joined_here = launch.userns.is_some() && plan.hooks.is_empty();
     let pid = match launch.userns {
         // No hook to run from the host's namespaces: we join the held user namespace
         // ourselves (docs/STUB.md step 9 says why that is safe), one process fewer.
-        Some(ns) if plan.hooks.is_empty() => {
+        Some(ns) if joined_here => {
+            // Gaining the namespace's capabilities made us non-dumpable: `--exec` (the
+            // user's own process, outside) takes the container's namespaces from us, as
+            // it did before. The container cannot name us (own pid namespace).
             nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWUSER)
+                .and_then(|()| nix::sys::prctl::set_dumpable(true))
                 .map_err(std::io::Error::from)
                 .and_then(|()| sys::clone_into_namespaces(flags))
         }
@@ -113,7 +118,7 @@ pub fn spawn(
         pty_sock: pty_parent,
         userns: File::open(format!("/proc/{pid}/ns/user")).ok(),
         namespaces: match state.dir {
-            Some(_) => super::state::open_namespaces(pid).unwrap_or_default(),
+            Some(_) => super::state::open_namespaces(pid, joined_here).unwrap_or_default(),
             None => Vec::new(),
         },
     };

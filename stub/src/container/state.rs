@@ -111,8 +111,9 @@ impl State {
 }
 
 /// A container process's namespaces, in the order they are joined (user first, mount
-/// last).
-pub fn open_namespaces(pid: libc::pid_t) -> std::io::Result<Namespaces> {
+/// last). `joined_user`: we are in its user namespace because we joined it (the held
+/// one), not because it is the host's: it is listed for a joiner from outside.
+pub fn open_namespaces(pid: libc::pid_t, joined_user: bool) -> std::io::Result<Namespaces> {
     let id = |f: &File| {
         nix::sys::stat::fstat(std::os::fd::AsRawFd::as_raw_fd(f)).map(|s| (s.st_dev, s.st_ino))
     };
@@ -129,7 +130,7 @@ pub fn open_namespaces(pid: libc::pid_t) -> std::io::Result<Namespaces> {
         // One the container shares with us (the host's network, our own user
         // namespace) is not joined: it is ours already, and joining could be refused.
         let ours = File::open(format!("/proc/self/ns/{name}"))?;
-        if id(&theirs)? != id(&ours)? {
+        if id(&theirs)? != id(&ours)? || (joined_user && name == "user") {
             out.push((theirs, kind));
         }
     }
