@@ -958,3 +958,56 @@ fn users_of_a_layer_below_an_opaque_etc_are_not_found() {
         );
     }
 }
+
+/// Runs of one image starting together on an empty cache: one extracts each layer, the
+/// others wait for that extraction only, never for the extracting run's container to
+/// end (the first run's command here waits for the others' files, so a run held behind
+/// its container fails the test: it happened, as four srun ranks running one after
+/// another). Several rounds, since which waiter the kernel wakes first varies.
+#[test]
+fn runs_starting_together_wait_for_an_extraction_not_for_a_container() {
+    let t = Test::new("layers-run-together");
+    let image = pack(&t, &fixture("img-docker.tar"), "img.v2", &[]);
+    let vol = t.dir.join("vol");
+    fs::create_dir_all(&vol).unwrap();
+    fs::set_permissions(&vol, fs::Permissions::from_mode(0o777)).unwrap();
+    t.env.give_to_user(&vol);
+    let volume = format!("{}:/v", vol.display());
+    for round in 0..3 {
+        bb_cache_rm(&t, &image);
+        let first = t
+            .cmd(&image)
+            .args(["-v", &volume, "--entrypoint", "/bin/sh", "--", "-c"])
+            .arg(format!(
+                "i=0; while [ $(ls /v | grep -c '^{round}-') -lt 3 ] && [ $i -lt 200 ]; \
+                 do sleep 0.1; i=$((i+1)); done; ls /v | grep -c '^{round}-'"
+            ))
+            .spawn();
+        let others: Vec<_> = (0..3)
+            .map(|n| {
+                t.cmd(&image)
+                    .args(["-v", &volume, "--entrypoint", "/bin/sh", "--", "-c"])
+                    .arg(format!("touch /v/{round}-{n}"))
+                    .spawn()
+            })
+            .collect();
+        for other in others {
+            other.wait().assert_success();
+        }
+        let out = first.wait();
+        out.assert_success();
+        assert_eq!(
+            out.stdout_text().trim(),
+            "3",
+            "round {round}: the other runs did not start while the first ran: {out:?}"
+        );
+    }
+}
+
+/// `--cache-rm all` as the test user: an empty cache for the next round.
+fn bb_cache_rm(t: &Test, image: &Path) {
+    t.cmd(image)
+        .args(["--cache-rm", "all"])
+        .run()
+        .assert_success();
+}

@@ -128,11 +128,15 @@ fn ensure_layer(
         if let Some((_, dir)) = open_checked(store, key, "root")? {
             return Ok((dir, lock, made));
         }
-        drop(lock);
-        let lock = held_lock(&lock_path, libc::LOCK_EX)?;
+        // Extractions of one layer take turns on a lock of their own, never held for a
+        // container's life: waiting for the use lock exclusive, a run that came while
+        // another extracted the layer waited until that run's container ended (found
+        // as four ranks of one srun step running one after another).
+        let _extracting = held_lock(&extract_lock_path(store, key), libc::LOCK_EX)?;
         if open_checked(store, key, "root")?.is_some() {
             continue;
         }
+        // Our shared lock keeps a removal out while we extract (it never waits).
         remove_stale_temps(store, key, mapping, userns);
         let tmp = store.join(format!(".tmp-{key}.{}", std::process::id()));
         debug!(
@@ -154,12 +158,19 @@ fn ensure_layer(
         }
         result?;
         made = true;
-        drop(lock);
+        if let Some((_, dir)) = open_checked(store, key, "root")? {
+            return Ok((dir, lock, made));
+        }
     }
     Err(Error::new(format!(
         "the cached layer {} keeps being removed while it is extracted: run again",
         store.join(key).display()
     )))
+}
+
+/// The lock that extractions of layer `key` take turns on (beside its use lock).
+pub(super) fn extract_lock_path(store: &Path, key: &str) -> PathBuf {
+    store.join(format!("{key}.extract.lock"))
 }
 
 /// The lock file at `path`, locked with `op` (waiting), and still the file at `path`: a

@@ -227,6 +227,7 @@ pub fn remove_unused_layers(root: &Path) -> Result<()> {
         remove_tree(&path).with_context(|| format!("cannot remove {}", path.display()))?;
         if !name.starts_with(".tmp-") {
             let _ = fs::remove_file(&lock_path);
+            let _ = fs::remove_file(super::layers::extract_lock_path(&store, key));
         }
         say!("removed {}", path.display());
     }
