@@ -126,6 +126,20 @@ pub fn remove_tree(path: &Path) -> io::Result<()> {
     remove_dir_at(parent.as_fd(), &CString::new(name.as_encoded_bytes())?)
 }
 
+/// Creates the file `path` (0644, whatever the umask), which must not exist yet: never opens an existing
+/// file, a symlink or a FIFO planted there. For files of a directory we just made.
+pub fn create_new_file(path: &Path, content: &[u8]) -> io::Result<()> {
+    use std::io::Write;
+    let mut file = File::options()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .open(path)?;
+    // 0644 whatever the umask.
+    file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
+    file.write_all(content)
+}
+
 /// Removes the directory `name` of `dir` with everything below it, through
 /// descriptors (never following a symlink).
 pub fn remove_dir_at(dir: std::os::fd::BorrowedFd<'_>, name: &std::ffi::CStr) -> io::Result<()> {

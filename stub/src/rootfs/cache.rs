@@ -433,7 +433,7 @@ fn extract_here(packed: &Packed, part: &Part, tmp: &Path, keep_owners: bool) -> 
     // Overlay ignores the opaque xattr on a lower layer's root: the stack leaves out the
     // layers below such a layer instead (rootfs/layers.rs).
     if summary.opaque_root {
-        File::create(tmp.join(super::layers::OPAQUE_ROOT))
+        crate::files::create_new_file(&tmp.join(super::layers::OPAQUE_ROOT), b"")
             .with_context(|| format!("cannot write {}", tmp.display()))?;
     }
     report(&summary);
@@ -486,7 +486,7 @@ fn prepare_entry(packed: &Packed, tmp: &Path, mapping: &Mapping, part: &Part) ->
         info["layers"] = packed.config.layers.len().into();
         info["merged"] = why.as_str().into();
     }
-    fs::write(tmp.join("info"), info.to_string())
+    crate::files::create_new_file(&tmp.join("info"), info.to_string().as_bytes())
         .with_context(|| format!("cannot write {}", tmp.join("info").display()))
 }
 

@@ -245,8 +245,7 @@ fn make_entry(packed: &Packed, mapping: &Mapping, tmp: &Path, keys: &[String]) -
     }
     for file in ETC_FILES {
         let path = base.join(file);
-        File::create(&path)
-            .and_then(|f| f.set_permissions(fs::Permissions::from_mode(0o644)))
+        crate::files::create_new_file(&path, b"")
             .with_context(|| format!("cannot create {}", path.display()))?;
     }
     // As format 1 leaves the mount points it adds: mtime 0.
@@ -267,5 +266,6 @@ fn make_entry(packed: &Packed, mapping: &Mapping, tmp: &Path, keys: &[String]) -
         "layers": keys,
     });
     let path = tmp.join("image.json");
-    fs::write(&path, record.to_string()).with_context(|| format!("cannot write {}", path.display()))
+    crate::files::create_new_file(&path, record.to_string().as_bytes())
+        .with_context(|| format!("cannot write {}", path.display()))
 }

@@ -139,7 +139,7 @@ fn probe_in(dir: &Path) -> std::result::Result<(), Option<String>> {
             .map_err(|_| None)?;
     }
     for file in ["lower/gone", "lower/dir/hidden"] {
-        File::create(dir.join(file)).map_err(|_| None)?;
+        crate::files::create_new_file(&dir.join(file), b"").map_err(|_| None)?;
     }
     nix::sys::stat::mknod(
         &dir.join("layer/gone"),
