@@ -72,6 +72,7 @@ pub struct Env {
     /// This process's scratch root: `/tmp/binctr-tests-<uid>/<pid>`, mode 0755.
     pub base: PathBuf,
     packed: OnceLock<PathBuf>,
+    packed_flat: OnceLock<PathBuf>,
     /// A second local user (not the test user, not root), or why there is none: read
     /// at load, and a test that needs it fails with the reason (see [`Env::neighbour`]).
     neighbour: std::result::Result<User, String>,
@@ -128,6 +129,7 @@ impl Env {
             test_user,
             base,
             packed: OnceLock::new(),
+            packed_flat: OnceLock::new(),
             neighbour,
         }
     }
@@ -173,7 +175,19 @@ impl Env {
             let dir = self.base.join("shared");
             make_dir(&dir, 0o755);
             let out = dir.join("busybox");
-            pack_into(self, &self.fixture("busybox.tar"), &out);
+            pack_into(self, &self.fixture("busybox.tar"), &out, false);
+            out
+        })
+    }
+
+    /// The example image packed once per test binary as format 1 (`--flatten`:
+    /// `<base>/shared/busybox-flat`), for the tests of that format's bytes and cache.
+    pub fn busybox_flat(&'static self) -> &'static Path {
+        self.packed_flat.get_or_init(|| {
+            let dir = self.base.join("shared");
+            make_dir(&dir, 0o755);
+            let out = dir.join("busybox-flat");
+            pack_into(self, &self.fixture("busybox.tar"), &out, true);
             out
         })
     }
@@ -323,12 +337,12 @@ pub fn remove_tree(path: &Path) {
     let _ = fs::remove_dir_all(path);
 }
 
-/// Packs `input` as format 1 (`--flatten`): the suites written for the flat payload keep
-/// testing it (its cache layout, its extraction); tests/layers_run.rs runs format 2.
-fn pack_into(env: &'static Env, input: &Path, out: &Path) {
+/// Packs `input` as the packer does by default (format 2, the layer store), or as
+/// format 1 (`--flatten`) for the tests of the flat payload's cache layout.
+fn pack_into(env: &'static Env, input: &Path, out: &Path, flatten: bool) {
     let output = Cmd::new(env, &env.packer())
         .arg(input)
-        .arg("--flatten")
+        .args(flatten.then_some("--flatten"))
         .arg("-o")
         .arg(out)
         .as_current_user()
@@ -389,7 +403,15 @@ impl Test {
     /// Packs a fixture into this test's directory, ready for the test user to run.
     pub fn pack(&self, fixture: &Path, out_name: &str) -> PathBuf {
         let out = self.dir.join(out_name);
-        pack_into(self.env, fixture, &out);
+        pack_into(self.env, fixture, &out, false);
+        out
+    }
+
+    /// Packs a fixture as format 1 (`--flatten`: one flattened layer, the cache entry
+    /// `<key>/rootfs`), for the tests of that layout.
+    pub fn pack_flat(&self, fixture: &Path, out_name: &str) -> PathBuf {
+        let out = self.dir.join(out_name);
+        pack_into(self.env, fixture, &out, true);
         out
     }
 
@@ -441,6 +463,11 @@ impl Test {
         self.cmd(self.busybox()).args(args)
     }
 
+    /// The format 1 packed busybox (see [`Env::busybox_flat`]).
+    pub fn busybox_flat(&self) -> &'static Path {
+        self.env.busybox_flat()
+    }
+
     /// Shorthand: run the packed busybox with ARGS and no stdin.
     pub fn run<I, S>(&self, args: I) -> Output
     where
@@ -452,14 +479,74 @@ impl Test {
 
     /// The extracted rootfs directories (`<64 hex>[-subid-...]`) in this test's cache.
     pub fn cache_digest_dirs(&self) -> Vec<PathBuf> {
-        cache_entries(&self.cache())
+        extracted_images(&self.cache())
             .into_iter()
-            .filter(|(name, _)| is_cache_entry(name))
-            .map(|(_, path)| path)
+            .map(|name| self.cache().join(name))
             .collect()
     }
 
-    /// The one extracted rootfs directory; fails the test unless there is exactly one.
+    /// The extracted tree of the cache's one image: format 1's `<entry>/rootfs`, or the
+    /// one layer of a single-layer format 2 image (`layers/<key>/root`). Fails the test
+    /// unless there is exactly one.
+    pub fn only_rootfs(&self) -> PathBuf {
+        let entry = self.only_digest_dir();
+        if !entry.parent().is_some_and(|p| p.ends_with("images")) {
+            return entry.join("rootfs");
+        }
+        let layers: Vec<PathBuf> = cache_entries(&self.cache().join("layers"))
+            .into_iter()
+            .filter(|(name, path)| is_cache_entry(name) && path.is_dir())
+            .map(|(_, path)| path.join("root"))
+            .collect();
+        assert_eq!(
+            layers.len(),
+            1,
+            "expected one extracted layer in {}/layers: {layers:?}",
+            self.cache().display()
+        );
+        layers.into_iter().next().unwrap()
+    }
+
+    /// Fails the test unless the cache holds only what finished extractions leave: format
+    /// 1 entries and their locks, or format 2's `images/` and `layers/` (entries, their
+    /// use and extraction locks) and `.runs/` (writable layers kept for the next run); no
+    /// temporary directory anywhere.
+    #[track_caller]
+    pub fn assert_cache_clean(&self) {
+        let cache = self.cache();
+        let is_lock_of_entry = |name: &str| {
+            [".lock", ".extract.lock"]
+                .iter()
+                .any(|end| name.strip_suffix(end).is_some_and(is_cache_entry))
+        };
+        for (name, _) in cache_entries(&cache) {
+            assert!(
+                is_cache_entry(&name)
+                    || is_lock_of_entry(&name)
+                    || ["images", "layers", ".runs"].contains(&name.as_str()),
+                "unexpected entry {name:?} in the cache {} (a leftover temp dir?): {:?}",
+                cache.display(),
+                cache_entries(&cache)
+            );
+        }
+        for sub in ["images", "layers"] {
+            for (name, _) in cache_entries(&cache.join(sub)) {
+                assert!(
+                    is_cache_entry(&name) || is_lock_of_entry(&name),
+                    "unexpected entry {sub}/{name:?} in the cache {} (a leftover temp dir?)",
+                    cache.display()
+                );
+            }
+        }
+        assert!(
+            temp_entries(&cache).is_empty(),
+            "temp dirs left: {:?}",
+            temp_entries(&cache)
+        );
+    }
+
+    /// The one extracted image entry (format 1 `<key>`, format 2 `images/<key>`); fails
+    /// the test unless there is exactly one.
     pub fn only_digest_dir(&self) -> PathBuf {
         let dirs = self.cache_digest_dirs();
         assert_eq!(

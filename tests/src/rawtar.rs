@@ -454,8 +454,9 @@ pub fn lz4_stream(
     out
 }
 
-/// The busybox image packed for this test, as bytes.
+/// The busybox image packed as format 1 (`--flatten`: one payload frame), as bytes: what
+/// the hand-assembled and damaged files here are made of.
 pub fn busybox_bytes() -> &'static [u8] {
     static BYTES: OnceLock<Vec<u8>> = OnceLock::new();
-    BYTES.get_or_init(|| fs::read(Env::get().busybox()).expect("read the packed busybox"))
+    BYTES.get_or_init(|| fs::read(Env::get().busybox_flat()).expect("read the packed busybox"))
 }

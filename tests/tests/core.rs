@@ -7,8 +7,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use binctr_tests::{
-    cache_entries, find_sha256, host_file, identity, is_cache_entry, random_bytes, Test,
-    CONTAINER_PATH, VERSION,
+    cache_entries, extracted_images, find_sha256, host_file, identity, is_cache_entry,
+    random_bytes, Test, CONTAINER_PATH, VERSION,
 };
 
 // ---- running commands -------------------------------------------------------------------
@@ -138,12 +138,11 @@ fn files_written_in_one_run_are_gone_in_the_next() {
         "/x or /tmp/f survived the run:\n{out:?}"
     );
     // The cached image never changes.
-    let digest_dir = t.only_digest_dir();
-    let rootfs = digest_dir.join("rootfs");
+    let rootfs = t.only_rootfs();
     assert!(
         rootfs.join("bin/busybox").exists(),
-        "no rootfs/bin/busybox in {}",
-        digest_dir.display()
+        "no bin/busybox in {}",
+        rootfs.display()
     );
     assert!(
         !rootfs.join("x").exists(),
@@ -171,7 +170,7 @@ fn read_only_root_refuses_writes() {
         out.code.is_some_and(|c| c != 0),
         "a write to /etc succeeded with --read-only:\n{out:?}"
     );
-    let rootfs = t.only_digest_dir().join("rootfs");
+    let rootfs = t.only_rootfs();
     assert!(
         !rootfs.join("x").exists() && !rootfs.join("etc/x").exists(),
         "a write reached the cache"
@@ -288,7 +287,7 @@ fn second_run_reuses_the_extracted_rootfs() {
     );
     let digest_dir = t.only_digest_dir();
     let before = identity(&digest_dir);
-    let rootfs_before = identity(&digest_dir.join("rootfs"));
+    let rootfs_before = identity(&t.only_rootfs());
 
     let second = t.run(["-D", "true"]);
     second.assert_success();
@@ -302,13 +301,14 @@ fn second_run_reuses_the_extracted_rootfs() {
         "the second run extracted again:\n{second:?}"
     );
     assert_eq!(t.only_digest_dir(), digest_dir);
+    // The entry itself (its mtime is the image's last use: format 2 touches it).
     assert_eq!(
-        identity(&digest_dir),
-        before,
-        "the cached rootfs dir was replaced or changed"
+        identity(&digest_dir).0,
+        before.0,
+        "the cached image's entry was replaced"
     );
     assert_eq!(
-        identity(&digest_dir.join("rootfs")),
+        identity(&t.only_rootfs()),
         rootfs_before,
         "the rootfs was replaced or changed"
     );
@@ -326,26 +326,25 @@ fn removing_the_cache_makes_the_next_run_extract() {
         out.stderr_text().contains("extracting"),
         "-D says extracting after the cache was removed:\n{out:?}"
     );
-    assert!(t.only_digest_dir().join("rootfs/bin/busybox").exists());
+    assert!(t.only_rootfs().join("bin/busybox").exists());
 }
 
 #[test]
 fn cache_dir_is_named_after_the_payload_digest_and_left_clean() {
     let t = Test::new("cache_layout");
-    t.run(["true"]).assert_success();
+    let out = t.run(["-D", "true"]);
+    out.assert_success();
+    // -D names the payload: "payload: NAME (sha256:HEX), ..."
+    let payload = find_sha256(&out.stderr_text())
+        .unwrap_or_else(|| panic!("-D names no payload digest:\n{out:?}"))
+        .to_string();
     let digest_dir = t.only_digest_dir();
-    let digest = digest_dir
-        .file_name()
-        .unwrap()
-        .to_string_lossy()
-        .into_owned();
-    for (name, _) in cache_entries(&t.cache()) {
-        assert!(
-            name == digest || name == format!("{digest}.lock"),
-            "unexpected entry {name:?} in the cache {} (a leftover temp dir?)",
-            t.cache().display()
-        );
-    }
+    let name = digest_dir.file_name().unwrap().to_string_lossy();
+    assert!(
+        is_cache_entry(&name) && name.starts_with(&payload),
+        "the image's entry {name} is not named after the payload digest {payload}"
+    );
+    t.assert_cache_clean();
 }
 
 #[test]
@@ -367,10 +366,7 @@ fn default_cache_is_under_the_home_directory() {
         .run()
         .assert_success();
     let cache = t.home().join(".cache/binctr");
-    let digests: Vec<_> = cache_entries(&cache)
-        .into_iter()
-        .filter(|(n, _)| is_cache_entry(n))
-        .collect();
+    let digests = extracted_images(&cache);
     assert_eq!(
         digests.len(),
         1,
@@ -386,8 +382,10 @@ fn default_cache_is_under_the_home_directory() {
 
 #[test]
 fn a_stale_temp_dir_from_a_crashed_run_does_not_break_the_next() {
+    // Format 1's temp dirs (format 2's: layers_run.rs).
     let t = Test::new("stale_tmp");
-    t.run(["true"]).assert_success();
+    let flat = t.busybox_flat();
+    t.cmd(flat).arg("true").run().assert_success();
     let digest_dir = t.only_digest_dir();
     fs::remove_dir_all(&digest_dir).unwrap();
     // What a run killed midway leaves: a half-filled temp dir.
@@ -402,7 +400,9 @@ fn a_stale_temp_dir_from_a_crashed_run_does_not_break_the_next() {
     ] {
         t.env.give_to_user(path);
     }
-    t.run(["echo", "recovered"])
+    t.cmd(flat)
+        .args(["echo", "recovered"])
+        .run()
         .assert_success()
         .assert_stdout("recovered\n");
     assert!(
@@ -426,22 +426,10 @@ fn eight_simultaneous_first_runs_all_succeed_and_extract_once() {
             .assert_success()
             .assert_stdout(&format!("run-{i}\n"));
     }
-    let digest = t
-        .only_digest_dir()
-        .file_name()
-        .unwrap()
-        .to_string_lossy()
-        .into_owned();
-    for (name, _) in cache_entries(&t.cache()) {
-        assert!(
-            !name.starts_with(".tmp-"),
-            "a temp dir was left in the cache: {name}"
-        );
-        assert!(
-            name == digest || name == format!("{digest}.lock"),
-            "unexpected cache entry {name:?}"
-        );
-    }
+    // One image entry, its one layer extracted once, nothing else.
+    t.only_digest_dir();
+    t.only_rootfs();
+    t.assert_cache_clean();
 }
 
 #[test]

@@ -572,80 +572,121 @@ fn kept_layer_in_use_by_a_detached_container_is_refused_naming_a_live_holder() {
 
 // ---- 3. a cache planted by the neighbour ------------------------------------------------
 
-/// The finished cache entries of the packed busybox, one per mapping, extracted by the
-/// test user in a cache of its own: (key, entry path).
-fn reference_entries(t: &Test) -> Vec<(String, PathBuf)> {
-    let cache = t.dir.join("reference-cache");
-    for flags in MAPPINGS {
-        t.busybox_cmd(flags)
-            .env("BINCTR_CACHE", &cache)
-            .arg("true")
-            .timeout(RUN)
-            .run()
-            .assert_success();
-    }
-    let entries = finished_entries(&cache);
-    assert_eq!(
-        entries.len(),
-        2,
-        "expected one entry per mapping in {}: {entries:?}",
-        cache.display()
-    );
-    entries
+/// The packed busybox in both formats: the default (format 2, the layer store) and
+/// `--flatten` (format 1, one entry per image).
+fn both_formats(t: &Test) -> [(&'static str, &'static Path); 2] {
+    [("format 2", t.busybox()), ("format 1", t.busybox_flat())]
 }
 
-/// Copies a finished entry to `dest` as a trojan: its /bin/sh writes `/out/marker` and
-/// says so; the whole tree then belongs to the neighbour, who planted it, and is open
-/// to the victim (a private entry would not even be seen).
-fn plant_trojan(t: &Test, entry: &Path, dest: &Path) {
+/// A cache of the test user's own with the packed busybox extracted in both formats and
+/// both mappings: two format 1 entries, two format 2 images and their layers.
+fn reference_cache(t: &Test) -> PathBuf {
+    let cache = t.dir.join("reference-cache");
+    for (_, packed) in both_formats(t) {
+        for flags in MAPPINGS {
+            t.cmd(packed)
+                .args(flags)
+                .env("BINCTR_CACHE", &cache)
+                .arg("true")
+                .timeout(RUN)
+                .run()
+                .assert_success();
+        }
+    }
+    let entries = finished_entries(&cache);
+    let images = finished_entries(&cache.join("images"));
+    let layers = finished_entries(&cache.join("layers"));
+    assert!(
+        entries.len() == 2 && images.len() == 2 && layers.len() == 2,
+        "expected one format 1 entry, one format 2 image and one layer per mapping in {}: \
+         {entries:?} {images:?} {layers:?}",
+        cache.display()
+    );
+    cache
+}
+
+/// Copies the reference cache's contents into `dest` as the neighbour's trojans: every
+/// extracted tree's /bin/sh writes `/out/marker` and says so; each of them belongs to
+/// the neighbour, who planted it, and is open to the victim (a private entry would not
+/// even be seen).
+fn plant_trojans(t: &Test, reference: &Path, dest: &Path) {
     let status = Command::new("cp")
         .arg("-a")
-        .arg(entry)
+        .arg(reference.join("."))
         .arg(dest)
         .status()
         .expect("run cp");
     assert!(
         status.success(),
-        "cp -a {} {}",
-        entry.display(),
+        "cp -a {}/. {}",
+        reference.display(),
         dest.display()
     );
-    let sh = dest.join("rootfs/bin/sh");
-    fs::remove_file(&sh).unwrap();
-    fs::write(
-        &sh,
-        "#!/bin/busybox sh\necho trojan; echo pwned > /out/marker\n",
-    )
-    .unwrap();
-    fs::set_permissions(&sh, fs::Permissions::from_mode(0o755)).unwrap();
-    for dir in [dest.to_path_buf(), dest.join("rootfs"), dest.join("mnt")] {
-        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+    let mut trees = Vec::new();
+    for (_, entry) in finished_entries(dest) {
+        trees.push(entry.join("rootfs"));
+        fs::set_permissions(entry.join("mnt"), fs::Permissions::from_mode(0o755)).unwrap();
     }
-    give_tree_to_neighbour(t, dest);
+    for (_, layer) in finished_entries(&dest.join("layers")) {
+        trees.push(layer.join("root"));
+    }
+    for tree in &trees {
+        let sh = tree.join("bin/sh");
+        fs::remove_file(&sh).unwrap();
+        fs::write(
+            &sh,
+            "#!/bin/busybox sh\necho trojan; echo pwned > /out/marker\n",
+        )
+        .unwrap();
+        fs::set_permissions(&sh, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    // Every directory open to the victim, as the neighbour would leave them.
+    let status = Command::new("find")
+        .arg(dest)
+        .args([
+            "-mindepth",
+            "1",
+            "-type",
+            "d",
+            "-exec",
+            "chmod",
+            "go+rx",
+            "{}",
+            "+",
+        ])
+        .status()
+        .expect("run find");
+    assert!(status.success(), "chmod the planted trees");
+    for (_, path) in cache_entries(dest) {
+        give_tree_to_neighbour(t, &path);
+    }
 }
 
-/// Runs the busybox with `cache` as BINCTR_CACHE and each mapping, `sh -c` with a
-/// volume on /out; expects every run refused and the trojan never run.
+/// Runs the busybox in both formats with `cache` as BINCTR_CACHE and each mapping,
+/// `sh -c` with a volume on /out; expects every run refused and the trojans never run.
 fn expect_trojan_refused(t: &Test, cache: &Path) {
     let out_dir = user_dir(t, "out", 0o755);
-    for flags in MAPPINGS {
-        let context = format!(
-            "{} with BINCTR_CACHE={}",
-            mapping_name(flags),
-            cache.display()
-        );
-        let out = t
-            .busybox_cmd(flags)
-            .env("BINCTR_CACHE", cache)
-            .args(["--volume", &format!("{}:/out", s(&out_dir))])
-            .args(["sh", "-c", "echo victim-ran"])
-            .timeout(RUN)
-            .run();
-        assert!(
-            !out_dir.join("marker").exists() && !out.stdout_text().contains("trojan"),
-            "{context}: the neighbour's trojan ran:\n{out:?}"
-        );
-        assert_refused(&out, "BINCTR_CACHE", &context);
+    for (format, packed) in both_formats(t) {
+        for flags in MAPPINGS {
+            let context = format!(
+                "{format}, {} with BINCTR_CACHE={}",
+                mapping_name(flags),
+                cache.display()
+            );
+            let out = t
+                .cmd(packed)
+                .args(flags)
+                .env("BINCTR_CACHE", cache)
+                .args(["--volume", &format!("{}:/out", s(&out_dir))])
+                .args(["sh", "-c", "echo victim-ran"])
+                .timeout(RUN)
+                .run();
+            assert!(
+                !out_dir.join("marker").exists() && !out.stdout_text().contains("trojan"),
+                "{context}: the neighbour's trojan ran:\n{out:?}"
+            );
+            assert_refused(&out, "BINCTR_CACHE", &context);
+        }
     }
 }
 
@@ -654,16 +695,14 @@ fn cache_dir_made_by_the_neighbour_is_refused_and_its_planted_entry_never_runs()
     // Old code: a warm start was one stat of $CACHE/<key>/rootfs; the owner check ran
     // only before a first extraction, so the planted rootfs ran as the user.
     let t = Test::new("cache_neighbour_root");
-    let entries = reference_entries(&t);
+    let reference = reference_cache(&t);
     let shared = shared_dir(&t, "shared", 0o1777);
     let cache = shared.join("cache");
     t.neighbour_sh(r#"mkdir -m 1777 "$1""#, &[&s(&cache)])
         .timeout(QUICK)
         .run()
         .assert_success();
-    for (key, entry) in &entries {
-        plant_trojan(&t, entry, &cache.join(key));
-    }
+    plant_trojans(&t, &reference, &cache);
     expect_trojan_refused(&t, &cache);
 }
 
@@ -672,11 +711,9 @@ fn cache_entry_planted_by_the_neighbour_in_an_open_cache_dir_is_refused() {
     // The cache dir is the user's but was left open (0777): the neighbour made the
     // entries in it.
     let t = Test::new("cache_neighbour_entry");
-    let entries = reference_entries(&t);
+    let reference = reference_cache(&t);
     let cache = user_dir(&t, "open-cache", 0o777);
-    for (key, entry) in &entries {
-        plant_trojan(&t, entry, &cache.join(key));
-    }
+    plant_trojans(&t, &reference, &cache);
     expect_trojan_refused(&t, &cache);
 }
 

@@ -28,8 +28,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use binctr_tests::{
-    assert_no_process_left, cache_entries, is_cache_entry, is_live, live_descendants, run_layers,
-    s, wait_until, Cmd, Env, Output, Running, Test, QUICK,
+    assert_no_process_left, cache_entries, extracted_images, is_cache_entry, is_live,
+    live_descendants, run_layers, s, wait_until, Cmd, Env, Output, Running, Test, QUICK,
 };
 
 /// How long one ordinary container run of these tests may take (a first run extracts).
@@ -182,28 +182,15 @@ fn assert_only_the_entry_left(t: &Test, context: &str) {
         "{context}: run layers left in {}/.runs: {layers:?}",
         t.cache().display()
     );
-    let names: Vec<String> = cache_entries(&t.cache())
-        .into_iter()
-        .map(|(name, _)| name)
-        .collect();
-    let entries: Vec<&String> = names.iter().filter(|n| is_cache_entry(n)).collect();
+    let entries = extracted_images(&t.cache());
     assert_eq!(
         entries.len(),
         1,
-        "{context}: one cache entry expected in {}: {names:?}",
-        t.cache().display()
+        "{context}: one image entry expected in {}: {:?}",
+        t.cache().display(),
+        cache_entries(&t.cache())
     );
-    let allowed = [
-        entries[0].clone(),
-        format!("{}.lock", entries[0]),
-        ".runs".to_string(),
-    ];
-    let extra: Vec<&String> = names.iter().filter(|n| !allowed.contains(n)).collect();
-    assert!(
-        extra.is_empty(),
-        "{context}: the cache {} holds more than the image's entry: {extra:?} (all: {names:?})",
-        t.cache().display()
-    );
+    t.assert_cache_clean();
 }
 
 /// The only per-run layer of the test's cache; checks it is private and named after the
@@ -221,7 +208,8 @@ fn the_run_dir(t: &Test) -> PathBuf {
     let name = dir.file_name().unwrap().to_string_lossy().into_owned();
     let key = name.rsplit_once('.').map(|(k, _)| k).unwrap_or("");
     assert!(
-        is_cache_entry(key) && t.cache().join(key).is_dir(),
+        is_cache_entry(key)
+            && (t.cache().join(key).is_dir() || t.cache().join("images").join(key).is_dir()),
         "the run layer {name} is not named <entry>.<random> after an entry of the cache: {:?}",
         cache_entries(&t.cache())
     );
@@ -264,11 +252,9 @@ fn subuid_start(t: &Test) -> u32 {
 /// mapping `auto` must have chosen).
 #[track_caller]
 fn assert_subid_entry(cache: &Path) {
-    let names: Vec<String> = cache_entries(cache).into_iter().map(|(n, _)| n).collect();
+    let names = extracted_images(cache);
     assert!(
-        names
-            .iter()
-            .any(|n| is_cache_entry(n) && n.contains("-subid-")),
+        names.iter().any(|n| n.contains("-subid-")),
         "the default mapping should be subordinate ids (an entry <digest>-subid-... in {}), \
          found {names:?}: does /etc/subuid grant the test user a range, and are newuidmap and \
          newgidmap installed?",

@@ -13,9 +13,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use binctr_tests::{
-    assert_fails_with_one_line, assert_no_process_left, cache_entries, find_bytes, is_digest,
-    is_live, live_descendants_with_argv, live_with_argv, read_pid_file, s, send_signal,
-    signal_group, temp_entries, wait_until, Cmd, Detached, Proc, PtyRun, Test, QUICK,
+    assert_fails_with_one_line, assert_no_process_left, cache_entries, find_bytes, is_live,
+    live_descendants_with_argv, live_with_argv, read_pid_file, s, send_signal, signal_group,
+    temp_entries, wait_until, Cmd, Detached, Proc, PtyRun, Test, QUICK,
 };
 
 /// Timeout of one packed-binary run in these tests.
@@ -98,11 +98,7 @@ fn find_named(dir: &Path, name: &str) -> Vec<PathBuf> {
 /// test when there is none.
 #[track_caller]
 fn cache_rootfs_entries(t: &Test) -> Vec<PathBuf> {
-    let entries: Vec<PathBuf> = cache_entries(&t.cache())
-        .into_iter()
-        .filter(|(name, path)| name.get(..64).is_some_and(is_digest) && path.is_dir())
-        .map(|(_, path)| path)
-        .collect();
+    let entries = t.cache_digest_dirs();
     assert!(
         !entries.is_empty(),
         "no extracted rootfs in {}: {:?}",
@@ -1266,13 +1262,12 @@ fn overlay_dir_keeps_changes_for_the_next_run() {
     .run()
     .assert_success()
     .assert_stdout("not-kept\ncal\n");
-    for entry in cache_rootfs_entries(&t) {
-        assert!(
-            !entry.join("rootfs/root/kept").exists() && entry.join("rootfs/bin/cal").exists(),
-            "the changes reached the cached rootfs {}",
-            entry.display()
-        );
-    }
+    let rootfs = t.only_rootfs();
+    assert!(
+        !rootfs.join("root/kept").exists() && rootfs.join("bin/cal").exists(),
+        "the changes reached the cached rootfs {}",
+        rootfs.display()
+    );
     let out = bb(&t, ["--rm", "--overlay", &ov, "true"]).run();
     assert_fails_with_one_line(&out, 125, "--overlay");
 }
@@ -1370,8 +1365,11 @@ fn a_first_run_on_a_terminal_shows_progress_only_after_a_second() {
         exited = run.has_exited();
         exited
             || temps.iter().any(|tmp| {
-                fs::read_dir(t.cache().join(tmp).join("rootfs"))
-                    .is_ok_and(|mut entries| entries.next().is_some())
+                // Format 1's temp dir has rootfs/, a format 2 layer's root/.
+                ["rootfs", "root"].iter().any(|tree| {
+                    fs::read_dir(t.cache().join(tmp).join(tree))
+                        .is_ok_and(|mut entries| entries.next().is_some())
+                })
             })
     });
     assert!(

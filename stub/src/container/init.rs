@@ -111,7 +111,11 @@ pub fn container_init(
     // stopped by a signal to the pid in its pid file, which is this process.
     let stop = children::Stop::of(plan);
     sys::exit_now(match command {
-        Some(command) => children::forward_and_wait(command, &all_but_faults(), stop, skip),
+        Some(command) => {
+            let code = children::forward_and_wait(command, &all_but_faults(), stop, skip);
+            crate::log::debug!("process: the command ended ({code}); init exits");
+            code
+        }
         None => children::pause(&all_but_faults()),
     });
 }

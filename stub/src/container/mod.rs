@@ -116,6 +116,7 @@ fn start_and_watch(
     };
     let userns = spawned.userns.take();
     let code = monitor::watch(launch, spawned, state, &watched, started);
+    debug!("process: the container ended");
     layer.finish(&launch.mapping, userns.as_ref());
     code
 }
