@@ -427,9 +427,7 @@ fn extract_here(packed: &Packed, part: &Part, tmp: &Path, keep_owners: bool) -> 
             return Ok(());
         }
     };
-    let unpacked = super::extract::unpack(&mut payload, &tmp.join(dir), keep_owners, digest);
-    payload.verify()?;
-    let summary = unpacked?;
+    let summary = super::extract::unpack(&mut payload, &tmp.join(dir), keep_owners, digest)?;
     // Overlay ignores the opaque xattr on a lower layer's root: the stack leaves out the
     // layers below such a layer instead (rootfs/layers.rs).
     if summary.opaque_root {

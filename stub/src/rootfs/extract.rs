@@ -17,7 +17,7 @@ use crate::error::{Context, Error, Result};
 use crate::log::printable;
 use crate::sys;
 use binctr_format::tar_reader::{Header, Kind, Limits, TarReader};
-use binctr_format::{HashingReader, Sha256Digest};
+use binctr_format::Sha256Digest;
 use std::collections::BTreeMap;
 use std::ffi::{CStr, CString};
 use std::fs::File;
@@ -411,10 +411,16 @@ impl Extractor {
         .map_err(|e| refuse(raw, &format!("cannot create file: {e}")))?;
         let whole = [(0, header.stored)];
         // A sparse file's holes are left unwritten (and take no disk), as tar -S does.
+        // Where the file's offset is: a new file's data starts at 0 without a seek (a
+        // syscall per file).
+        let mut at = 0;
         for &(offset, len) in header.sparse.as_deref().unwrap_or(&whole) {
-            file.seek(io::SeekFrom::Start(offset))
-                .map_err(|e| refuse(raw, &format!("cannot write: {e}")))?;
+            if offset != at {
+                file.seek(io::SeekFrom::Start(offset))
+                    .map_err(|e| refuse(raw, &format!("cannot write: {e}")))?;
+            }
             self.copy_data(&mut file, len, raw, tar)?;
+            at = offset.saturating_add(len);
         }
         if header.sparse.is_some() {
             file.set_len(header.size)
@@ -654,8 +660,8 @@ impl Extractor {
 ///
 /// `layer`: the digest a format 2 layer's tar must have; its whiteouts become
 /// overlay's, and no mount point is added (the image's base layer has them).
-pub fn unpack<R: Read>(
-    payload: &mut R,
+pub fn unpack(
+    payload: &mut PayloadStream,
     rootfs: &Path,
     keep_owners: bool,
     layer: Option<Sha256Digest>,
@@ -688,9 +694,7 @@ pub fn unpack_merged(packed: &Packed, rootfs: &Path, keep_owners: bool) -> Resul
             for &mode in merge_passes(i == 0) {
                 extractor.set_mode(mode);
                 let mut payload = PayloadStream::layer(packed, layer, i + 1)?;
-                let unpacked = unpack_frame(&mut payload, &mut extractor, Some(digest), stop);
-                payload.verify()?;
-                unpacked?;
+                unpack_frame(&mut payload, &mut extractor, Some(digest), stop)?;
             }
         }
         complete(extractor, true)
@@ -728,32 +732,119 @@ fn stop_blocked(
     result
 }
 
-/// One lz4 frame of a tar through `extractor`; with `digest`, the tar must have it.
-fn unpack_frame<R: Read>(
-    payload: &mut R,
+/// One lz4 frame of a tar through `extractor`; with `digest`, the tar must have it. The
+/// payload's bytes are checked too ([`PayloadStream::verify`]); a damaged payload is
+/// called damaged rather than reported as the tar error it caused.
+///
+/// A child process decompresses (and hashes) while this one writes the files: on a
+/// first run the two take about as long, so the extraction costs the longer of them
+/// rather than their sum. The child hands the tar over through a pipe (memory stays
+/// constant) and reports the tar's digest, or why it failed, on a second pipe; it ends
+/// at its next write when this side stops early (SIGPIPE is ignored: EPIPE).
+fn unpack_frame(
+    payload: &mut PayloadStream,
     extractor: &mut Extractor,
     digest: Option<Sha256Digest>,
     stop: &nix::sys::signal::SigSet,
 ) -> Result<()> {
-    let mut decoder = HashingReader::new(lz4_flex::frame::FrameDecoder::new(payload));
+    let (tar_read, tar_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .context("cannot create a pipe for the extraction")?;
+    let (report_read, report_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .context("cannot create a pipe for the extraction")?;
+    // Fewer, larger handovers (1 MiB is what an unprivileged user may ask for).
+    let _ = nix::fcntl::fcntl(tar_write.as_raw_fd(), nix::fcntl::F_SETPIPE_SZ(1 << 20));
+    let decoder = sys::fork().context("cannot fork the decompressing process")?;
+    if decoder == 0 {
+        drop((tar_read, report_read));
+        let mut report = decode(payload, digest.is_some(), File::from(tar_write));
+        // Read to its end and checked whatever the decoding did.
+        if let Err(e) = payload.verify() {
+            report = vec![2];
+            report.extend_from_slice(e.msg.as_bytes());
+        }
+        let _ = File::from(report_write).write_all(&report);
+        sys::exit_now(0);
+    }
+    drop((tar_write, report_write));
     // Files are created with their final permission bits (no chmod per file); the
     // user's umask must not trim them. Only this process extracts, and it restores it.
     let umask = nix::sys::stat::umask(nix::sys::stat::Mode::empty());
-    let result = unpack_entries(&mut decoder, extractor, stop);
+    let mut tar = io::BufReader::with_capacity(256 << 10, File::from(tar_read));
+    let unpacked = unpack_entries(&mut tar, extractor, stop).and_then(|()| {
+        io::copy(&mut tar, &mut io::sink())
+            .map(drop)
+            .context("cannot read the decompressed payload")
+    });
     nix::sys::stat::umask(umask);
-    result?;
-    // Read the frame to its end: this checks lz4's content checksum.
-    io::copy(&mut decoder, &mut io::sink()).context("payload lz4 frame")?;
-    if let Some(expected) = digest {
-        // Stored under its digest only if it is that very layer: a packed file cannot
-        // plant other content under another image's layer.
-        if decoder.digest() != expected {
-            return Err(Error::new(
-                "damaged packed file: a layer's tar does not match its digest (download or pack it again)",
-            ));
+    // An early stop closes the pipe: the decoder ends at its next write.
+    drop(tar);
+    let mut report = Vec::new();
+    let _ = File::from(report_read).read_to_end(&mut report);
+    let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(decoder), None);
+    match report.split_first() {
+        // A damaged payload, then a damaged frame: the cause of any tar error.
+        Some((2, why)) => Err(Error::new(String::from_utf8_lossy(why).into_owned())),
+        Some((1, why)) => {
+            return Err(Error::new(format!(
+                "damaged packed file: the payload's lz4 data is broken ({}): download or pack it again",
+                printable(why)
+            )))
+        }
+        Some((0, hashed)) => {
+            unpacked?;
+            if let Some(expected) = digest {
+                // Stored under its digest only if it is that very layer: a packed file
+                // cannot plant other content under another image's layer.
+                if hashed != expected.0 {
+                    return Err(Error::new(
+                        "damaged packed file: a layer's tar does not match its digest (download or pack it again)",
+                    ));
+                }
+            }
+            Ok(())
+        }
+        // Killed, or it stopped at a closed pipe: our own error says why.
+        _ => unpacked.and_then(|()| {
+            Err(Error::new(
+                "the decompressing process of the extraction ended early",
+            ))
+        }),
+    }
+}
+
+/// The decompressing process: the frame's tar into `tar` (the lz4 content checksum
+/// checked at its end), then its report: 0 and (when `hash`) the tar's sha256, or 1
+/// and the error (2: the payload's own check failed). Empty: it stopped at a closed
+/// pipe.
+fn decode(payload: &mut PayloadStream, hash: bool, mut tar: File) -> Vec<u8> {
+    use sha2::Digest;
+    let mut decoder = lz4_flex::frame::FrameDecoder::new(payload);
+    let mut hasher = hash.then(sha2::Sha256::new);
+    let mut chunk = vec![0u8; 256 << 10];
+    loop {
+        let n = match decoder.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                let mut report = vec![1];
+                report.extend_from_slice(e.to_string().as_bytes());
+                return report;
+            }
+        };
+        if let Some(hasher) = &mut hasher {
+            hasher.update(&chunk[..n]);
+        }
+        if tar.write_all(&chunk[..n]).is_err() {
+            return Vec::new();
         }
     }
-    Ok(())
+    drop(tar);
+    let mut report = vec![0];
+    if let Some(hasher) = hasher {
+        report.extend_from_slice(&hasher.finalize());
+    }
+    report
 }
 
 /// The mount points (a whole image), then the directories' metadata.

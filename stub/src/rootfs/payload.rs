@@ -4,7 +4,8 @@
 
 use super::progress::Progress;
 use crate::error::{Context, Error, Result};
-use binctr_format::{Footer, HashingReader, ImageConfig, Layer, Sha256Digest};
+use binctr_format::{Footer, ImageConfig, Layer, Sha256Digest};
+use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::io::{self, BufReader, Read, Seek, SeekFrom, Take};
 
@@ -25,49 +26,56 @@ pub fn open_self() -> Result<Packed> {
     })
 }
 
-/// The payload's compressed bytes, hashed and counted as the decompressor pulls them,
-/// with the progress line following.
+/// The payload's compressed bytes, counted (and hashed, for format 1) as the
+/// decompressor pulls them, with the progress line following.
 pub struct PayloadStream {
-    inner: HashingReader<BufReader<Take<File>>>,
+    inner: BufReader<Take<File>>,
+    /// Format 1: the sha256 the whole payload must have (its cache key), and the hash of
+    /// what was read. None for a layer: its tar's digest, which names it in the layer
+    /// store, is checked instead (extract.rs), and covers every byte of its frame.
+    hashed: Option<(Sha256, Sha256Digest)>,
+    read: u64,
+    /// The length the bytes must have.
+    len: u64,
     progress: Progress,
-    /// The length and sha256 the bytes must have.
-    expected: (u64, Sha256Digest),
 }
 
 impl Read for PayloadStream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.progress.update(self.inner.bytes_read());
+        if let Some((hasher, _)) = &mut self.hashed {
+            hasher.update(&buf[..n]);
+        }
+        self.read += n as u64;
+        self.progress.update(self.read);
         Ok(n)
     }
 }
 
 impl PayloadStream {
-    /// The whole payload (format 1).
+    /// The whole payload (format 1), checked against the footer's sha256.
     pub fn open(packed: &Packed) -> Result<PayloadStream> {
         let f = &packed.footer;
         let label = format!("binctr: extracting {}", packed.config.name);
-        Self::range(packed, 0, f.payload_len, f.payload_sha256, label)
+        Self::range(packed, 0, f.payload_len, Some(f.payload_sha256), label)
     }
 
-    /// One layer's frame (format 2): only its bytes are read, checked against its sha256.
+    /// One layer's frame (format 2): only its bytes are read. Hashing them would check
+    /// nothing the tar's digest does not (and cost a third of a first run's CPU).
     pub fn layer(packed: &Packed, layer: &Layer, n: usize) -> Result<PayloadStream> {
-        let sha = layer
-            .segment_sha256()
-            .ok_or_else(|| Error::new("damaged packed file: a layer has a malformed sha256"))?;
         let label = format!(
             "binctr: extracting {} (layer {n} of {})",
             packed.config.name,
             packed.config.layers.len()
         );
-        Self::range(packed, layer.offset, layer.length, sha, label)
+        Self::range(packed, layer.offset, layer.length, None, label)
     }
 
     fn range(
         packed: &Packed,
         offset: u64,
         len: u64,
-        sha: Sha256Digest,
+        sha: Option<Sha256Digest>,
         label: String,
     ) -> Result<PayloadStream> {
         let footer = &packed.footer;
@@ -79,20 +87,24 @@ impl PayloadStream {
         file.seek(SeekFrom::Start(footer.payload_offset + offset))
             .context("cannot seek to the payload")?;
         Ok(PayloadStream {
-            inner: HashingReader::new(BufReader::with_capacity(1 << 20, file.take(len))),
+            inner: BufReader::with_capacity(1 << 20, file.take(len)),
+            hashed: sha.map(|sha| (Sha256::new(), sha)),
+            read: 0,
+            len,
             progress: Progress::new(label, len),
-            expected: (len, sha),
         })
     }
 
-    /// Reads what is left and checks length and sha256 against the footer. Called
-    /// whatever the extraction did, so a damaged payload is called damaged rather than
-    /// reported as the tar error it caused.
-    pub fn verify(mut self) -> Result<()> {
-        let drained = io::copy(&mut self, &mut io::sink());
+    /// Reads what is left and checks the length (and for format 1 the sha256). Called
+    /// whatever the extraction did (by the process that read it: extract.rs).
+    pub fn verify(&mut self) -> Result<()> {
+        let drained = io::copy(self, &mut io::sink());
         self.progress.done();
-        let (digest, read) = self.inner.finish();
-        if drained.is_err() || read != self.expected.0 || digest != self.expected.1 {
+        let hash_ok = match self.hashed.take() {
+            Some((hasher, expected)) => Sha256Digest(hasher.finalize().into()) == expected,
+            None => true,
+        };
+        if drained.is_err() || self.read != self.len || !hash_ok {
             return Err(Error::new(
                 "damaged packed file: the payload does not match its sha256 (download or pack it again)",
             ));
