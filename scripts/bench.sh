@@ -57,7 +57,7 @@ chmod 0755 "$work"
 cp dist/binctr-pack dist/binctr-stub build/busybox.tar build/debian-rootfs.tar "$work/"
 chmod 0644 "$work"/*.tar
 is_root && chown -R "$user:" "$work"
-trap 'umount "$work/fs" 2>/dev/null; rm -rf "$work"' EXIT
+trap 'umount "$work/fs" 2>/dev/null || true; rm -rf "$work"' EXIT
 
 # Runs a command as the test user in a clean environment, in $work.
 as_user() {
