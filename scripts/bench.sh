@@ -85,6 +85,10 @@ mean_ms() {
     grep -o '"mean": *[0-9.e+-]*' "$1" | sed -n "${2}p" | awk '{printf "%.2f", $2 * 1000}'
 }
 
+# Let the disk settle (the removal of an earlier run's tree and this packing are still
+# being written back and discarded): the warm starts are measured on a quiet machine.
+sync
+sleep 10
 say "1. warm start (/bin/true)"
 as_user hyperfine -N --warmup 20 --runs 300 --export-json "$work/warm.json" \
     -n 'binctr (overlay root)' './busybox /bin/true' \

@@ -793,7 +793,7 @@ fn unpack_frame(
     match report.split_first() {
         // A damaged payload, then a damaged frame: the cause of any tar error.
         Some((2, why)) => Err(Error::new(String::from_utf8_lossy(why).into_owned())),
-        Some((1, why)) => return Err(Error::new(format!(
+        Some((1, why)) => Err(Error::new(format!(
             "damaged packed file: the payload's lz4 data is broken ({}): download or pack it again",
             printable(why)
         ))),
