@@ -346,11 +346,30 @@ pub fn run_inside_with(
 pub fn run_joined(ns: &fs::File, work: impl FnOnce() -> Result<()>) -> Result<()> {
     let pid = crate::sys::fork().context("cannot fork")?;
     if pid == 0 {
-        let joined = nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWUSER)
-            .context("cannot join the container's user namespace");
+        // A monitor has joined it already (spawn.rs): setns to one's own user namespace
+        // is refused (EINVAL), and not needed.
+        let joined = match is_current(ns) {
+            true => Ok(()),
+            false => nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWUSER)
+                .context("cannot join the container's user namespace"),
+        };
         crate::sys::exit_now(exit_code_of(joined.and_then(|()| work())));
     }
     wait_for(nix::unistd::Pid::from_raw(pid))
+}
+
+/// Whether `ns` is the user namespace this process is in.
+fn is_current(ns: &fs::File) -> bool {
+    use std::os::fd::AsRawFd;
+    let current = fs::metadata("/proc/self/ns/user");
+    let given = nix::sys::stat::fstat(ns.as_raw_fd());
+    match (current, given) {
+        (Ok(c), Ok(g)) => {
+            use std::os::unix::fs::MetadataExt;
+            (c.dev(), c.ino()) == (g.st_dev, g.st_ino)
+        }
+        _ => false,
+    }
 }
 
 /// A child's result as its exit code (it reports its own error).

@@ -171,23 +171,26 @@ impl Env {
     /// The example image packed once per test binary (`<base>/shared/busybox`), readable
     /// and executable by the test user. Each test still gets its own cache.
     pub fn busybox(&'static self) -> &'static Path {
-        self.packed.get_or_init(|| {
-            let dir = self.base.join("shared");
-            make_dir(&dir, 0o755);
-            let out = dir.join("busybox");
-            pack_into(self, &self.fixture("busybox.tar"), &out, false);
-            out
-        })
+        self.busybox_packed(&self.packed, "busybox", false)
     }
 
     /// The example image packed once per test binary as format 1 (`--flatten`:
     /// `<base>/shared/busybox-flat`), for the tests of that format's bytes and cache.
     pub fn busybox_flat(&'static self) -> &'static Path {
-        self.packed_flat.get_or_init(|| {
+        self.busybox_packed(&self.packed_flat, "busybox-flat", true)
+    }
+
+    fn busybox_packed(
+        &'static self,
+        cell: &'static OnceLock<PathBuf>,
+        name: &str,
+        flatten: bool,
+    ) -> &'static Path {
+        cell.get_or_init(|| {
             let dir = self.base.join("shared");
             make_dir(&dir, 0o755);
-            let out = dir.join("busybox-flat");
-            pack_into(self, &self.fixture("busybox.tar"), &out, true);
+            let out = dir.join(name);
+            pack_into(self, &self.fixture("busybox.tar"), &out, flatten);
             out
         })
     }
