@@ -393,6 +393,40 @@ fn impostor(genuine: &Path, other: &Path, out: &Path) {
 }
 
 #[test]
+fn a_flipped_byte_in_a_layers_frame_is_refused_and_nothing_is_stored() {
+    // A run hashes a layer's tar, not its compressed frame as well (the tar's digest
+    // covers every byte of it): damage anywhere in the frame is still refused, by lz4's
+    // checks or by the digest, with one line, before anything is renamed into the store.
+    let t = Test::new("layers-run-flipped");
+    let packed = pack(&t, &fixture("busybox.tar"), "bb", &[]);
+    let bytes = fs::read(&packed).unwrap();
+    let len = Parts::of(&bytes).payload.len();
+    for at in [7, len / 3, len / 2, len - 6] {
+        let mut damaged = Parts::of(&bytes);
+        damaged.payload[at] ^= 0x5a;
+        let path = t.dir.join(format!("flipped-{at}"));
+        write_runnable(&t, &path, &damaged.assemble(2));
+        let out = t.cmd(&path).args(["echo", "ran"]).run();
+        binctr_tests::assert_fails_with_one_line(&out, 125, "damaged packed file");
+        let stored: Vec<String> = [layer_dirs(&t), image_dirs(&t)]
+            .concat()
+            .into_iter()
+            .filter(|n| is_cache_entry(n) || n.starts_with(".tmp-"))
+            .collect();
+        assert!(
+            stored.is_empty(),
+            "byte {at} of {len} flipped: left in the cache: {stored:?}"
+        );
+    }
+    // The intact file then runs.
+    t.cmd(&packed)
+        .args(["echo", "intact"])
+        .run()
+        .assert_success()
+        .assert_stdout("intact\n");
+}
+
+#[test]
 fn a_layer_that_claims_another_layers_digest_is_refused() {
     let t = Test::new("layers-run-impostor");
     let genuine = pack(&t, &fixture("img-docker.tar"), "genuine", &[]);
