@@ -360,14 +360,9 @@ pub fn run_joined(ns: &fs::File, work: impl FnOnce() -> Result<()>) -> Result<()
 
 /// Whether `ns` is the user namespace this process is in.
 fn is_current(ns: &fs::File) -> bool {
-    use std::os::fd::AsRawFd;
-    let current = fs::metadata("/proc/self/ns/user");
-    let given = nix::sys::stat::fstat(ns.as_raw_fd());
-    match (current, given) {
-        (Ok(c), Ok(g)) => {
-            use std::os::unix::fs::MetadataExt;
-            (c.dev(), c.ino()) == (g.st_dev, g.st_ino)
-        }
+    use std::os::unix::fs::MetadataExt;
+    match (fs::metadata("/proc/self/ns/user"), ns.metadata()) {
+        (Ok(c), Ok(g)) => (c.dev(), c.ino()) == (g.dev(), g.ino()),
         _ => false,
     }
 }
