@@ -368,8 +368,10 @@ fn a_running_containers_layers_survive_cache_rm() {
     }));
 }
 
-/// A packed file whose upper layer is another image's content under `claimed`'s digest.
-fn impostor(genuine: &Path, other: &Path, out: &Path) {
+/// A packed file whose upper layer is `other`'s upper layer. `lie`: its config keeps
+/// the genuine layer's frame sha256 (the layer store's key); else it describes the
+/// frame honestly and lies only in its tar's digest (the genuine's).
+fn impostor(genuine: &Path, other: &Path, out: &Path, lie_in_sha256: bool) {
     let mut parts = Parts::of(&fs::read(genuine).unwrap());
     let theirs = Parts::of(&fs::read(other).unwrap());
     let mut config: Value = serde_json::from_slice(&parts.config).unwrap();
@@ -384,19 +386,20 @@ fn impostor(genuine: &Path, other: &Path, out: &Path) {
     let mine = layers[1]["offset"].as_u64().unwrap() as usize;
     parts.payload.truncate(mine);
     parts.payload.extend_from_slice(frame);
-    // Its frame is honestly described; only the digest lies.
     layers[1]["length"] = json!(len);
-    layers[1]["sha256"] = json!(hex(sha256(frame)));
     layers[1]["size"] = top["size"].clone();
+    if !lie_in_sha256 {
+        layers[1]["sha256"] = json!(hex(sha256(frame)));
+    }
     parts.config = serde_json::to_vec(&config).unwrap();
     fs::write(out, parts.assemble(2)).unwrap();
 }
 
 #[test]
 fn a_flipped_byte_in_a_layers_frame_is_refused_and_nothing_is_stored() {
-    // A run hashes a layer's tar, not its compressed frame as well (the tar's digest
-    // covers every byte of it): damage anywhere in the frame is still refused, by lz4's
-    // checks or by the digest, with one line, before anything is renamed into the store.
+    // A run hashes a layer's compressed frame, not its tar as well (the frame's sha256
+    // covers every byte of it): damage anywhere in the frame is refused, by lz4's checks
+    // or by the sha256, with one line, before anything is renamed into the store.
     let t = Test::new("layers-run-flipped");
     let packed = pack(&t, &fixture("busybox.tar"), "bb", &[]);
     let bytes = fs::read(&packed).unwrap();
@@ -427,7 +430,9 @@ fn a_flipped_byte_in_a_layers_frame_is_refused_and_nothing_is_stored() {
 }
 
 #[test]
-fn a_layer_that_claims_another_layers_digest_is_refused() {
+fn a_layer_that_claims_another_layers_key_is_refused_and_its_tar_digest_steers_nothing() {
+    // The layer store keys a layer by its frame's sha256, the bytes a run reads and
+    // checks: what is stored under a key is what hashes to it.
     let t = Test::new("layers-run-impostor");
     let genuine = pack(&t, &fixture("img-docker.tar"), "genuine", &[]);
     let top = t.dir.join("top.tar");
@@ -438,35 +443,87 @@ fn a_layer_that_claims_another_layers_digest_is_refused() {
     .unwrap();
     let other = docker_archive(&t.dir.join("other"), &[&fixture("busybox.tar"), &top]);
     let other = pack(&t, &other, "other.v2", &[]);
-    let hostile = t.dir.join("hostile");
-    impostor(&genuine, &other, &hostile);
-    fs::set_permissions(&hostile, fs::Permissions::from_mode(0o755)).unwrap();
-    t.env.give_to_user(&hostile);
-    let out = t
-        .cmd(&hostile)
-        .args(["--entrypoint", "/bin/cat", "/etc/kept-file"])
-        .run();
-    binctr_tests::assert_fails_with_one_line(&out, 125, "does not match its digest");
+    let [hostile, liar] = ["hostile", "liar"].map(|name| t.dir.join(name));
+    impostor(&genuine, &other, &hostile, true);
+    impostor(&genuine, &other, &liar, false);
+    for path in [&hostile, &liar] {
+        fs::set_permissions(path, fs::Permissions::from_mode(0o755)).unwrap();
+        t.env.give_to_user(path);
+    }
+    let cat = |path: &Path| {
+        t.cmd(path)
+            .args(["--entrypoint", "/bin/cat", "/etc/kept-file"])
+            .run()
+    };
+    // Another frame under the genuine layer's sha256: refused, nothing stored under it.
+    binctr_tests::assert_fails_with_one_line(&cat(&hostile), 125, "does not match its sha256");
     let config: Value =
         serde_json::from_slice(&Parts::of(&fs::read(&genuine).unwrap()).config).unwrap();
-    let claimed = config["layers"][1]["digest"].as_str().unwrap()[7..].to_string();
+    let claimed = config["layers"][1]["sha256"].as_str().unwrap().to_string();
     assert!(
         layer_dirs(&t).iter().all(|n| !n.starts_with(&claimed)),
         "{:?}",
         layer_dirs(&t)
     );
-    // The genuine image then extracts and runs its own layer.
-    let out = t
-        .cmd(&genuine)
-        .args(["--entrypoint", "/bin/cat", "/etc/kept-file"])
-        .run();
-    out.assert_success().assert_stdout("kept\n");
-    // And the impostor, finding the genuine layer under that digest, gets it, not its own.
-    let out = t
-        .cmd(&hostile)
-        .args(["--entrypoint", "/bin/cat", "/etc/kept-file"])
-        .run();
-    out.assert_success().assert_stdout("kept\n");
+    // An honest frame under the genuine tar's digest: its own content, under its own key.
+    cat(&liar).assert_success().assert_stdout("poisoned\n");
+    // The genuine image then extracts and runs its own layer, the lie notwithstanding.
+    cat(&genuine).assert_success().assert_stdout("kept\n");
+    assert!(
+        layer_dirs(&t).iter().any(|n| n.starts_with(&claimed)),
+        "{:?}",
+        layer_dirs(&t)
+    );
+    // And the impostor, finding the genuine layer under that key, gets it, not its own.
+    cat(&hostile).assert_success().assert_stdout("kept\n");
+    cat(&liar).assert_success().assert_stdout("poisoned\n");
+}
+
+#[test]
+fn an_entry_naming_other_layers_is_made_to_name_its_own_so_pruning_keeps_them() {
+    // The cache as a stub that keyed layers otherwise (by their tars' digests) left it:
+    // the layers under other names, the image's record naming those. The run that
+    // extracts this stub's layers makes the record name them, so --cache-prune (which
+    // keeps the layers a record names) keeps them and removes the old ones.
+    let t = Test::new("layers-run-old-record");
+    let v2 = pack(&t, &fixture("img-docker.tar"), "img.v2", &[]);
+    let run = || {
+        t.cmd(&v2)
+            .args(["--entrypoint", "true"])
+            .run()
+            .assert_success();
+    };
+    run();
+    let layers = layer_dirs(&t);
+    assert_eq!(layers.len(), 2, "{layers:?}");
+    let [image] = &image_dirs(&t)[..] else {
+        panic!("one image entry expected: {:?}", image_dirs(&t));
+    };
+    let store = t.cache().join("layers");
+    let old: Vec<String> = layers
+        .iter()
+        .enumerate()
+        .map(|(i, key)| format!("{}{}", i.to_string().repeat(64), &key[64..]))
+        .collect();
+    for (key, old) in layers.iter().zip(&old) {
+        fs::rename(store.join(key), store.join(old)).unwrap();
+    }
+    let record_path = t.cache().join("images").join(image).join("image.json");
+    let mut record: Value = serde_json::from_slice(&fs::read(&record_path).unwrap()).unwrap();
+    record["layers"] = json!(old);
+    fs::write(&record_path, record.to_string()).unwrap();
+
+    run();
+    let record: Value = serde_json::from_slice(&fs::read(&record_path).unwrap()).unwrap();
+    let mut named: Vec<String> = serde_json::from_value(record["layers"].clone()).unwrap();
+    named.sort();
+    assert_eq!(
+        named, layers,
+        "the record was not made to name this run's layers"
+    );
+    t.cmd(&v2).arg("--cache-prune").run().assert_success();
+    assert_eq!(layer_dirs(&t), layers, "pruning kept the wrong layers");
+    run();
 }
 
 #[test]

@@ -49,8 +49,8 @@ pub struct ImageConfig {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Layer {
-    /// `sha256:<hex>` of the uncompressed tar: the key the layer is cached under, checked
-    /// over the decompressed bytes before the layer is committed.
+    /// `sha256:<hex>` of the uncompressed tar, as the packer wrote it: shown, and checked
+    /// by the packer's `inspect` and `extract` (the stub keys a layer by `sha256`).
     pub digest: String,
     /// The image's own diff_id of the layer, shown only; empty for a flat tar, a
     /// directory or squashed layers.
@@ -62,7 +62,8 @@ pub struct Layer {
     pub length: u64,
     /// The uncompressed tar's length.
     pub size: u64,
-    /// `<hex>` sha256 of its frame's bytes, checked while they are read.
+    /// `<hex>` sha256 of its frame's bytes: the key the layer is cached under, checked
+    /// while they are read, before the layer is committed.
     pub sha256: String,
 }
 

@@ -408,26 +408,20 @@ pub(super) fn extract(
 }
 
 fn extract_here(packed: &Packed, part: &Part, tmp: &Path, keep_owners: bool) -> Result<()> {
-    let (mut payload, dir, digest) = match *part {
-        Part::Whole => (PayloadStream::open(packed)?, "rootfs", None),
-        Part::Layer(i) => {
-            let layer = &packed.config.layers[i];
-            let digest = layer
-                .digest()
-                .ok_or_else(|| Error::new("damaged packed file: a layer has a malformed digest"))?;
-            (
-                PayloadStream::layer(packed, layer, i + 1)?,
-                "root",
-                Some(digest),
-            )
-        }
+    let (mut payload, dir) = match *part {
+        Part::Whole => (PayloadStream::open(packed)?, "rootfs"),
+        Part::Layer(i) => (
+            PayloadStream::layer(packed, &packed.config.layers[i], i + 1)?,
+            "root",
+        ),
         Part::Merged(_) => {
             let summary = super::extract::unpack_merged(packed, &tmp.join("rootfs"), keep_owners)?;
             report(&summary);
             return Ok(());
         }
     };
-    let summary = super::extract::unpack(&mut payload, &tmp.join(dir), keep_owners, digest)?;
+    let layer = matches!(part, Part::Layer(_));
+    let summary = super::extract::unpack(&mut payload, &tmp.join(dir), keep_owners, layer)?;
     // Overlay ignores the opaque xattr on a lower layer's root: the stack leaves out the
     // layers below such a layer instead (rootfs/layers.rs).
     if summary.opaque_root {

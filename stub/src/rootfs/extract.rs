@@ -17,7 +17,6 @@ use crate::error::{Context, Error, Result};
 use crate::log::printable;
 use crate::sys;
 use binctr_format::tar_reader::{Header, Kind, Limits, TarReader};
-use binctr_format::Sha256Digest;
 use std::collections::BTreeMap;
 use std::ffi::{CStr, CString};
 use std::fs::File;
@@ -667,22 +666,22 @@ impl Extractor {
 /// Ctrl-C, kill and hangup wait, blocked, until the entry being written is complete;
 /// then the caller removes the half-made extraction and the stub exits 128+N.
 ///
-/// `layer`: the digest a format 2 layer's tar must have; its whiteouts become
-/// overlay's, and no mount point is added (the image's base layer has them).
+/// `layer`: a format 2 layer (its whiteouts become overlay's, and no mount point is
+/// added: the image's base layer has them).
 pub fn unpack(
     payload: &mut PayloadStream,
     rootfs: &Path,
     keep_owners: bool,
-    layer: Option<Sha256Digest>,
+    layer: bool,
 ) -> Result<Summary> {
     let mode = match layer {
-        Some(_) => Mode::Layer,
-        None => Mode::Flat,
+        true => Mode::Layer,
+        false => Mode::Flat,
     };
     stop_blocked(|stop| {
         let mut extractor = Extractor::new(rootfs, keep_owners, mode)?;
-        unpack_frame(payload, &mut extractor, layer, stop)?;
-        complete(extractor, layer.is_none())
+        unpack_frame(payload, &mut extractor, stop)?;
+        complete(extractor, !layer)
     })
 }
 
@@ -691,19 +690,16 @@ pub fn unpack(
 /// and as `binctr-pack --flatten` flattens them, then the mount points the container
 /// needs. Each layer is read twice: its whiteouts and opaque markers first (they apply
 /// to the layers below it, wherever they are in its tar), then its entries. Each read
-/// is checked against the frame's sha256 and the tar's digest; the caller renames the
-/// directory into place only once all were.
+/// is checked against the frame's sha256; the caller renames the directory into place
+/// only once all were.
 pub fn unpack_merged(packed: &Packed, rootfs: &Path, keep_owners: bool) -> Result<Summary> {
     stop_blocked(|stop| {
         let mut extractor = Extractor::new(rootfs, keep_owners, Mode::Merge)?;
         for (i, layer) in packed.config.layers.iter().enumerate() {
-            let digest = layer
-                .digest()
-                .ok_or_else(|| Error::new("damaged packed file: a layer has a malformed digest"))?;
             for &mode in merge_passes(i == 0) {
                 extractor.set_mode(mode);
                 let mut payload = PayloadStream::layer(packed, layer, i + 1)?;
-                unpack_frame(&mut payload, &mut extractor, Some(digest), stop)?;
+                unpack_frame(&mut payload, &mut extractor, stop)?;
             }
         }
         complete(extractor, true)
@@ -741,19 +737,20 @@ fn stop_blocked(
     result
 }
 
-/// One lz4 frame of a tar through `extractor`; with `digest`, the tar must have it. The
-/// payload's bytes are checked too ([`PayloadStream::verify`]); a damaged payload is
-/// called damaged rather than reported as the tar error it caused.
+/// One lz4 frame of a tar through `extractor`. The payload's bytes are checked
+/// ([`PayloadStream::verify`]: a layer's frame against its sha256, a format 1 payload
+/// against the footer's); a damaged payload is called damaged rather than reported as
+/// the tar error it caused.
 ///
-/// A child process decompresses (and hashes) while this one writes the files: on a
+/// A child process reads, hashes and decompresses while this one writes the files: on a
 /// first run the two take about as long, so the extraction costs the longer of them
 /// rather than their sum. The child hands the tar over through a pipe (memory stays
-/// constant) and reports the tar's digest, or why it failed, on a second pipe; it ends
-/// at its next write when this side stops early (SIGPIPE is ignored: EPIPE).
+/// constant) and reports success, or why it failed, on a second pipe; it ends at its
+/// next write when this side stops early (SIGPIPE is ignored: EPIPE). A third process
+/// writes the extracted files back to disk meanwhile ([`Flusher`]).
 fn unpack_frame(
     payload: &mut PayloadStream,
     extractor: &mut Extractor,
-    digest: Option<Sha256Digest>,
     stop: &nix::sys::signal::SigSet,
 ) -> Result<()> {
     let (tar_read, tar_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
@@ -765,7 +762,7 @@ fn unpack_frame(
     let decoder = sys::fork().context("cannot fork the decompressing process")?;
     if decoder == 0 {
         drop((tar_read, report_read));
-        let mut report = decode(payload, digest.is_some(), File::from(tar_write));
+        let mut report = decode(payload, File::from(tar_write));
         // Read to its end and checked whatever the decoding did.
         if let Err(e) = payload.verify() {
             report = vec![2];
@@ -775,6 +772,7 @@ fn unpack_frame(
         sys::exit_now(0);
     }
     drop((tar_write, report_write));
+    let flusher = Flusher::start(extractor.root.as_fd());
     // Files are created with their final permission bits (no chmod per file); the
     // user's umask must not trim them. Only this process extracts, and it restores it.
     let umask = nix::sys::stat::umask(nix::sys::stat::Mode::empty());
@@ -787,6 +785,7 @@ fn unpack_frame(
     nix::sys::stat::umask(umask);
     // An early stop closes the pipe: the decoder ends at its next write.
     drop(tar);
+    drop(flusher);
     let mut report = Vec::new();
     let _ = File::from(report_read).read_to_end(&mut report);
     let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(decoder), None);
@@ -797,19 +796,7 @@ fn unpack_frame(
             "damaged packed file: the payload's lz4 data is broken ({}): download or pack it again",
             printable(why)
         ))),
-        Some((0, hashed)) => {
-            unpacked?;
-            if let Some(expected) = digest {
-                // Stored under its digest only if it is that very layer: a packed file
-                // cannot plant other content under another image's layer.
-                if hashed != expected.0 {
-                    return Err(Error::new(
-                        "damaged packed file: a layer's tar does not match its digest (download or pack it again)",
-                    ));
-                }
-            }
-            Ok(())
-        }
+        Some((0, _)) => unpacked,
         // Killed, or it stopped at a closed pipe: our own error says why.
         _ => unpacked.and_then(|()| {
             Err(Error::new(
@@ -819,19 +806,61 @@ fn unpack_frame(
     }
 }
 
-/// The decompressing process: the frame's tar into `tar` (the lz4 content checksum
-/// checked at its end), then its report: 0 and (when `hash`) the tar's sha256, or 1
-/// and the error (2: the payload's own check failed). Empty: it stopped at a closed
-/// pipe.
-fn decode(payload: &mut PayloadStream, hash: bool, mut tar: File) -> Vec<u8> {
-    use sha2::Digest;
+/// Writes the extraction back to disk while it goes on: a child process calls syncfs
+/// every 100 ms until dropped. The kernel's writeback then runs beside the extraction,
+/// on the core the decompression leaves free, instead of all at once in the syncfs that
+/// makes the entry durable (which then has little left to do). Best effort: without it
+/// (no fork) that last syncfs does it all.
+struct Flusher {
+    pid: libc::pid_t,
+    stop: Option<OwnedFd>,
+}
+
+impl Flusher {
+    fn start(fs: BorrowedFd<'_>) -> Option<Flusher> {
+        let (stop_read, stop_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).ok()?;
+        let pid = sys::fork().ok()?;
+        if pid == 0 {
+            drop(stop_write);
+            loop {
+                // Until the extraction closes its end (or ends: the same).
+                let mut fds = [nix::poll::PollFd::new(
+                    stop_read.as_fd(),
+                    nix::poll::PollFlags::POLLIN,
+                )];
+                match nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(100u8)) {
+                    Ok(0) => {
+                        let _ = nix::unistd::syncfs(fs.as_raw_fd());
+                    }
+                    Err(nix::errno::Errno::EINTR) => {}
+                    _ => sys::exit_now(0),
+                }
+            }
+        }
+        Some(Flusher {
+            pid,
+            stop: Some(stop_write),
+        })
+    }
+}
+
+impl Drop for Flusher {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(self.pid), None);
+    }
+}
+
+/// The decompressing process: the frame's tar into `tar` (lz4's own checks on the
+/// way), then its report: 0, or 1 and the error. Empty: it stopped at a closed pipe.
+fn decode(payload: &mut PayloadStream, mut tar: File) -> Vec<u8> {
+    use std::io::BufRead;
     let mut decoder = lz4_flex::frame::FrameDecoder::new(payload);
-    let mut hasher = hash.then(sha2::Sha256::new);
-    let mut chunk = vec![0u8; 256 << 10];
     loop {
-        let n = match decoder.read(&mut chunk) {
-            Ok(0) => break,
-            Ok(n) => n,
+        // Straight from the decoder's own buffer: no copy into one of ours.
+        let block = match decoder.fill_buf() {
+            Ok([]) => break,
+            Ok(block) => block,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => {
                 let mut report = vec![1];
@@ -839,19 +868,13 @@ fn decode(payload: &mut PayloadStream, hash: bool, mut tar: File) -> Vec<u8> {
                 return report;
             }
         };
-        if let Some(hasher) = &mut hasher {
-            hasher.update(&chunk[..n]);
-        }
-        if tar.write_all(&chunk[..n]).is_err() {
+        if tar.write_all(block).is_err() {
             return Vec::new();
         }
+        let n = block.len();
+        decoder.consume(n);
     }
-    drop(tar);
-    let mut report = vec![0];
-    if let Some(hasher) = hasher {
-        report.extend_from_slice(&hasher.finalize());
-    }
-    report
+    vec![0]
 }
 
 /// The mount points (a whole image), then the directories' metadata.

@@ -2,8 +2,8 @@
 //! shared by every image that has it; an image is a record of its layers.
 //!
 //! ```text
-//! $CACHE/layers/<digest><suffix>/root    a layer's tree, whiteouts made overlay's
-//! $CACHE/layers/<digest><suffix>.lock    flock'd: exclusive to extract or remove it,
+//! $CACHE/layers/<sha256><suffix>/root    a layer's tree, whiteouts made overlay's
+//! $CACHE/layers/<sha256><suffix>.lock    flock'd: exclusive to extract or remove it,
 //!                                        shared by every container that uses it
 //! $CACHE/layers/.tmp-<key>.<pid>         an extraction in progress (or a crashed one)
 //! $CACHE/images/<payload><suffix>/image.json   the image: its layer keys, bottom first
@@ -11,9 +11,15 @@
 //! $CACHE/images/<payload><suffix>/mnt    where the container mounts its scratch tmpfs
 //! ```
 //! A layer is made as a format 1 entry is (docs/STUB.md step 5): lock, temporary
-//! directory, in-root extraction under the mapping, its frame's sha256 and its tar's
-//! digest checked, syncfs, rename, fsync. The image's entry is renamed into place once
-//! all its layers exist; its mtime is its last use.
+//! directory, in-root extraction under the mapping, its frame's sha256 checked, syncfs,
+//! rename, fsync. The image's entry is renamed into place once all its layers exist; its
+//! mtime is its last use.
+//!
+//! A layer is keyed by the sha256 of its compressed frame, the bytes a run reads and
+//! checks, not by its tar's digest: a packed file cannot plant other content under a
+//! key, since what is stored under a key is what hashes to it, and a first run hashes
+//! half as many bytes (hashing the tar took a sixth of a first run's CPU). Images packed
+//! from the same layer share it: the packer compresses a tar the same way every time.
 
 use super::cache::{
     cache_root, extract, key_for, make_durable, open_checked, remove_stale_temps, Part, Rootfs,
@@ -46,12 +52,12 @@ const ETC_FILES: [&str; 3] = ["etc/resolv.conf", "etc/hosts", "etc/hostname"];
 /// those layers are left out of the stack.
 pub(super) const OPAQUE_ROOT: &str = "opaque-root";
 
-/// The key of layer `i` under `mapping`: its digest and the mapping's suffix.
+/// The key of layer `i` under `mapping`: its frame's sha256 and the mapping's suffix.
 fn layer_key(packed: &Packed, i: usize, mapping: &Mapping) -> Result<String> {
-    let digest = packed.config.layers[i]
-        .digest()
-        .ok_or_else(|| Error::new("damaged packed file: a layer has a malformed digest"))?;
-    Ok(format!("{}{}", digest.hex(), mapping.cache_suffix()))
+    let sha = packed.config.layers[i]
+        .segment_sha256()
+        .ok_or_else(|| Error::new("damaged packed file: a layer has a malformed sha256"))?;
+    Ok(format!("{}{}", sha.hex(), mapping.cache_suffix()))
 }
 
 /// The extracted layers of this packed file, extracting those the cache lacks, held
@@ -75,7 +81,7 @@ pub fn ensure_image(packed: &Packed, mapping: &Mapping, userns: Option<&File>) -
         keys.push(key);
     }
     debug!("rootfs: {count} layers, {extracted} extracted now, the others cached");
-    let (entry, base) = ensure_entry(packed, mapping, &root, &keys)?;
+    let (entry, base) = ensure_entry(packed, mapping, &root, &keys, extracted > 0)?;
     // Top first, down to the first layer whose root is opaque. A layer listed twice is
     // stacked once, at its top place (overlay refuses a directory twice, and the top
     // copy shows all of it).
@@ -196,15 +202,22 @@ pub(super) fn held_lock(path: &Path, op: libc::c_int) -> Result<File> {
 }
 
 /// The image's entry (its record, `base/` and `mnt/`), made once all its layers exist.
+/// `extracted`: a layer was extracted now, so an entry found may be older than it and
+/// name other layers (made by a stub that keyed layers otherwise, or whose layer was
+/// removed by hand): its record is made to name these, or pruning would remove them.
 fn ensure_entry(
     packed: &Packed,
     mapping: &Mapping,
     root: &Path,
     keys: &[String],
+    extracted: bool,
 ) -> Result<(PathBuf, OwnedFd)> {
     let images = root.join("images");
     let key = key_for(packed, mapping);
     if let Some(found) = open_checked(&images, &key, "base")? {
+        if extracted {
+            refresh_record(packed, mapping, &found.0, keys)?;
+        }
         return Ok(found);
     }
     let images_fd = private_dir(&images, "cache", CACHE_FIX)?;
@@ -226,6 +239,34 @@ fn ensure_entry(
             images.join(&key).display()
         ))
     })
+}
+
+/// Rewrites the record of the entry at `entry` when it names other layers than `keys`.
+fn refresh_record(packed: &Packed, mapping: &Mapping, entry: &Path, keys: &[String]) -> Result<()> {
+    let path = entry.join("image.json");
+    let mut text = Vec::new();
+    let named: Option<Vec<String>> = File::open(&path)
+        .and_then(|f| std::io::Read::read_to_end(&mut std::io::Read::take(f, 1 << 20), &mut text))
+        .ok()
+        .and_then(|_| serde_json::from_slice::<serde_json::Value>(&text).ok())
+        .and_then(|record| serde_json::from_value(record["layers"].clone()).ok());
+    if named.as_deref() == Some(keys) {
+        return Ok(());
+    }
+    debug!("rootfs: {} now names this run's layers", path.display());
+    crate::files::write_atomically(&path, record(packed, mapping, keys).as_bytes())
+}
+
+/// An image's record: what `--cache-list` shows, and the layers `--cache-prune` keeps.
+fn record(packed: &Packed, mapping: &Mapping, keys: &[String]) -> String {
+    serde_json::json!({
+        "name": packed.config.name,
+        "reference": packed.config.reference,
+        "digest": packed.footer.payload_sha256.to_string(),
+        "mapping": mapping.describe(),
+        "layers": keys,
+    })
+    .to_string()
 }
 
 fn make_entry(packed: &Packed, mapping: &Mapping, tmp: &Path, keys: &[String]) -> Result<()> {
@@ -258,14 +299,7 @@ fn make_entry(packed: &Packed, mapping: &Mapping, tmp: &Path, keys: &[String]) -
             nix::sys::stat::UtimensatFlags::NoFollowSymlink,
         );
     }
-    let record = serde_json::json!({
-        "name": packed.config.name,
-        "reference": packed.config.reference,
-        "digest": packed.footer.payload_sha256.to_string(),
-        "mapping": mapping.describe(),
-        "layers": keys,
-    });
     let path = tmp.join("image.json");
-    crate::files::create_new_file(&path, record.to_string().as_bytes())
+    crate::files::create_new_file(&path, record(packed, mapping, keys).as_bytes())
         .with_context(|| format!("cannot write {}", path.display()))
 }

@@ -26,13 +26,13 @@ pub fn open_self() -> Result<Packed> {
     })
 }
 
-/// The payload's compressed bytes, counted (and hashed, for format 1) as the
-/// decompressor pulls them, with the progress line following.
+/// The payload's compressed bytes, counted and hashed as the decompressor pulls them,
+/// with the progress line following.
 pub struct PayloadStream {
     inner: BufReader<Take<File>>,
-    /// Format 1: the sha256 the whole payload must have (its cache key), and the hash of
-    /// what was read. None for a layer: its tar's digest, which names it in the layer
-    /// store, is checked instead (extract.rs), and covers every byte of its frame.
+    /// The hash of what was read, and the sha256 the bytes must have: the whole
+    /// payload's (format 1) or a layer's frame's (format 2), each its cache key. Taken
+    /// by [`Self::verify`].
     hashed: Option<(Sha256, Sha256Digest)>,
     read: u64,
     /// The length the bytes must have.
@@ -57,25 +57,28 @@ impl PayloadStream {
     pub fn open(packed: &Packed) -> Result<PayloadStream> {
         let f = &packed.footer;
         let label = format!("binctr: extracting {}", packed.config.name);
-        Self::range(packed, 0, f.payload_len, Some(f.payload_sha256), label)
+        Self::range(packed, 0, f.payload_len, f.payload_sha256, label)
     }
 
-    /// One layer's frame (format 2): only its bytes are read. Hashing them would check
-    /// nothing the tar's digest does not (and cost a third of a first run's CPU).
+    /// One layer's frame (format 2): only its bytes are read, checked against its
+    /// sha256 (the layer's key in the store: rootfs/layers.rs).
     pub fn layer(packed: &Packed, layer: &Layer, n: usize) -> Result<PayloadStream> {
+        let sha = layer
+            .segment_sha256()
+            .ok_or_else(|| Error::new("damaged packed file: a layer has a malformed sha256"))?;
         let label = format!(
             "binctr: extracting {} (layer {n} of {})",
             packed.config.name,
             packed.config.layers.len()
         );
-        Self::range(packed, layer.offset, layer.length, None, label)
+        Self::range(packed, layer.offset, layer.length, sha, label)
     }
 
     fn range(
         packed: &Packed,
         offset: u64,
         len: u64,
-        sha: Option<Sha256Digest>,
+        sha: Sha256Digest,
         label: String,
     ) -> Result<PayloadStream> {
         let footer = &packed.footer;
@@ -88,14 +91,14 @@ impl PayloadStream {
             .context("cannot seek to the payload")?;
         Ok(PayloadStream {
             inner: BufReader::with_capacity(1 << 20, file.take(len)),
-            hashed: sha.map(|sha| (Sha256::new(), sha)),
+            hashed: Some((Sha256::new(), sha)),
             read: 0,
             len,
             progress: Progress::new(label, len),
         })
     }
 
-    /// Reads what is left and checks the length (and for format 1 the sha256). Called
+    /// Reads what is left and checks the length and the sha256. Called
     /// whatever the extraction did (by the process that read it: extract.rs).
     pub fn verify(&mut self) -> Result<()> {
         let drained = io::copy(self, &mut io::sink());

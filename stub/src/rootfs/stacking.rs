@@ -91,16 +91,16 @@ pub(super) fn choose(packed: &Packed, mapping: &Mapping) -> Result<Stacking> {
 }
 
 /// The cache key of this image's merged directory: its payload's key, then a digest of
-/// its layers' digests. The footer's payload digest is not checked for a layered
-/// image; the layers' digests are (each layer's tar, as it is merged), so a packed file
-/// can only leave under this key the merge of these very layers.
+/// its layers' frames' sha256s. The footer's payload digest is not checked for a
+/// layered image; each layer's frame is (as it is merged), so a packed file can only
+/// leave under this key the merge of these very layers.
 pub(super) fn merged_key(packed: &Packed, mapping: &Mapping) -> Result<String> {
-    let mut chain = b"merged\n".to_vec();
+    let mut chain = b"merged frames\n".to_vec();
     for layer in &packed.config.layers {
-        let digest = layer
-            .digest()
-            .ok_or_else(|| Error::new("damaged packed file: a layer has a malformed digest"))?;
-        chain.extend_from_slice(digest.hex().as_bytes());
+        let sha = layer
+            .segment_sha256()
+            .ok_or_else(|| Error::new("damaged packed file: a layer has a malformed sha256"))?;
+        chain.extend_from_slice(sha.hex().as_bytes());
         chain.push(b'\n');
     }
     Ok(format!(
