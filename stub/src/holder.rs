@@ -20,6 +20,7 @@ use crate::files::{private_dir, write_atomically};
 use crate::log::debug;
 use crate::sys;
 use crate::userns::{self, Mapping, Range};
+use std::ffi::CStr;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd};
@@ -93,10 +94,15 @@ pub fn stop_all() {
         if !(name.starts_with("userns-") && name.ends_with(".json")) {
             continue;
         }
-        if let Some((pid, _, _)) = read_record(&entry.path()) {
-            // Only a process of ours whose namespace is the recorded one.
-            if verified(&entry.path(), pid).is_some() {
-                let _ = sys::send_signal(pid, libc::SIGKILL);
+        if let Some((pid, dev, ino)) = read_record(&entry.path()) {
+            // Only a process of ours whose namespace is the recorded one: the pidfd,
+            // taken first, names that very process when the signal goes.
+            let pinned = sys::pidfd_open(pid).ok();
+            if verified(pid, dev, ino).is_some() {
+                let _ = match &pinned {
+                    Some(pidfd) => sys::pidfd_send_signal(pidfd.as_fd(), libc::SIGKILL),
+                    None => sys::send_signal(pid, libc::SIGKILL),
+                };
             }
         }
         let _ = std::fs::remove_file(entry.path());
@@ -128,9 +134,8 @@ fn read_record(path: &Path) -> Option<(libc::pid_t, u64, u64)> {
     ))
 }
 
-/// The recorded holder's namespace, if the record's pid still has it.
-fn verified(record: &Path, pid: libc::pid_t) -> Option<File> {
-    let (_, dev, ino) = read_record(record)?;
+/// The recorded holder's namespace (device `dev`, inode `ino`), if process `pid` has it.
+fn verified(pid: libc::pid_t, dev: u64, ino: u64) -> Option<File> {
     // A killed holder not yet reaped (a zombie) still shows its namespace: gone.
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let state = stat.rsplit_once(") ")?.1.chars().next()?;
@@ -145,8 +150,12 @@ fn verified(record: &Path, pid: libc::pid_t) -> Option<File> {
 /// The recorded holder, when its namespace is the recorded one, ours, and mapped as
 /// asked.
 fn join_recorded(record: &Path, uids: Range, gids: Range) -> Option<Holder> {
-    let (pid, _, _) = read_record(record)?;
-    let userns = verified(record, pid)?;
+    let (pid, dev, ino) = read_record(record)?;
+    // The checks read /proc/PID: a pidfd taken first pins the process, and if it is
+    // still there after them, they all read it (a pid is reused only once its process
+    // is reaped). Without pidfds (Linux before 5.3) the namespace is looked up again.
+    let pinned = sys::pidfd_open(pid).ok();
+    let userns = verified(pid, dev, ino)?;
     let owner = sys::namespace_owner(userns.as_fd()).ok()?;
     if owner != nix::unistd::getuid().as_raw() {
         return None;
@@ -156,10 +165,10 @@ fn join_recorded(record: &Path, uids: Range, gids: Range) -> Option<Holder> {
         nix::unistd::getgid().as_raw(),
     );
     let maps_ok = map_is(pid, "uid_map", me.0, uids) && map_is(pid, "gid_map", me.1, gids);
-    // The maps were read by pid: check that pid still holds the same namespace.
-    let still = verified(record, pid)?;
-    let same = nix::sys::stat::fstat(still.as_raw_fd()).ok()?.st_ino
-        == nix::sys::stat::fstat(userns.as_raw_fd()).ok()?.st_ino;
+    let same = match &pinned {
+        Some(pidfd) => sys::pidfd_send_signal(pidfd.as_fd(), 0).is_ok(),
+        None => verified(pid, dev, ino).is_some(),
+    };
     (maps_ok && same).then_some(Holder { userns })
 }
 
@@ -239,13 +248,83 @@ fn hold(go: File) -> ! {
     sys::ignore_terminal_signals();
     let _ = nix::sys::signal::SigSet::empty().thread_set_mask();
     // Start afresh with an argv of its own: the first run's (its -e values, say) must
-    // not stay on show in `ps` for as long as the holder lives.
-    let _ = nix::unistd::execve(c"/proc/self/exe", &[HOLDER_NAME], &[] as &[&std::ffi::CStr]);
+    // not stay on show in `ps` for as long as the holder lives. And not as the packed
+    // file: a process running it keeps it mapped, so its filesystem could not be
+    // unmounted, nor its blocks freed when it is deleted, while the holder lives. The
+    // holder runs a program of a few dozen bytes from memory instead (where memfd
+    // execution is forbidden, the packed file again).
+    if let Ok(program) = sys::memfd_with(HOLDER_NAME, &sleeper_elf()) {
+        let _ = nix::unistd::fexecve(program.as_raw_fd(), &[HOLDER_NAME], &[] as &[&CStr]);
+    }
+    let _ = nix::unistd::execve(c"/proc/self/exe", &[HOLDER_NAME], &[] as &[&CStr]);
     sleep_forever()
 }
 
+/// The holder's program: a static ELF executable for this CPU that names itself
+/// `binctr-userns` (prctl PR_SET_NAME) and then sleeps for ever (x86_64: pause;
+/// aarch64, which has no pause: ppoll of nothing, without a timeout), one PT_LOAD
+/// segment at 0x400000, read and execute.
+fn sleeper_elf() -> Vec<u8> {
+    #[cfg(target_arch = "x86_64")]
+    let (machine, code): (u16, &[u8]) = (
+        62,
+        &[
+            0xbf, 0x0f, 0x00, 0x00, 0x00, // mov edi, 15 (PR_SET_NAME)
+            0x48, 0x8d, 0x35, 0x10, 0x00, 0x00, 0x00, // lea rsi, [rip + 16]: the name
+            0xb8, 0x9d, 0x00, 0x00, 0x00, // mov eax, 157 (prctl)
+            0x0f, 0x05, // syscall
+            0xb8, 0x22, 0x00, 0x00, 0x00, // again: mov eax, 34 (pause)
+            0x0f, 0x05, // syscall
+            0xeb, 0xf7, // jmp again
+        ],
+    );
+    #[cfg(target_arch = "aarch64")]
+    let (machine, code): (u16, &[u8]) = (
+        183,
+        &[
+            0xe0, 0x01, 0x80, 0xd2, // mov x0, #15 (PR_SET_NAME)
+            0x41, 0x01, 0x00, 0x10, // adr x1, .+40: the name
+            0xe8, 0x14, 0x80, 0xd2, // mov x8, #167 (prctl)
+            0x01, 0x00, 0x00, 0xd4, // svc #0
+            0x00, 0x00, 0x80, 0xd2, // again: mov x0, #0
+            0x01, 0x00, 0x80, 0xd2, // mov x1, #0
+            0x02, 0x00, 0x80, 0xd2, // mov x2, #0
+            0x03, 0x00, 0x80, 0xd2, // mov x3, #0
+            0x28, 0x09, 0x80, 0xd2, // mov x8, #73 (ppoll)
+            0x01, 0x00, 0x00, 0xd4, // svc #0
+            0xfa, 0xff, 0xff, 0x17, // b again
+        ],
+    );
+    const BASE: u64 = 0x40_0000;
+    const HEADERS: u64 = 64 + 56;
+    let name = HOLDER_NAME.to_bytes_with_nul();
+    let size = HEADERS + (code.len() + name.len()) as u64;
+    let mut elf = Vec::with_capacity(size as usize);
+    // ELF header: 64-bit, little-endian, version 1, System V; an executable.
+    elf.extend_from_slice(&[0x7f, b'E', b'L', b'F', 2, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    elf.extend_from_slice(&2u16.to_le_bytes());
+    elf.extend_from_slice(&machine.to_le_bytes());
+    elf.extend_from_slice(&1u32.to_le_bytes());
+    elf.extend_from_slice(&(BASE + HEADERS).to_le_bytes()); // entry: the code
+    elf.extend_from_slice(&64u64.to_le_bytes()); // program headers
+    elf.extend_from_slice(&0u64.to_le_bytes()); // no section headers
+    elf.extend_from_slice(&0u32.to_le_bytes());
+    for half in [64u16, 56, 1, 0, 0, 0] {
+        elf.extend_from_slice(&half.to_le_bytes());
+    }
+    // The one segment: the whole file, read and execute.
+    elf.extend_from_slice(&1u32.to_le_bytes());
+    elf.extend_from_slice(&5u32.to_le_bytes());
+    for word in [0, BASE, BASE, size, size, 0x1_0000] {
+        elf.extend_from_slice(&word.to_le_bytes());
+    }
+    elf.extend_from_slice(code);
+    elf.extend_from_slice(name);
+    elf
+}
+
 /// The holder's argv[0]; a stub started with it alone sleeps for ever (main.rs).
-pub const HOLDER_NAME: &std::ffi::CStr = c"binctr-userns";
+pub const HOLDER_NAME: &CStr = c"binctr-userns";
 
 /// The holder's life after its exec: nothing but sleep.
 pub fn sleep_forever() -> ! {

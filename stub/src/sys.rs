@@ -197,6 +197,31 @@ pub fn send_signal(pid: libc::pid_t, signal: libc::c_int) -> io::Result<()> {
     cvt(unsafe { libc::kill(pid, signal) }.into()).map(drop)
 }
 
+/// pidfd_open(2) (Linux 5.3+): a descriptor that names process `pid` for as long as it
+/// is open, even once its number is reused.
+pub fn pidfd_open(pid: libc::pid_t) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes two integers and returns a new descriptor (or -1).
+    let fd = cvt(unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) })?;
+    Ok(take_fd(fd as RawFd))
+}
+
+/// pidfd_send_signal(2): `signal` (0: none, a check) to the process of `pidfd`; ESRCH
+/// once that process is gone (reaped), whoever has its number since.
+pub fn pidfd_send_signal(pidfd: BorrowedFd<'_>, signal: libc::c_int) -> io::Result<()> {
+    // SAFETY: the call takes a descriptor, a signal number, a null siginfo (allowed: the
+    // kernel fills in a kill()'s) and flags; it touches no memory of ours.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            signal,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    cvt(ret).map(drop)
+}
+
 /// Whether `fd` is an open descriptor of this process (fcntl F_GETFD).
 pub fn is_open_fd(fd: libc::c_int) -> bool {
     // SAFETY: F_GETFD only reads the descriptor's flags; an unused number gives EBADF.
@@ -223,6 +248,27 @@ pub fn close_range(first: libc::c_uint, last: libc::c_uint, cloexec: bool) -> io
     // use none of them afterwards (or only until exec, with `cloexec`).
     let ret = unsafe { libc::syscall(libc::SYS_close_range, first, last, flags) };
     cvt(ret).map(drop)
+}
+
+/// A memory file (memfd) named `name` holding `bytes`, close-on-exec, executable (with
+/// MFD_EXEC where the kernel knows it: where `vm.memfd_noexec` is 1, memfds are made
+/// non-executable unless asked; where it is 2, this fails at exec).
+pub fn memfd_with(name: &CStr, bytes: &[u8]) -> io::Result<OwnedFd> {
+    const MFD_EXEC: libc::c_uint = 0x10;
+    let create = |flags: libc::c_uint| {
+        // SAFETY: `name` is NUL-terminated and outlives the call; the descriptor it
+        // returns is new and owned by nobody else.
+        let fd = unsafe { libc::memfd_create(name.as_ptr(), flags) };
+        match fd {
+            -1 => Err(io::Error::last_os_error()),
+            fd => Ok(take_fd(fd)),
+        }
+    };
+    // Kernels before 6.3 refuse the flag they do not know.
+    let fd = create(libc::MFD_CLOEXEC | MFD_EXEC).or_else(|_| create(libc::MFD_CLOEXEC))?;
+    let mut file = std::fs::File::from(fd);
+    io::Write::write_all(&mut file, bytes)?;
+    Ok(file.into())
 }
 
 /// _exit(2): leaves without running destructors or atexit handlers, as a forked child

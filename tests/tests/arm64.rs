@@ -268,6 +268,17 @@ fn vm_busybox_starts_as_aarch64_in_both_mappings() {
 }
 
 #[test]
+fn vm_holder_sleeps_in_the_stubs_own_aarch64_program_not_in_the_packed_file() {
+    // One holder, alive (its tiny program did not crash), named, and mapping nothing of
+    // the packed file (which a user may then delete, or unmount its filesystem).
+    let holder = ok("holder");
+    assert_eq!(
+        holder, "/memfd:binctr-userns (deleted)|binctr-userns|S (sleeping)",
+        "{holder:?}"
+    );
+}
+
+#[test]
 fn vm_extracts_once() {
     // One image: a format 1 entry, or a format 2 image entry and its one layer.
     let first = ok("cache-after-first");

@@ -428,6 +428,76 @@ fn the_holder_is_a_bare_binctr_userns_process_that_keeps_nothing_of_the_start() 
 }
 
 #[test]
+fn the_holder_keeps_no_hold_on_the_packed_file_or_its_filesystem() {
+    // A packed file on a filesystem of its own (a USB stick, a scratch mount): once its
+    // run is over, the filesystem can be unmounted, and deleting the file frees its
+    // blocks, though the holder it made lives on (it runs a few bytes from a memfd).
+    let t = Test::new("warm_holder_umount");
+    let rt = runtime(&t);
+    let stick = t.dir.join("stick");
+    fs::create_dir(&stick).unwrap();
+    let mount = std::process::Command::new("mount")
+        .args([
+            "-t",
+            "tmpfs",
+            "-o",
+            "size=64m,mode=0755",
+            "binctr-test-stick",
+        ])
+        .arg(&stick)
+        .status()
+        .expect("run mount");
+    assert!(
+        mount.success(),
+        "cannot mount a tmpfs on {}",
+        stick.display()
+    );
+    let umount = || {
+        std::process::Command::new("umount")
+            .arg(&stick)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let packed = stick.join("busybox");
+    fs::copy(t.busybox(), &packed).unwrap();
+    t.env.give_to_user(&packed);
+    let ran = t
+        .cmd(&packed)
+        .env("XDG_RUNTIME_DIR", &rt.dir)
+        .timeout(RUN_TIMEOUT)
+        .arg("true")
+        .run();
+    // The run's own processes (the cleaner of its writable layer) end on their own.
+    let unmounted = wait_until(Duration::from_secs(10), umount);
+    if !unmounted {
+        // Not left mounted: what kept it busy goes first.
+        for record in rt.records() {
+            rt.kill_holder(record.pid);
+        }
+        wait_until(Duration::from_secs(10), umount);
+    }
+    ran.assert_success();
+    assert!(
+        unmounted,
+        "the packed file's filesystem stays busy after its run"
+    );
+    let holder = rt.holder();
+    let exe = fs::read_link(format!("/proc/{}/exe", holder.pid)).unwrap();
+    assert!(
+        exe.to_string_lossy().starts_with("/memfd:binctr-userns"),
+        "the holder runs {}",
+        exe.display()
+    );
+    let maps = fs::read_to_string(format!("/proc/{}/maps", holder.pid)).unwrap();
+    assert!(
+        !maps.contains(t.dir.to_str().unwrap()),
+        "the holder maps a file of the test:\n{maps}"
+    );
+    rt.finish();
+}
+
+#[test]
 fn a_killed_holder_is_replaced_by_the_next_start_and_cache_rm_all_stops_it() {
     let t = Test::new("warm_killed");
     let rt = runtime(&t);
