@@ -593,14 +593,25 @@ mod tests {
         assert_eq!(layer[0].length, packed.footer.payload_len);
         assert_eq!(layer[0].sha256, packed.footer.payload_sha256.hex());
         assert_eq!(entries, entries_of(&sample_tar()));
-        // The same payload, by format.
+        // The same tar in one frame; only format 1's frame carries lz4's content
+        // checksum (FLG bit 2): a layer's sha256 covers its frame.
         let payload = |name: &str| {
             let bytes = fs::read(fx.path(name)).unwrap();
             let packed = inspect::open(&fx.path(name)).unwrap();
             let f = packed.footer;
             bytes[f.payload_offset as usize..f.config_offset() as usize].to_vec()
         };
-        assert_eq!(payload("flat"), payload("layered"));
+        let (flat, layered) = (payload("flat"), payload("layered"));
+        assert_eq!(flat[4] & 0x04, 0x04, "format 1: content checksum");
+        assert_eq!(layered[4] & 0x04, 0, "format 2: no content checksum");
+        let tar = |frame: &[u8]| {
+            let mut out = Vec::new();
+            std::io::Read::read_to_end(&mut lz4_flex::frame::FrameDecoder::new(frame), &mut out)
+                .unwrap();
+            out
+        };
+        assert_eq!(tar(&flat), sample_tar());
+        assert_eq!(tar(&layered), sample_tar());
     }
 
     #[test]
