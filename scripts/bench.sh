@@ -20,7 +20,7 @@ is_root() { [[ $(id -u) == 0 ]]; }
 declare -A needs=(
     [hyperfine]=hyperfine [bwrap]=bubblewrap [ch-run]=charliecloud-runtime
     [mmdebstrap]=mmdebstrap [lz4]=lz4 [/usr/bin/time]=time [unshare]=util-linux
-    [setpriv]=util-linux [readelf]=binutils [mkfs.ext4]=e2fsprogs
+    [setpriv]=util-linux [mountpoint]=util-linux [readelf]=binutils [mkfs.ext4]=e2fsprogs
 )
 missing=()
 for cmd in "${!needs[@]}"; do
@@ -129,9 +129,20 @@ say "2. first run: extraction of the Debian rootfs ($(($(stat -c %s build/debian
 # command runs later loses. The stub skips device nodes (unprivileged mknod fails); so
 # does tar here, for a fair race.
 fs=$work/fs
+# Unmounts the last run's filesystem; what a run leaves behind (the cleaner of its
+# writable layer) may keep it busy for a moment.
+drop_fs() {
+    local i
+    for i in $(seq 50); do
+        mountpoint -q "$fs" || return 0
+        umount "$fs" 2>/dev/null && return 0
+        sleep 0.1
+    done
+    die "$fs stays busy after a run: something of it still runs"
+}
 fresh_fs() {
     if is_root; then
-        umount "$fs" 2>/dev/null || true
+        drop_fs
         rm -f "$work/fs.img"
         truncate -s 3G "$work/fs.img"
         mkfs.ext4 -q -F "$work/fs.img"
@@ -170,7 +181,7 @@ for i in $(seq "$first_runs"); do
     printf '  run %d: binctr %d ms, tar -xf + sync %d ms\n' "$i" "$a" "$b" >&2
     first_total=$((first_total + a)) tarx_total=$((tarx_total + b))
 done
-is_root && umount "$fs"
+if is_root; then drop_fs; fi
 rm -rf "$fs" "$work/fs.img"
 first=$(awk -v t="$first_total" -v n="$first_runs" 'BEGIN{printf "%.2f", t / n}')
 tarx=$(awk -v t="$tarx_total" -v n="$first_runs" 'BEGIN{printf "%.2f", t / n}')
