@@ -271,6 +271,79 @@ pub fn memfd_with(name: &CStr, bytes: &[u8]) -> io::Result<OwnedFd> {
     Ok(file.into())
 }
 
+/// Memory shared with the processes forked after it (MAP_SHARED | MAP_ANONYMOUS), cut
+/// in `count` slots of `len` bytes: one process fills a slot while another reads a
+/// different one, each handed over through a pipe (rootfs/ring.rs says how). Unmapped
+/// when dropped, in each process that has it.
+pub struct SharedSlots {
+    base: std::ptr::NonNull<u8>,
+    len: usize,
+    count: usize,
+}
+
+impl SharedSlots {
+    pub fn new(len: usize, count: usize) -> io::Result<SharedSlots> {
+        let total = len
+            .checked_mul(count)
+            .filter(|&total| total > 0)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
+        // SAFETY: a new anonymous mapping where the kernel chooses: it replaces nothing
+        // of ours; its pages read as zeros until written.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                total,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let base = std::ptr::NonNull::new(base.cast::<u8>())
+            .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidData))?;
+        Ok(SharedSlots { base, len, count })
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn count(&self) -> usize {
+        self.count
+    }
+
+    /// Slot `i` (modulo the count).
+    fn start(&self, i: usize) -> *mut u8 {
+        // SAFETY: (i % count) * len < count * len, the mapping's size (checked at new).
+        unsafe { self.base.as_ptr().add((i % self.count) * self.len) }
+    }
+
+    /// Slot `i`, to read. The process sharing it writes a slot only while this one has
+    /// handed it over (ring.rs), never while this borrow is alive.
+    pub fn slot(&self, i: usize) -> &[u8] {
+        // SAFETY: `len` initialised bytes of the mapping, which lives as long as `self`;
+        // this process writes them only through `slot_mut`, which needs `&mut self`.
+        unsafe { std::slice::from_raw_parts(self.start(i), self.len) }
+    }
+
+    /// Slot `i`, to fill (the process sharing it reads it only once handed over).
+    pub fn slot_mut(&mut self, i: usize) -> &mut [u8] {
+        // SAFETY: as in `slot`; `&mut self` makes this the only borrow of the mapping.
+        unsafe { std::slice::from_raw_parts_mut(self.start(i), self.len) }
+    }
+}
+
+impl Drop for SharedSlots {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made by `new`, of that size; no borrow of it outlives
+        // `self`.
+        unsafe { libc::munmap(self.base.as_ptr().cast(), self.len * self.count) };
+    }
+}
+
 /// _exit(2): leaves without running destructors or atexit handlers, as a forked child
 /// must (they belong to the parent's copy of the state). std has no such call.
 pub fn exit_now(code: i32) -> ! {

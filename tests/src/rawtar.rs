@@ -260,7 +260,24 @@ pub fn sha256(data: &[u8]) -> [u8; 32] {
 
 /// An LZ4 frame of `data`, as the lz4 command writes it.
 pub fn lz4_frame(data: &[u8]) -> Vec<u8> {
-    filter("lz4", &["-q", "-z", "-c"], data)
+    lz4_frame_with(&[], data)
+}
+
+/// An LZ4 frame of `data`, as the lz4 command writes it with these options (block
+/// size, dependency, checksums).
+/// From a file, so that `--content-size` has a size to write.
+pub fn lz4_frame_with(options: &[&str], data: &[u8]) -> Vec<u8> {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let input = std::env::temp_dir().join(format!("binctr-lz4-{}-{n}", std::process::id()));
+    fs::write(&input, data).expect("write lz4's input");
+    let path = input.to_str().expect("a UTF-8 temporary path");
+    let mut args = vec!["-q", "-z", "-c"];
+    args.extend_from_slice(options);
+    args.push(path);
+    let frame = filter("lz4", &args, b"");
+    let _ = fs::remove_file(&input);
+    frame
 }
 
 /// The footer fields (docs/FORMAT.md section 4).

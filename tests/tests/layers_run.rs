@@ -15,9 +15,9 @@
 //! so and why, a warm start reuses the directory, and a hostile layer's whiteouts,
 //! symlinks and links stay inside it.
 use binctr_tests::rawtar::{
-    busybox_bytes, config_with, lz4_frame, sha256, write_runnable, Footer, Parts, RawTar,
+    busybox_bytes, config_with, lz4_frame_with, sha256, write_runnable, Footer, Parts, RawTar,
 };
-use binctr_tests::{is_cache_entry, wait_until, Cmd, Env, Test};
+use binctr_tests::{is_cache_entry, random_bytes, wait_until, Cmd, Env, Test};
 use serde_json::{json, Value};
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -850,10 +850,15 @@ fn merged_layers_give_the_flattened_tree_say_so_and_are_reused() {
 /// A format 2 packed file of these layer tars (bottom first), assembled by hand: the
 /// packer would never write such layers.
 fn layered_by_hand(t: &Test, tars: &[Vec<u8>], out: &Path) {
+    layered_by_hand_with(t, tars, &[], out);
+}
+
+/// As [`layered_by_hand`], each frame written by `lz4` with these options.
+fn layered_by_hand_with(t: &Test, tars: &[Vec<u8>], lz4_options: &[&str], out: &Path) {
     let mut payload = Vec::new();
     let mut layers = Vec::new();
     for tar in tars {
-        let frame = lz4_frame(tar);
+        let frame = lz4_frame_with(lz4_options, tar);
         layers.push(json!({
             "digest": format!("sha256:{}", hex(sha256(tar))),
             "offset": payload.len(),
@@ -870,6 +875,59 @@ fn layered_by_hand(t: &Test, tars: &[Vec<u8>], out: &Path) {
         footer: Footer::decode(busybox_bytes()),
     };
     write_runnable(t, out, &parts.assemble(2));
+}
+
+#[test]
+fn layers_framed_by_any_lz4_writer_extract_to_the_same_files() {
+    // binctr-pack's frames (independent 4 MiB blocks, no checksum) are decompressed
+    // block by block straight into the memory the extraction writes files from; any
+    // other frame goes through lz4_flex's frame decoder. Both must give the same files:
+    // blocks stored uncompressed (random bytes), several blocks per file and files
+    // across blocks, small blocks, linked blocks, block and content checksums, a content
+    // size in the header.
+    let t = Test::new("layers-run-lz4-writers");
+    let random = random_bytes(9 << 20, 0x1a2b);
+    let text: Vec<u8> = (0..300_000u32)
+        .flat_map(|i| format!("line {i} of a compressible file\n").into_bytes())
+        .collect();
+    let mut files = RawTar::new();
+    files
+        .dir(b"data", 0o755)
+        .file(b"data/random", &random)
+        .file(b"data/small", b"small\n")
+        .file(b"data/text", &text)
+        .file(b"data/empty", b"");
+    let tars = [RawTar::on_busybox().finish(), files.finish()];
+    let expected = format!(
+        "{}  /data/random\n{}  /data/text\n{}  /data/small\n",
+        hex(sha256(&random)),
+        hex(sha256(&text)),
+        hex(sha256(b"small\n"))
+    );
+    for (name, options) in [
+        ("as-binctr-pack", &["-B7", "--no-frame-crc"][..]),
+        ("content-size", &["-B7", "--no-frame-crc", "--content-size"]),
+        ("small-blocks", &["-B4", "--no-frame-crc"]),
+        ("content-checksum", &["-B7"]),
+        ("linked-blocks", &["-B5", "-BD", "--no-frame-crc"]),
+        ("block-checksums", &["-B6", "-BX", "--no-frame-crc"]),
+    ] {
+        let image = t.dir.join(name);
+        layered_by_hand_with(&t, &tars, options, &image);
+        let out = t
+            .cmd(&image)
+            .args(["sha256sum", "/data/random", "/data/text", "/data/small"])
+            .run();
+        assert!(
+            out.code == Some(0) && out.stdout_text() == expected,
+            "lz4 {options:?}:\n{out:?}"
+        );
+        let out = t
+            .cmd(&image)
+            .args(["stat", "-c", "%s", "/data/empty"])
+            .run();
+        assert_eq!(out.stdout_text(), "0\n", "lz4 {options:?}:\n{out:?}");
+    }
 }
 
 #[test]

@@ -12,7 +12,7 @@
 //! chunks of [`Header::sparse`], in order, and the holes are the caller's to make.
 
 use std::fmt;
-use std::io::{self, Read};
+use std::io::{self, BufRead, Read};
 
 const BLOCK: usize = 512;
 
@@ -597,6 +597,36 @@ impl<R: Read> TarReader<R> {
         self.offset += got as u64;
         self.left -= got as u64;
         Ok(got)
+    }
+}
+
+impl<R: BufRead> TarReader<R> {
+    /// The current entry's next stored bytes, straight from the reader's buffer (empty
+    /// at their end); [`Self::consume_data`] says how many were used.
+    pub fn data(&mut self) -> Result<&[u8], TarError> {
+        if self.left == 0 {
+            return Ok(&[]);
+        }
+        let available = loop {
+            match self.inner.fill_buf() {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                other => break other?.len(),
+            }
+        };
+        if available == 0 {
+            return self.bad("the archive ends inside an entry's data");
+        }
+        let left = usize::try_from(self.left).unwrap_or(usize::MAX);
+        // Buffered: no read this time.
+        Ok(&self.inner.fill_buf()?[..available.min(left)])
+    }
+
+    /// Marks `n` bytes of [`Self::data`] used.
+    pub fn consume_data(&mut self, n: usize) {
+        let n = (n as u64).min(self.left);
+        self.inner.consume(n as usize);
+        self.offset += n;
+        self.left -= n;
     }
 }
 

@@ -11,8 +11,10 @@
 //! for its whiteouts (removing what the layers below put there), then for its entries
 //! (replacing what is there), with no symlink followed on the way to either.
 
+use super::decode;
 use super::inroot::{self, split_parent};
 use super::payload::{Packed, PayloadStream};
+use super::ring::Ring;
 use crate::error::{Context, Error, Result};
 use crate::log::printable;
 use crate::sys;
@@ -20,7 +22,7 @@ use binctr_format::tar_reader::{Header, Kind, Limits, TarReader};
 use std::collections::BTreeMap;
 use std::ffi::{CStr, CString};
 use std::fs::File;
-use std::io::{self, Read, Seek, Write};
+use std::io::{self, BufRead, Read, Seek, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 
@@ -94,7 +96,6 @@ pub struct Extractor {
     dirs: BTreeMap<Vec<u8>, DirMeta>,
     /// What `dirs` holds, roughly, in bytes.
     dir_bytes: usize,
-    buf: Vec<u8>,
     /// Inside a user namespace with subordinate ids: give files the image's owners.
     keep_owners: bool,
     /// The owner everything we create gets (our ids: no directory is setgid before the
@@ -218,7 +219,6 @@ impl Extractor {
             parent: None,
             dirs: BTreeMap::new(),
             dir_bytes: 0,
-            buf: vec![0u8; 256 * 1024],
             keep_owners,
             own: (
                 nix::unistd::geteuid().as_raw(),
@@ -281,7 +281,7 @@ impl Extractor {
     }
 
     /// Writes one entry of the tar; its data is read from `tar`.
-    pub fn entry<R: Read>(&mut self, header: &Header, tar: &mut TarReader<R>) -> Result<()> {
+    pub fn entry<R: BufRead>(&mut self, header: &Header, tar: &mut TarReader<R>) -> Result<()> {
         let raw = &header.path;
         let path = clean_path(raw)?;
         let kind = header.kind();
@@ -401,7 +401,7 @@ impl Extractor {
         }
     }
 
-    fn write_file<R: Read>(
+    fn write_file<R: BufRead>(
         &mut self,
         item: &Item<'_>,
         header: &Header,
@@ -447,8 +447,9 @@ impl Extractor {
         Ok(())
     }
 
-    /// Copies `len` stored bytes of the current entry into `file`.
-    fn copy_data<R: Read>(
+    /// Copies `len` stored bytes of the current entry into `file`, straight from the
+    /// reader's buffer.
+    fn copy_data<R: BufRead>(
         &mut self,
         file: &mut File,
         len: u64,
@@ -457,31 +458,23 @@ impl Extractor {
     ) -> Result<()> {
         let mut left = len;
         while left > 0 {
-            let want = left.min(self.buf.len() as u64) as usize;
-            let n = match tar.read_data(&mut self.buf[..want]) {
-                Ok(0) => 0,
-                Ok(n) => n,
-                Err(e) => {
-                    return Err(refuse(
-                        raw,
-                        &format!(
-                        "the payload ends inside it ({} of {len} bytes): the file is damaged ({e})",
-                        len - left
-                    ),
-                    ))
-                }
-            };
-            if n == 0 {
-                return Err(refuse(
+            let ends = |e: String| {
+                refuse(
                     raw,
                     &format!(
-                        "the payload ends inside it ({} of {len} bytes): the file is damaged",
+                        "the payload ends inside it ({} of {len} bytes): the file is damaged{e}",
                         len - left
                     ),
-                ));
+                )
+            };
+            let data = tar.data().map_err(|e| ends(format!(" ({e})")))?;
+            let n = data.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+            if n == 0 {
+                return Err(ends(String::new()));
             }
-            file.write_all(&self.buf[..n])
+            file.write_all(&data[..n])
                 .map_err(|e| refuse(raw, &format!("cannot write: {e}")))?;
+            tar.consume_data(n);
             left -= n as u64;
         }
         Ok(())
@@ -744,25 +737,28 @@ fn stop_blocked(
 ///
 /// A child process reads, hashes and decompresses while this one writes the files: on a
 /// first run the two take about as long, so the extraction costs the longer of them
-/// rather than their sum. The child hands the tar over through a pipe (memory stays
-/// constant) and reports success, or why it failed, on a second pipe; it ends at its
-/// next write when this side stops early (SIGPIPE is ignored: EPIPE). A third process
+/// rather than their sum. The child hands the tar over in memory both share (ring.rs:
+/// memory stays constant, no byte is copied through the kernel) and reports success,
+/// or why it failed, on a pipe; it ends when this side stops early. A third process
 /// writes the extracted files back to disk meanwhile ([`Flusher`]).
 fn unpack_frame(
     payload: &mut PayloadStream,
     extractor: &mut Extractor,
     stop: &nix::sys::signal::SigSet,
 ) -> Result<()> {
-    let (tar_read, tar_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-        .context("cannot create a pipe for the extraction")?;
+    // First: it must hold no end of the pipes below (their ends are how either side
+    // sees the other stop).
+    let flusher = Flusher::start(extractor.root.as_fd());
+    let ring = Ring::new().context("cannot set up the extraction's shared memory")?;
     let (report_read, report_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .context("cannot create a pipe for the extraction")?;
-    // Fewer, larger handovers (1 MiB is what an unprivileged user may ask for).
-    let _ = nix::fcntl::fcntl(tar_write.as_raw_fd(), nix::fcntl::F_SETPIPE_SZ(1 << 20));
     let decoder = sys::fork().context("cannot fork the decompressing process")?;
     if decoder == 0 {
-        drop((tar_read, report_read));
-        let mut report = decode(payload, File::from(tar_write));
+        drop(report_read);
+        let mut ring = ring.writer();
+        let mut report = decode::decode(payload, &mut ring);
+        // The end of the tar, for the extraction, before the check below.
+        drop(ring);
         // Read to its end and checked whatever the decoding did.
         if let Err(e) = payload.verify() {
             report = vec![2];
@@ -771,19 +767,18 @@ fn unpack_frame(
         let _ = File::from(report_write).write_all(&report);
         sys::exit_now(0);
     }
-    drop((tar_write, report_write));
-    let flusher = Flusher::start(extractor.root.as_fd());
+    drop(report_write);
+    let mut tar = ring.reader();
     // Files are created with their final permission bits (no chmod per file); the
     // user's umask must not trim them. Only this process extracts, and it restores it.
     let umask = nix::sys::stat::umask(nix::sys::stat::Mode::empty());
-    let mut tar = io::BufReader::with_capacity(256 << 10, File::from(tar_read));
     let unpacked = unpack_entries(&mut tar, extractor, stop).and_then(|()| {
         io::copy(&mut tar, &mut io::sink())
             .map(drop)
             .context("cannot read the decompressed payload")
     });
     nix::sys::stat::umask(umask);
-    // An early stop closes the pipe: the decoder ends at its next write.
+    // An early stop closes our ends: the decoder ends when it next waits for a slot.
     drop(tar);
     drop(flusher);
     let mut report = Vec::new();
@@ -797,7 +792,7 @@ fn unpack_frame(
             printable(why)
         ))),
         Some((0, _)) => unpacked,
-        // Killed, or it stopped at a closed pipe: our own error says why.
+        // Killed, or it stopped when we did: our own error says why.
         _ => unpacked.and_then(|()| {
             Err(Error::new(
                 "the decompressing process of the extraction ended early",
@@ -851,32 +846,6 @@ impl Drop for Flusher {
     }
 }
 
-/// The decompressing process: the frame's tar into `tar` (lz4's own checks on the
-/// way), then its report: 0, or 1 and the error. Empty: it stopped at a closed pipe.
-fn decode(payload: &mut PayloadStream, mut tar: File) -> Vec<u8> {
-    use std::io::BufRead;
-    let mut decoder = lz4_flex::frame::FrameDecoder::new(payload);
-    loop {
-        // Straight from the decoder's own buffer: no copy into one of ours.
-        let block = match decoder.fill_buf() {
-            Ok([]) => break,
-            Ok(block) => block,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                let mut report = vec![1];
-                report.extend_from_slice(e.to_string().as_bytes());
-                return report;
-            }
-        };
-        if tar.write_all(block).is_err() {
-            return Vec::new();
-        }
-        let n = block.len();
-        decoder.consume(n);
-    }
-    vec![0]
-}
-
 /// The mount points (a whole image), then the directories' metadata.
 fn complete(mut extractor: Extractor, mount_points: bool) -> Result<Summary> {
     if mount_points {
@@ -892,7 +861,7 @@ fn complete(mut extractor: Extractor, mount_points: bool) -> Result<Summary> {
 
 /// Every entry of the payload tar, in order; a pending stop signal ends it between
 /// entries.
-fn unpack_entries<R: Read>(
+fn unpack_entries<R: BufRead>(
     decoder: &mut R,
     extractor: &mut Extractor,
     stop: &nix::sys::signal::SigSet,

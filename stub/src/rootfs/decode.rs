@@ -1,0 +1,201 @@
+//! The decompressing process of an extraction (extract.rs): a frame's lz4 into the ring
+//! of shared slots (ring.rs).
+//!
+//! binctr-pack writes frames of independent 4 MiB blocks without block or content
+//! checksums (format 2: the frame's sha256 covers every byte). Those are read here: each
+//! block is read into one buffer and decompressed straight into a slot, or read
+//! straight into one when stored uncompressed. Any other frame (format 1 keeps lz4's
+//! content checksum; frames of other writers) goes through lz4_flex's frame decoder,
+//! which checks what the frame asks for, and is copied into the slots.
+
+use super::payload::PayloadStream;
+use super::ring::{Writer, SLOT};
+use std::io::{self, BufRead, Read};
+
+const MAGIC: u32 = 0x184D_2204;
+
+/// The frame's tar into `ring`, then the report: 0, or 1 and why the lz4 data is broken.
+/// Empty: it stopped because the reader had gone.
+pub fn decode(payload: &mut PayloadStream, ring: &mut Writer) -> Vec<u8> {
+    let mut head = [0u8; 6];
+    let got = match read_full(payload, &mut head) {
+        Ok(got) => got,
+        Err(e) => return broken(&e),
+    };
+    let result = match block_size(&head[..got]) {
+        Some(max) => blocks(payload, head[4], max, ring),
+        None => framed(io::Read::chain(&head[..got], payload), ring),
+    };
+    match result {
+        Ok(true) => vec![0],
+        Ok(false) => Vec::new(),
+        Err(e) => broken(&e),
+    }
+}
+
+fn broken(e: &io::Error) -> Vec<u8> {
+    let mut report = vec![1];
+    report.extend_from_slice(e.to_string().as_bytes());
+    report
+}
+
+fn bad(why: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, why)
+}
+
+/// Reads until `buf` is full or the stream ends; how much it read.
+fn read_full(from: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match from.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
+}
+
+fn read_exact(from: &mut impl Read, buf: &mut [u8]) -> io::Result<()> {
+    match read_full(from, buf)? == buf.len() {
+        true => Ok(()),
+        false => Err(bad("the lz4 frame ends early")),
+    }
+}
+
+/// The largest block of a frame whose magic, FLG and BD bytes are `head`, when it is
+/// one of binctr-pack's kind (version 1, independent blocks, no checksum, no
+/// dictionary); None for any other (left to lz4_flex's decoder).
+fn block_size(head: &[u8]) -> Option<usize> {
+    let [m0, m1, m2, m3, flg, bd] = *head else {
+        return None;
+    };
+    let plain = u32::from_le_bytes([m0, m1, m2, m3]) == MAGIC
+        && flg & 0b1100_0000 == 0b0100_0000 // version 01
+        && flg & 0b0010_0000 != 0 // independent blocks
+        && flg & 0b0001_0111 == 0 // no block checksum, content checksum, reserved bit, dictionary
+        && bd & 0b1000_1111 == 0;
+    match (plain, (bd >> 4) & 0b111) {
+        (true, code @ 4..=7) => Some(1 << (8 + 2 * code)),
+        _ => None,
+    }
+}
+
+/// The blocks of one of binctr-pack's frames (after its first 6 bytes, `flg` the
+/// frame's FLG byte): each straight into a slot. Ok(false): the reader has gone.
+fn blocks(payload: &mut PayloadStream, flg: u8, max: usize, ring: &mut Writer) -> io::Result<bool> {
+    // The content size, if there, then the header checksum: the frame's sha256, checked
+    // when it is all read, covers them.
+    let mut rest = [0u8; 9];
+    let rest_len = if flg & 0b0000_1000 != 0 { 9 } else { 1 };
+    read_exact(payload, &mut rest[..rest_len])?;
+    let max = max.min(SLOT);
+    let mut compressed = vec![0u8; max];
+    loop {
+        let mut size = [0u8; 4];
+        read_exact(payload, &mut size)?;
+        let size = u32::from_le_bytes(size);
+        if size == 0 {
+            return Ok(true);
+        }
+        let len = (size & 0x7FFF_FFFF) as usize;
+        if len > max {
+            return Err(bad("a block is larger than its frame allows"));
+        }
+        if !ring.acquire() {
+            return Ok(false);
+        }
+        let slot = &mut ring.slot()[..max];
+        let out = if size & 0x8000_0000 != 0 {
+            // Stored as is.
+            read_exact(payload, &mut slot[..len])?;
+            len
+        } else {
+            read_exact(payload, &mut compressed[..len])?;
+            lz4_flex::block::decompress_into(&compressed[..len], slot)
+                .map_err(|e| bad(&e.to_string()))?
+        };
+        if !ring.send(out) {
+            return Ok(false);
+        }
+    }
+}
+
+/// Any other frame, through lz4_flex's decoder, copied into the slots.
+fn framed(payload: impl Read, ring: &mut Writer) -> io::Result<bool> {
+    let mut decoder = lz4_flex::frame::FrameDecoder::new(payload);
+    let mut used = 0;
+    loop {
+        let block = match decoder.fill_buf() {
+            Ok([]) => break,
+            Ok(block) => block,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if used == 0 && !ring.acquire() {
+            return Ok(false);
+        }
+        let n = block.len().min(SLOT - used);
+        ring.slot()[used..used + n].copy_from_slice(&block[..n]);
+        used += n;
+        decoder.consume(n);
+        if used == SLOT {
+            if !ring.send(used) {
+                return Ok(false);
+            }
+            used = 0;
+        }
+    }
+    Ok(used == 0 || ring.send(used))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lz4_flex::frame::{BlockMode, BlockSize, FrameEncoder, FrameInfo};
+    use std::io::Write;
+
+    fn head(info: FrameInfo) -> Vec<u8> {
+        let mut encoder = FrameEncoder::with_frame_info(info, Vec::new());
+        encoder.write_all(b"some tar").unwrap();
+        encoder.finish().unwrap()[..6].to_vec()
+    }
+
+    #[test]
+    fn only_frames_of_binctr_packs_kind_are_read_block_by_block() {
+        let plain = || {
+            FrameInfo::new()
+                .block_mode(BlockMode::Independent)
+                .block_checksums(false)
+                .content_checksum(false)
+        };
+        // What binctr-pack writes for format 2 (packer/src/payload.rs), and other sizes.
+        assert_eq!(
+            block_size(&head(plain().block_size(BlockSize::Max4MB))),
+            Some(SLOT)
+        );
+        assert_eq!(
+            block_size(&head(plain().block_size(BlockSize::Max64KB))),
+            Some(64 << 10)
+        );
+        assert_eq!(
+            block_size(&head(plain().block_size(BlockSize::Max1MB))),
+            Some(1 << 20)
+        );
+        assert_eq!(
+            block_size(&head(plain().content_size(Some(8)))),
+            Some(64 << 10)
+        );
+        // Anything lz4_flex's decoder must check or link: format 1's content checksum,
+        // block checksums, linked blocks; not a frame at all.
+        assert_eq!(block_size(&head(plain().content_checksum(true))), None);
+        assert_eq!(block_size(&head(plain().block_checksums(true))), None);
+        assert_eq!(
+            block_size(&head(plain().block_mode(BlockMode::Linked))),
+            None
+        );
+        assert_eq!(block_size(b"\x04\x22\x4d\x18"), None);
+        assert_eq!(block_size(b"not lz4 at all"), None);
+    }
+}
