@@ -8,15 +8,36 @@
 //! content checksum; frames of other writers) goes through lz4_flex's frame decoder,
 //! which checks what the frame asks for, and is copied into the slots.
 
-use super::payload::PayloadStream;
 use super::ring::{Writer, SLOT};
 use std::io::{self, BufRead, Read};
+
+/// Where the tar goes: the ring's writing end ([`Writer`]), or a buffer in the tests.
+pub trait Slots {
+    /// Waits until the next slot is free; false when the reader has gone.
+    fn acquire(&mut self) -> bool;
+    /// The slot to fill (after `acquire`), `SLOT` bytes.
+    fn slot(&mut self) -> &mut [u8];
+    /// Hands the slot over with its first `len` bytes; false when the reader has gone.
+    fn send(&mut self, len: usize) -> bool;
+}
+
+impl Slots for Writer {
+    fn acquire(&mut self) -> bool {
+        Writer::acquire(self)
+    }
+    fn slot(&mut self) -> &mut [u8] {
+        Writer::slot(self)
+    }
+    fn send(&mut self, len: usize) -> bool {
+        Writer::send(self, len)
+    }
+}
 
 const MAGIC: u32 = 0x184D_2204;
 
 /// The frame's tar into `ring`, then the report: 0, or 1 and why the lz4 data is broken.
 /// Empty: it stopped because the reader had gone.
-pub fn decode(payload: &mut PayloadStream, ring: &mut Writer) -> Vec<u8> {
+pub fn decode(payload: &mut impl Read, ring: &mut impl Slots) -> Vec<u8> {
     let mut head = [0u8; 6];
     let got = match read_full(payload, &mut head) {
         Ok(got) => got,
@@ -84,7 +105,7 @@ fn block_size(head: &[u8]) -> Option<usize> {
 
 /// The blocks of one of binctr-pack's frames (after its first 6 bytes, `flg` the
 /// frame's FLG byte): each straight into a slot. Ok(false): the reader has gone.
-fn blocks(payload: &mut PayloadStream, flg: u8, max: usize, ring: &mut Writer) -> io::Result<bool> {
+fn blocks(payload: &mut impl Read, flg: u8, max: usize, ring: &mut impl Slots) -> io::Result<bool> {
     // The content size, if there, then the header checksum: the frame's sha256, checked
     // when it is all read, covers them.
     let mut rest = [0u8; 9];
@@ -123,7 +144,7 @@ fn blocks(payload: &mut PayloadStream, flg: u8, max: usize, ring: &mut Writer) -
 }
 
 /// Any other frame, through lz4_flex's decoder, copied into the slots.
-fn framed(payload: impl Read, ring: &mut Writer) -> io::Result<bool> {
+fn framed(payload: impl Read, ring: &mut impl Slots) -> io::Result<bool> {
     let mut decoder = lz4_flex::frame::FrameDecoder::new(payload);
     let mut used = 0;
     loop {
@@ -155,6 +176,153 @@ mod tests {
     use super::*;
     use lz4_flex::frame::{BlockMode, BlockSize, FrameEncoder, FrameInfo};
     use std::io::Write;
+
+    /// Collects what is sent; `gone_after`: the reader goes after that many slots.
+    struct Collect {
+        slot: Vec<u8>,
+        out: Vec<u8>,
+        sent: usize,
+        gone_after: usize,
+    }
+
+    impl Collect {
+        fn new() -> Collect {
+            Collect {
+                slot: vec![0; SLOT],
+                out: Vec::new(),
+                sent: 0,
+                gone_after: usize::MAX,
+            }
+        }
+    }
+
+    impl Slots for Collect {
+        fn acquire(&mut self) -> bool {
+            self.sent < self.gone_after
+        }
+        fn slot(&mut self) -> &mut [u8] {
+            &mut self.slot
+        }
+        fn send(&mut self, len: usize) -> bool {
+            assert!(len <= SLOT && self.sent < self.gone_after);
+            self.out.extend_from_slice(&self.slot[..len]);
+            self.sent += 1;
+            true
+        }
+    }
+
+    fn frame(info: FrameInfo, data: &[u8]) -> Vec<u8> {
+        let mut encoder = FrameEncoder::with_frame_info(info, Vec::new());
+        encoder.write_all(data).unwrap();
+        encoder.finish().unwrap()
+    }
+
+    /// 9 MiB: random bytes (stored blocks) then text (compressed), across 4 MiB blocks.
+    fn sample() -> Vec<u8> {
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut data: Vec<u8> = (0..(5 << 20))
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect();
+        let mut n = 0;
+        while data.len() < 9 << 20 {
+            data.extend_from_slice(format!("line {n} of a text\n").as_bytes());
+            n += 1;
+        }
+        data
+    }
+
+    fn plain() -> FrameInfo {
+        FrameInfo::new()
+            .block_mode(BlockMode::Independent)
+            .block_checksums(false)
+            .content_checksum(false)
+    }
+
+    #[test]
+    fn every_kind_of_frame_decodes_to_its_data() {
+        let data = sample();
+        for info in [
+            plain().block_size(BlockSize::Max4MB),
+            plain().block_size(BlockSize::Max64KB),
+            plain()
+                .block_size(BlockSize::Max4MB)
+                .content_size(Some(data.len() as u64)),
+            plain().block_size(BlockSize::Max4MB).content_checksum(true),
+            plain()
+                .block_size(BlockSize::Max256KB)
+                .block_mode(BlockMode::Linked),
+            plain().block_size(BlockSize::Max1MB).block_checksums(true),
+        ] {
+            let mut out = Collect::new();
+            let report = decode(&mut &frame(info.clone(), &data)[..], &mut out);
+            assert_eq!(
+                report,
+                vec![0],
+                "{info:?}: {}",
+                String::from_utf8_lossy(&report)
+            );
+            assert!(out.out == data, "{info:?}: the data differs");
+        }
+    }
+
+    #[test]
+    fn a_broken_frame_is_reported_broken_never_a_panic() {
+        let data = sample();
+        let good = frame(plain().block_size(BlockSize::Max4MB), &data);
+        let checked = frame(plain().content_checksum(true), &data);
+        let mut broken = Vec::new();
+        // Cut anywhere: in the header, a block's size, a block, before the end mark.
+        for at in [
+            5,
+            6,
+            8,
+            9,
+            12,
+            1000,
+            good.len() / 2,
+            good.len() - 4,
+            good.len() - 1,
+        ] {
+            broken.push(good[..at].to_vec());
+        }
+        broken.push(checked[..checked.len() - 1].to_vec());
+        // A block larger than the frame allows (raw and compressed).
+        for size in [(4u32 << 20) + 1, 0x8000_0000 | ((4 << 20) + 1), 0x7FFF_FFFF] {
+            let mut bad = good[..7].to_vec();
+            bad.extend_from_slice(&size.to_le_bytes());
+            bad.extend_from_slice(&[0; 64]);
+            broken.push(bad);
+        }
+        // A compressed block that is not lz4: a match before the start.
+        let mut bad = good[..7].to_vec();
+        bad.extend_from_slice(&4u32.to_le_bytes());
+        bad.extend_from_slice(&[0x0f, 0xff, 0xff, 0x00, 0, 0, 0, 0]);
+        broken.push(bad);
+        for (n, bytes) in broken.iter().enumerate() {
+            let mut out = Collect::new();
+            let report = decode(&mut &bytes[..], &mut out);
+            assert_eq!(report.first(), Some(&1), "case {n}: {report:?}");
+        }
+    }
+
+    #[test]
+    fn it_stops_when_the_reader_goes() {
+        let data = sample();
+        for info in [
+            plain().block_size(BlockSize::Max4MB),
+            plain().content_checksum(true),
+        ] {
+            let mut out = Collect::new();
+            out.gone_after = 1;
+            let report = decode(&mut &frame(info, &data)[..], &mut out);
+            assert!(report.is_empty() && out.sent == 1, "{report:?}");
+        }
+    }
 
     fn head(info: FrameInfo) -> Vec<u8> {
         let mut encoder = FrameEncoder::with_frame_info(info, Vec::new());
