@@ -6,8 +6,8 @@ use super::types::ImageArg;
 use super::zstd::ZstdReader;
 use crate::util::BUF_SIZE;
 use flate2::bufread::MultiGzDecoder;
-use std::fs::{self, File};
-use std::io::{self, BufRead, BufReader, Read};
+use std::fs;
+use std::io::{self, BufRead, BufReader};
 
 /// The size of IMAGE when it is a regular file, for the progress bar.
 pub fn input_size(arg: &ImageArg) -> Option<u64> {
@@ -20,19 +20,7 @@ pub fn input_size(arg: &ImageArg) -> Option<u64> {
     }
 }
 
-/// Fills `buf` from the start of `file` as far as the file goes.
-pub fn read_up_to(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match file.read(&mut buf[filled..]) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(filled)
-}
+pub use binctr_format::read_up_to;
 
 /// A compression told by its magic bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

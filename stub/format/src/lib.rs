@@ -39,5 +39,5 @@ pub use layout::{
     CONFIG_VERSION, FLAT_CONFIG_VERSION, FLAT_FORMAT_VERSION, FOOTER_LEN, FORMAT_VERSION,
     MAGIC_HEAD, MAGIC_TAIL, MAX_CONFIG_LEN, MAX_LAYERS, MIN_PAYLOAD_LEN,
 };
-pub use read::{read_tail, TailError};
+pub use read::{read_tail, read_up_to, TailError};
 pub use text::printable;

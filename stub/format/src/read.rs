@@ -74,6 +74,21 @@ pub fn read_tail<R: Read + Seek>(file: &mut R) -> Result<(Footer, ImageConfig), 
     Ok((footer, config))
 }
 
+/// Reads until `buf` is full or the stream ends (retrying interrupted reads); how much
+/// it read.
+pub fn read_up_to(from: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match from.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

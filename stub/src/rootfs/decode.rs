@@ -9,6 +9,7 @@
 //! which checks what the frame asks for, and is copied into the slots.
 
 use super::ring::{Writer, SLOT};
+use binctr_format::read_up_to;
 use std::io::{self, BufRead, Read};
 
 /// Where the tar goes: the ring's writing end ([`Writer`]), or a buffer in the tests.
@@ -39,7 +40,7 @@ const MAGIC: u32 = 0x184D_2204;
 /// Empty: it stopped because the reader had gone.
 pub fn decode(payload: &mut impl Read, ring: &mut impl Slots) -> Vec<u8> {
     let mut head = [0u8; 6];
-    let got = match read_full(payload, &mut head) {
+    let got = match read_up_to(payload, &mut head) {
         Ok(got) => got,
         Err(e) => return broken(&e),
     };
@@ -64,22 +65,8 @@ fn bad(why: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, why)
 }
 
-/// Reads until `buf` is full or the stream ends; how much it read.
-fn read_full(from: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut got = 0;
-    while got < buf.len() {
-        match from.read(&mut buf[got..]) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(got)
-}
-
 fn read_exact(from: &mut impl Read, buf: &mut [u8]) -> io::Result<()> {
-    match read_full(from, buf)? == buf.len() {
+    match read_up_to(from, buf)? == buf.len() {
         true => Ok(()),
         false => Err(bad("the lz4 frame ends early")),
     }
