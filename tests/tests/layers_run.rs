@@ -855,18 +855,27 @@ fn layered_by_hand(t: &Test, tars: &[Vec<u8>], out: &Path) {
 
 /// As [`layered_by_hand`], each frame written by `lz4` with these options.
 fn layered_by_hand_with(t: &Test, tars: &[Vec<u8>], lz4_options: &[&str], out: &Path) {
+    let frames: Vec<(Vec<u8>, Vec<u8>)> = tars
+        .iter()
+        .map(|tar| (tar.clone(), lz4_frame_with(lz4_options, tar)))
+        .collect();
+    layered_frames(t, &frames, out);
+}
+
+/// A format 2 packed file of these (tar, frame) layers: each frame's sha256 is right,
+/// whatever the frame holds.
+fn layered_frames(t: &Test, frames: &[(Vec<u8>, Vec<u8>)], out: &Path) {
     let mut payload = Vec::new();
     let mut layers = Vec::new();
-    for tar in tars {
-        let frame = lz4_frame_with(lz4_options, tar);
+    for (tar, frame) in frames {
         layers.push(json!({
             "digest": format!("sha256:{}", hex(sha256(tar))),
             "offset": payload.len(),
             "length": frame.len(),
             "size": tar.len(),
-            "sha256": hex(sha256(&frame)),
+            "sha256": hex(sha256(frame)),
         }));
-        payload.extend_from_slice(&frame);
+        payload.extend_from_slice(frame);
     }
     let parts = Parts {
         stub: fs::read(t.env.stub()).expect("read the stub"),
@@ -928,6 +937,55 @@ fn layers_framed_by_any_lz4_writer_extract_to_the_same_files() {
             .run();
         assert_eq!(out.stdout_text(), "0\n", "lz4 {options:?}:\n{out:?}");
     }
+}
+
+#[test]
+fn a_layer_whose_lz4_is_broken_under_a_right_sha256_is_refused_and_nothing_is_stored() {
+    // The frame's sha256 matches (the packer of a hostile file computes it), so only the
+    // lz4 decoding can find the damage: blocks larger than the frame allows, stored or
+    // compressed, a compressed block that reaches before its start, a frame that ends
+    // before its end mark. Each is refused with one line; nothing is stored.
+    let t = Test::new("layers-run-broken-lz4");
+    let base = RawTar::on_busybox().finish();
+    let mut top = RawTar::new();
+    top.file(b"etc/top", b"top\n");
+    let top = top.finish();
+    let good = lz4_frame_with(&["-B7", "--no-frame-crc"], &top);
+    let header = &good[..7];
+    let block = |size: u32, bytes: &[u8]| {
+        let mut frame = header.to_vec();
+        frame.extend_from_slice(&size.to_le_bytes());
+        frame.extend_from_slice(bytes);
+        frame.extend_from_slice(&0u32.to_le_bytes());
+        frame
+    };
+    let cases = [
+        (
+            "stored-too-large",
+            block(0x8000_0000 | ((4 << 20) + 1), &[0; 64]),
+        ),
+        ("compressed-too-large", block((4 << 20) + 1, &[0; 64])),
+        ("match-before-start", block(4, &[0x0f, 0xff, 0xff, 0x00])),
+        ("no-end-mark", good[..good.len() - 4].to_vec()),
+    ];
+    let base_frame = lz4_frame_with(&["-B7", "--no-frame-crc"], &base);
+    for (name, frame) in cases {
+        let image = t.dir.join(name);
+        layered_frames(
+            &t,
+            &[(base.clone(), base_frame.clone()), (top.clone(), frame)],
+            &image,
+        );
+        let out = t.cmd(&image).args(["echo", "ran"]).run();
+        binctr_tests::assert_fails_with_one_line(&out, 125, "damaged packed file");
+        assert!(
+            out.stderr_text().contains("lz4"),
+            "{name}: the error should name the lz4 data:\n{out:?}"
+        );
+        assert!(image_dirs(&t).is_empty(), "{name}: {:?}", image_dirs(&t));
+    }
+    // The base layer, whole, may be kept for the next image on it; never the top.
+    assert!(layer_dirs(&t).len() <= 1, "{:?}", layer_dirs(&t));
 }
 
 #[test]
