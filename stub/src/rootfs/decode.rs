@@ -8,31 +8,9 @@
 //! content checksum; frames of other writers) goes through lz4_flex's frame decoder,
 //! which checks what the frame asks for, and is copied into the slots.
 
-use super::ring::{Writer, SLOT};
+use super::ring::{Slots, SLOT};
 use binctr_format::read_up_to;
 use std::io::{self, BufRead, Read};
-
-/// Where the tar goes: the ring's writing end ([`Writer`]), or a buffer in the tests.
-pub trait Slots {
-    /// Waits until the next slot is free; false when the reader has gone.
-    fn acquire(&mut self) -> bool;
-    /// The slot to fill (after `acquire`), `SLOT` bytes.
-    fn slot(&mut self) -> &mut [u8];
-    /// Hands the slot over with its first `len` bytes; false when the reader has gone.
-    fn send(&mut self, len: usize) -> bool;
-}
-
-impl Slots for Writer {
-    fn acquire(&mut self) -> bool {
-        Writer::acquire(self)
-    }
-    fn slot(&mut self) -> &mut [u8] {
-        Writer::slot(self)
-    }
-    fn send(&mut self, len: usize) -> bool {
-        Writer::send(self, len)
-    }
-}
 
 const MAGIC: u32 = 0x184D_2204;
 
@@ -66,10 +44,10 @@ fn bad(why: &str) -> io::Error {
 }
 
 fn read_exact(from: &mut impl Read, buf: &mut [u8]) -> io::Result<()> {
-    match read_up_to(from, buf)? == buf.len() {
-        true => Ok(()),
-        false => Err(bad("the lz4 frame ends early")),
-    }
+    from.read_exact(buf).map_err(|e| match e.kind() {
+        io::ErrorKind::UnexpectedEof => bad("the lz4 frame ends early"),
+        _ => e,
+    })
 }
 
 /// The largest block of a frame whose magic, FLG and BD bytes are `head`, when it is

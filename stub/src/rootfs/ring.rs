@@ -77,9 +77,20 @@ pub struct Writer {
     next: usize,
 }
 
-impl Writer {
+/// Where the decompressed tar goes: the ring's writing end ([`Writer`]), or a buffer in
+/// decode.rs's tests.
+pub trait Slots {
     /// Waits until the next slot is free; false when the reader has gone.
-    pub fn acquire(&mut self) -> bool {
+    fn acquire(&mut self) -> bool;
+    /// The slot to fill (after `acquire`), [`SLOT`] bytes.
+    fn slot(&mut self) -> &mut [u8];
+    /// Hands the slot over with its first `len` bytes (none: nothing to hand over);
+    /// false when the reader has gone.
+    fn send(&mut self, len: usize) -> bool;
+}
+
+impl Slots for Writer {
+    fn acquire(&mut self) -> bool {
         while self.credits == 0 {
             let mut token = [0u8; 1];
             match self.free.read(&mut token) {
@@ -91,17 +102,17 @@ impl Writer {
         true
     }
 
-    /// The slot to fill (after [`Self::acquire`]).
-    pub fn slot(&mut self) -> &mut [u8] {
+    fn slot(&mut self) -> &mut [u8] {
         self.mem.slot_mut(self.next)
     }
 
-    /// Hands the slot over with its first `len` bytes; false when the reader has gone.
-    pub fn send(&mut self, len: usize) -> bool {
-        let len = len.min(self.mem.len()) as u32;
-        if self.credits == 0 || len == 0 {
-            return len == 0;
+    fn send(&mut self, len: usize) -> bool {
+        if len == 0 {
+            return true;
         }
+        // Only a slot `acquire` gave, and no more than it holds.
+        debug_assert!(self.credits > 0 && len <= self.mem.len());
+        let len = len.min(self.mem.len()) as u32;
         if self.full.write_all(&len.to_le_bytes()).is_err() {
             return false;
         }
